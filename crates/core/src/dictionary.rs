@@ -1,0 +1,362 @@
+//! Convolutional dictionaries (DESIGN §3.3): filters, their Fourier responses, and the
+//! operators built on them.
+
+use crate::error::{Error, Result};
+use crate::fft::{Fft2, FftBackend};
+use crate::ops::{checkerboard, LinearOperator};
+use crate::real::Real;
+use crate::shape::{check_capacity, check_len, Shape};
+use num_complex::Complex;
+
+/// Largest filter side (DESIGN §3.3: odd, `s <= 11`).
+pub const MAX_FILTER_SIDE: usize = 11;
+
+/// A validated view of `K` real filters of `s × s` taps, `[K][s][s]` row-major, origin at
+/// the centre tap.
+#[derive(Debug, Clone, Copy)]
+pub struct Dictionary<'a, T> {
+    filters: &'a [T],
+    count: usize,
+    side: usize,
+}
+
+impl<'a, T: Real> Dictionary<'a, T> {
+    /// Fails unless `side` is odd in `1..=MAX_FILTER_SIDE`, `count >= 1`,
+    /// `filters.len() == count * side²` and every tap is finite.
+    pub fn new(filters: &'a [T], count: usize, side: usize) -> Result<Self> {
+        if side % 2 == 0 || side > MAX_FILTER_SIDE {
+            return Err(Error::InvalidFilterSize { side });
+        }
+        if count == 0 {
+            return Err(Error::EmptyDictionary);
+        }
+        check_len("dictionary", filters.len(), count * side * side)?;
+        if filters.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { what: "dictionary" });
+        }
+        Ok(Self { filters, count, side })
+    }
+
+    /// Number of filters `K`.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Filter side `s`.
+    pub fn side(&self) -> usize {
+        self.side
+    }
+
+    /// Taps of filter `k`, `[s][s]`.
+    pub fn filter(&self, k: usize) -> &'a [T] {
+        let taps = self.side * self.side;
+        &self.filters[k * taps..(k + 1) * taps]
+    }
+}
+
+/// The dictionary's Fourier responses on one grid, computed once per dictionary and grid
+/// ("plan once, run many").
+///
+/// `h_k = fftshift(fft2(pad(d_k)))` (DESIGN §3.3, §3.7 item 4) is stored divided by
+/// `sqrt(N)` and in the transposed layout `[n_x][n_y]` of [`Fft2`], so that the solver's
+/// forward operator is `M (.) sum_k h̃_k (.) Φ(z̃_k)` with no further scaling. `power` holds
+/// `sum_k |h_k|²` (unscaled), from which the Lipschitz constant is a masked maximum.
+pub struct DictionaryPlan<'a, T, B> {
+    fft: &'a Fft2<B>,
+    count: usize,
+    side: usize,
+    responses: &'a [Complex<T>],
+    power: &'a [T],
+}
+
+impl<'a, T, B> DictionaryPlan<'a, T, B>
+where
+    B: FftBackend<T>,
+    T: Real,
+{
+    /// Elements of the `responses` buffer: `K N` complex.
+    pub fn responses_len(shape: Shape, count: usize) -> usize {
+        count * shape.len()
+    }
+
+    /// Elements of the `power` buffer: `N` real.
+    pub fn power_len(shape: Shape) -> usize {
+        shape.len()
+    }
+
+    /// Scratch for [`Self::new`]: one grid plus the FFT's scratch.
+    pub fn scratch_len(fft: &Fft2<B>) -> usize {
+        fft.shape().len() + fft.scratch_len()
+    }
+
+    /// Computes every `h_k` (K FFTs) and `sum_k |h_k|²` into the caller's buffers.
+    /// Fails if a buffer is too small or a filter is larger than the grid.
+    pub fn new(
+        fft: &'a Fft2<B>,
+        dictionary: Dictionary<'_, T>,
+        responses: &'a mut [Complex<T>],
+        power: &'a mut [T],
+        scratch: &mut [Complex<T>],
+    ) -> Result<Self> {
+        let shape = fft.shape();
+        let n = shape.len();
+        let count = dictionary.count();
+        let side = dictionary.side();
+        if side > shape.n_y().min(shape.n_x()) {
+            return Err(Error::InvalidFilterSize { side });
+        }
+        check_capacity("dictionary responses", responses.len(), Self::responses_len(shape, count))?;
+        check_capacity("dictionary power", power.len(), Self::power_len(shape))?;
+        check_capacity("dictionary plan scratch", scratch.len(), Self::scratch_len(fft))?;
+        let responses = &mut responses[..count * n];
+        let power = &mut power[..n];
+        let (padded, fft_scratch) = scratch.split_at_mut(n);
+
+        let inv_sqrt_n = T::one() / T::lit(n as f64).sqrt();
+        let half = side / 2;
+        power.fill(T::zero());
+        for (k, response) in responses.chunks_exact_mut(n).enumerate() {
+            // fftshift(fft2(p)) = fft2((-1)^m p) for even sides: modulate instead of shifting.
+            padded.fill(Complex::new(T::zero(), T::zero()));
+            for (i, row) in dictionary.filter(k).chunks_exact(side).enumerate() {
+                let y = (i + shape.n_y() - half) % shape.n_y();
+                for (j, &tap) in row.iter().enumerate() {
+                    let x = (j + shape.n_x() - half) % shape.n_x();
+                    padded[shape.natural(y, x)] = Complex::new(tap * checkerboard::<T>(y, x), T::zero());
+                }
+            }
+            fft.forward_to_transposed(padded, response, fft_scratch);
+            for (p, h) in power.iter_mut().zip(response.iter_mut()) {
+                *p += h.norm_sqr();
+                *h = h.scale(inv_sqrt_n);
+            }
+        }
+        Ok(Self { fft, count, side, responses, power })
+    }
+
+    pub fn fft(&self) -> &'a Fft2<B> {
+        self.fft
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.fft.shape()
+    }
+
+    /// Number of filters `K`.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Filter side `s`.
+    pub fn side(&self) -> usize {
+        self.side
+    }
+
+    /// `h_k / sqrt(N)`, transposed layout.
+    pub fn response(&self, k: usize) -> &[Complex<T>] {
+        let n = self.shape().len();
+        &self.responses[k * n..(k + 1) * n]
+    }
+
+    /// `sum_k |h_k|²`, transposed layout.
+    pub fn power(&self) -> &[T] {
+        self.power
+    }
+
+    /// Lipschitz constant of `z -> M F D z` (DESIGN §3.3): the largest `sum_k |h_k(w)|²`
+    /// over frequencies with non-zero `mask_transposed` weight (transposed layout).
+    pub fn lipschitz(&self, mask_transposed: &[T]) -> T {
+        self.power
+            .iter()
+            .zip(mask_transposed)
+            .filter(|(_, &m)| m != T::zero())
+            .fold(T::zero(), |acc, (&p, _)| acc.max(p))
+    }
+}
+
+/// The dictionary synthesis `D z = sum_k d_k (*) z_k` in the image domain (circular
+/// convolution, natural layout): `C^{K N} -> C^N`. Computed as `F^H sum_k h_k F z_k`.
+/// Blocks are the `K` feature maps.
+pub struct ConvDictionary<'p, 'a, T, B> {
+    pub plan: &'p DictionaryPlan<'a, T, B>,
+}
+
+impl<B, T> LinearOperator<T> for ConvDictionary<'_, '_, T, B>
+where
+    B: FftBackend<T>,
+    T: Real,
+{
+    fn domain_len(&self) -> usize {
+        self.plan.count() * self.plan.shape().len()
+    }
+    fn range_len(&self) -> usize {
+        self.plan.shape().len()
+    }
+    fn scratch_len(&self) -> usize {
+        3 * self.plan.shape().len() + self.plan.fft().scratch_len()
+    }
+    fn block_len(&self) -> usize {
+        self.plan.shape().len()
+    }
+    fn apply(&self, z: &[Complex<T>], x: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+        let shape = self.plan.shape();
+        let n = shape.len();
+        let (modulated, rest) = scratch.split_at_mut(n);
+        let (spectrum, rest) = rest.split_at_mut(n);
+        let (sum, fft_scratch) = rest.split_at_mut(n);
+        sum.fill(Complex::new(T::zero(), T::zero()));
+        for (k, feature) in z.chunks_exact(n).enumerate() {
+            modulate(shape, feature, modulated);
+            self.plan.fft().forward_to_transposed(modulated, spectrum, fft_scratch);
+            for ((acc, &s), &h) in sum.iter_mut().zip(spectrum.iter()).zip(self.plan.response(k)) {
+                *acc = *acc + h * s;
+            }
+        }
+        self.plan.fft().inverse_from_transposed(sum, x, fft_scratch);
+        let norm = self.plan.fft().inverse_divisor::<T>() / T::lit(n as f64).sqrt();
+        modulate_in_place(shape, x, norm);
+    }
+    fn adjoint_block(&self, x: &[Complex<T>], k: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+        let shape = self.plan.shape();
+        let n = shape.len();
+        let (modulated, rest) = scratch.split_at_mut(n);
+        let (spectrum, rest) = rest.split_at_mut(n);
+        let (_, fft_scratch) = rest.split_at_mut(n);
+        modulate(shape, x, modulated);
+        self.plan.fft().forward_to_transposed(modulated, spectrum, fft_scratch);
+        for (s, &h) in spectrum.iter_mut().zip(self.plan.response(k)) {
+            *s = h.conj() * *s;
+        }
+        self.plan.fft().inverse_from_transposed(spectrum, out, fft_scratch);
+        let norm = self.plan.fft().inverse_divisor::<T>() / T::lit(n as f64).sqrt();
+        modulate_in_place(shape, out, norm);
+    }
+}
+
+/// The solver's forward operator `z̃ -> M (.) sum_k h̃_k (.) Φ(z̃_k)`: `A D` of DESIGN §3.5
+/// expressed on checkerboard-modulated feature maps `z̃_k = C z_k` (natural layout) with the
+/// result in the transposed spectral layout (see [`crate::fft`]). It is `A D` up to the
+/// unitary maps `C` and transposition, so FISTA on it follows FISTA on `A D` exactly.
+///
+/// One `apply` is `K` forward FFTs; one `adjoint_block` is one inverse FFT, so a FISTA
+/// iteration costs the DESIGN floor of `2K` FFTs plus elementwise passes.
+pub struct MaskedSynthesis<'p, 'a, T, B> {
+    pub plan: &'p DictionaryPlan<'a, T, B>,
+    /// Sampling weights in the transposed layout; `None` means fully sampled.
+    pub mask: Option<&'p [T]>,
+}
+
+impl<B, T> MaskedSynthesis<'_, '_, T, B>
+where
+    B: FftBackend<T>,
+    T: Real,
+{
+    /// Scratch of `apply` and `adjoint_block`.
+    pub fn required_scratch(plan: &DictionaryPlan<'_, T, B>) -> usize {
+        plan.shape().len() + plan.fft().scratch_len()
+    }
+}
+
+impl<B, T> LinearOperator<T> for MaskedSynthesis<'_, '_, T, B>
+where
+    B: FftBackend<T>,
+    T: Real,
+{
+    fn domain_len(&self) -> usize {
+        self.plan.count() * self.plan.shape().len()
+    }
+    fn range_len(&self) -> usize {
+        self.plan.shape().len()
+    }
+    fn scratch_len(&self) -> usize {
+        Self::required_scratch(self.plan)
+    }
+    fn block_len(&self) -> usize {
+        self.plan.shape().len()
+    }
+    fn apply(&self, z: &[Complex<T>], y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+        let n = self.plan.shape().len();
+        let (spectrum, fft_scratch) = scratch.split_at_mut(n);
+        let y = &mut y[..n];
+        for (k, feature) in z.chunks_exact(n).enumerate() {
+            self.plan.fft().forward_to_transposed(feature, spectrum, fft_scratch);
+            let response = self.plan.response(k);
+            if k == 0 {
+                for ((acc, &s), &h) in y.iter_mut().zip(spectrum.iter()).zip(response) {
+                    *acc = h * s;
+                }
+            } else {
+                for ((acc, &s), &h) in y.iter_mut().zip(spectrum.iter()).zip(response) {
+                    *acc = *acc + h * s;
+                }
+            }
+        }
+        if let Some(mask) = self.mask {
+            for (acc, &m) in y.iter_mut().zip(mask) {
+                *acc = acc.scale(m);
+            }
+        }
+    }
+    fn adjoint_block(&self, y: &[Complex<T>], k: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+        let n = self.plan.shape().len();
+        let (spectrum, fft_scratch) = scratch.split_at_mut(n);
+        let gain = self.plan.fft().inverse_divisor::<T>();
+        let response = self.plan.response(k);
+        match self.mask {
+            Some(mask) => {
+                for (((s, &r), &h), &m) in spectrum.iter_mut().zip(&y[..n]).zip(response).zip(mask) {
+                    *s = (h.conj() * r).scale(gain * m);
+                }
+            }
+            None => {
+                for ((s, &r), &h) in spectrum.iter_mut().zip(&y[..n]).zip(response) {
+                    *s = (h.conj() * r).scale(gain);
+                }
+            }
+        }
+        self.plan.fft().inverse_from_transposed(spectrum, out, fft_scratch);
+    }
+}
+
+/// `out = C (.) input` (checkerboard modulation), natural layout.
+pub(crate) fn modulate<T: Real>(shape: Shape, input: &[Complex<T>], out: &mut [Complex<T>]) {
+    for (y, (src, dst)) in input.chunks_exact(shape.n_x()).zip(out.chunks_exact_mut(shape.n_x())).enumerate() {
+        for (x, (s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
+            *d = s.scale(checkerboard(y, x));
+        }
+    }
+}
+
+/// `data = gain C (.) data`, natural layout.
+pub(crate) fn modulate_in_place<T: Real>(shape: Shape, data: &mut [Complex<T>], gain: T) {
+    for (y, row) in data.chunks_exact_mut(shape.n_x()).enumerate() {
+        for (x, v) in row.iter_mut().enumerate() {
+            *v = v.scale(gain * checkerboard(y, x));
+        }
+    }
+}
+
+impl<T, B> core::fmt::Debug for DictionaryPlan<'_, T, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DictionaryPlan")
+            .field("count", &self.count)
+            .field("side", &self.side)
+            .field("elements", &self.responses.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, B> core::fmt::Debug for ConvDictionary<'_, '_, T, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ConvDictionary").field("plan", self.plan).finish()
+    }
+}
+
+impl<T, B> core::fmt::Debug for MaskedSynthesis<'_, '_, T, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MaskedSynthesis")
+            .field("plan", self.plan)
+            .field("masked", &self.mask.is_some())
+            .finish()
+    }
+}

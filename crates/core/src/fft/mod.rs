@@ -1,0 +1,212 @@
+//! Two-dimensional FFTs over pluggable one-dimensional backends.
+//!
+//! Conventions (DESIGN §3.2): the centred unitary transform is
+//! `F x = fftshift(fft2(ifftshift(x))) / sqrt(N)`. For sides that are multiples of four this
+//! equals `C · fft2(C · x) / sqrt(N)` *at the same array positions*, where
+//! `C(y, x) = (-1)^(y + x)` (a checkerboard). [`CentredFourier`](crate::ops::CentredFourier)
+//! uses that identity; the solver goes one step further and works on `C`-modulated
+//! variables so that its loop contains no modulation at all.
+//!
+//! [`Fft2`] computes *unnormalised* 2-D DFTs `Φ` (and `Φ^H`, the unnormalised inverse) with
+//! the spectrum in the **transposed layout** `[n_x][n_y]`: a row pass, one cache-blocked
+//! transpose, and a second row pass. Keeping k-space transposed inside the solver saves the
+//! second transpose of every FFT; only the solver's entry and exit convert layouts.
+
+mod micro;
+#[cfg(feature = "std")]
+mod rust;
+
+pub use micro::MicroFft;
+#[cfg(feature = "std")]
+pub use rust::RustFft;
+
+use crate::error::Result;
+use crate::real::Real;
+use crate::shape::{check_capacity, check_len, Shape};
+use num_complex::Complex;
+
+/// Which side of the grid a batch of 1-D transforms runs along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    /// Transforms of length `n_x`.
+    X,
+    /// Transforms of length `n_y`.
+    Y,
+}
+
+/// Direction of a 1-D transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `X[k] = sum_n x[n] exp(-2 pi i k n / len)`.
+    Forward,
+    /// `x[n] = sum_k X[k] exp(+2 pi i k n / len) / inverse_divisor(axis)`.
+    Inverse,
+}
+
+/// Batched 1-D FFTs of the two lengths of one [`Shape`], planned once.
+///
+/// Implementations must not allocate in `rows_*`; they get `scratch_len()` elements of
+/// scratch whose contents on entry are arbitrary.
+pub trait FftBackend<T: Real> {
+    fn shape(&self) -> Shape;
+    /// Scratch (complex elements) that `rows_in_place` and `rows_out_of_place` need.
+    fn scratch_len(&self) -> usize;
+    /// Transforms every consecutive run of `len(axis)` elements of `data`, in place.
+    fn rows_in_place(&self, axis: Axis, dir: Direction, data: &mut [Complex<T>], scratch: &mut [Complex<T>]);
+    /// Transforms every run of `input` into `output` (same length); `input` is untouched.
+    fn rows_out_of_place(
+        &self,
+        axis: Axis,
+        dir: Direction,
+        input: &[Complex<T>],
+        output: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    );
+    /// What the backend's inverse already divides by along `axis`: 1 for an unnormalised
+    /// inverse (rustfft), `len` for microfft's `ifft_N`.
+    fn inverse_divisor(&self, axis: Axis) -> T;
+}
+
+/// Unnormalised 2-D DFTs with the spectrum in the transposed layout; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Fft2<B> {
+    backend: B,
+    shape: Shape,
+}
+
+impl<B> Fft2<B> {
+    pub fn new<T: Real>(backend: B) -> Self
+    where
+        B: FftBackend<T>,
+    {
+        let shape = backend.shape();
+        Self { backend, shape }
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Scratch (complex elements) needed by [`Self::forward_to_transposed`] and
+    /// [`Self::inverse_from_transposed`]: one grid plus the backend's scratch.
+    pub fn scratch_len<T: Real>(&self) -> usize
+    where
+        B: FftBackend<T>,
+    {
+        self.shape.len() + self.backend.scratch_len()
+    }
+
+    /// `output = transpose(Φ input)`: `input` natural `[n_y][n_x]`, `output` transposed
+    /// `[n_x][n_y]`, unnormalised. `input` is not modified.
+    ///
+    /// # Panics
+    /// If a slice is shorter than stated (a programming error; public entry points validate).
+    pub fn forward_to_transposed<T: Real>(
+        &self,
+        input: &[Complex<T>],
+        output: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) where
+        B: FftBackend<T>,
+    {
+        let n = self.shape.len();
+        let (rows, fft_scratch) = scratch.split_at_mut(n);
+        self.backend
+            .rows_out_of_place(Axis::X, Direction::Forward, &input[..n], rows, fft_scratch);
+        transpose(rows, &mut output[..n], self.shape.n_y(), self.shape.n_x());
+        self.backend
+            .rows_in_place(Axis::Y, Direction::Forward, &mut output[..n], fft_scratch);
+    }
+
+    /// `output = Φ^H(transpose⁻¹ input) / inverse_divisor()`: `input` transposed
+    /// `[n_x][n_y]`, `output` natural `[n_y][n_x]`. `input` is not modified.
+    pub fn inverse_from_transposed<T: Real>(
+        &self,
+        input: &[Complex<T>],
+        output: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) where
+        B: FftBackend<T>,
+    {
+        let n = self.shape.len();
+        let (rows, fft_scratch) = scratch.split_at_mut(n);
+        self.backend
+            .rows_out_of_place(Axis::Y, Direction::Inverse, &input[..n], rows, fft_scratch);
+        transpose(rows, &mut output[..n], self.shape.n_x(), self.shape.n_y());
+        self.backend
+            .rows_in_place(Axis::X, Direction::Inverse, &mut output[..n], fft_scratch);
+    }
+
+    /// What [`Self::inverse_from_transposed`] divides `Φ^H` by (1 for rustfft, `N` for microfft).
+    pub fn inverse_divisor<T: Real>(&self) -> T
+    where
+        B: FftBackend<T>,
+    {
+        self.backend.inverse_divisor(Axis::X) * self.backend.inverse_divisor(Axis::Y)
+    }
+
+    /// Checked variant of [`Self::forward_to_transposed`] for callers outside the solver.
+    pub fn try_forward_to_transposed<T: Real>(
+        &self,
+        input: &[Complex<T>],
+        output: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) -> Result<()>
+    where
+        B: FftBackend<T>,
+    {
+        self.check(input.len(), output.len(), scratch.len())?;
+        self.forward_to_transposed(input, output, scratch);
+        Ok(())
+    }
+
+    /// Checked variant of [`Self::inverse_from_transposed`].
+    pub fn try_inverse_from_transposed<T: Real>(
+        &self,
+        input: &[Complex<T>],
+        output: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) -> Result<()>
+    where
+        B: FftBackend<T>,
+    {
+        self.check(input.len(), output.len(), scratch.len())?;
+        self.inverse_from_transposed(input, output, scratch);
+        Ok(())
+    }
+
+    fn check<T: Real>(&self, input: usize, output: usize, scratch: usize) -> Result<()>
+    where
+        B: FftBackend<T>,
+    {
+        check_len("fft input", input, self.shape.len())?;
+        check_len("fft output", output, self.shape.len())?;
+        check_capacity("fft scratch", scratch, self.scratch_len())
+    }
+}
+
+/// Edge of the square tiles the transpose walks; 16 complex f32 = two cache lines per row.
+const TRANSPOSE_TILE: usize = 16;
+
+/// `output[c][r] = input[r][c]` for a `rows × cols` row-major `input`, tile by tile so that
+/// both sides stay in cache.
+pub fn transpose<E: Copy>(input: &[E], output: &mut [E], rows: usize, cols: usize) {
+    assert_eq!(input.len(), rows * cols);
+    assert_eq!(output.len(), rows * cols);
+    for row_tile in (0..rows).step_by(TRANSPOSE_TILE) {
+        let row_end = (row_tile + TRANSPOSE_TILE).min(rows);
+        for col_tile in (0..cols).step_by(TRANSPOSE_TILE) {
+            let col_end = (col_tile + TRANSPOSE_TILE).min(cols);
+            for r in row_tile..row_end {
+                let src = &input[r * cols + col_tile..r * cols + col_end];
+                for (offset, &value) in src.iter().enumerate() {
+                    output[(col_tile + offset) * rows + r] = value;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Fixed-iteration FISTA for `min_z 1/2 ||A z - y||² + sum_i lambda_i |z_i|` (DESIGN §3.5),
+//! generic over the [`LinearOperator`] `A`.
+//!
+//! The gradient `A^H (A v - y)` is consumed one operator block at a time and fused with the
+//! soft-threshold and momentum updates, so besides the iterates `z` and `v` only one block
+//! is ever stored. Nothing allocates; all buffers are the caller's ([`FistaBuffers`]).
+
+use crate::error::{Error, Result};
+use crate::ops::LinearOperator;
+use crate::real::Real;
+use crate::shape::{check_capacity, check_len};
+use num_complex::Complex;
+
+/// Sparsity levels `lambda >= 0` of the weighted l1 penalty, in the units of the problem
+/// being solved (for reconstruction: the scaled problem of DESIGN §3.6).
+#[derive(Debug, Clone, Copy)]
+pub enum Lambda<'a, T> {
+    /// One level for every coefficient.
+    Scalar(T),
+    /// One level per operator block (per dictionary filter): `[K]`.
+    PerBlock(&'a [T]),
+    /// One level per coefficient: `[K][n_y][n_x]` for the dictionary (same layout as `z`).
+    Maps(&'a [T]),
+}
+
+/// The thresholds of one block.
+#[derive(Debug, Clone, Copy)]
+enum BlockLevels<'a, T> {
+    Uniform(T),
+    PerElement(&'a [T]),
+}
+
+impl<'a, T: Real> Lambda<'a, T> {
+    /// Checks sizes against an operator with `domain_len` split into blocks of `block_len`,
+    /// and that every level is finite and non-negative.
+    pub fn validate(&self, domain_len: usize, block_len: usize) -> Result<()> {
+        let values: &[T] = match self {
+            Lambda::Scalar(value) => core::slice::from_ref(value),
+            Lambda::PerBlock(levels) => {
+                check_len("lambda (per filter)", levels.len(), domain_len / block_len)?;
+                levels
+            }
+            Lambda::Maps(maps) => {
+                check_len("lambda maps", maps.len(), domain_len)?;
+                maps
+            }
+        };
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { what: "lambda" });
+        }
+        if values.iter().any(|&v| v < T::zero()) {
+            return Err(Error::NegativeLambda);
+        }
+        Ok(())
+    }
+
+    fn block(&self, index: usize, block_len: usize) -> BlockLevels<'a, T> {
+        match *self {
+            Lambda::Scalar(value) => BlockLevels::Uniform(value),
+            Lambda::PerBlock(levels) => BlockLevels::Uniform(levels[index]),
+            Lambda::Maps(maps) => BlockLevels::PerElement(&maps[index * block_len..(index + 1) * block_len]),
+        }
+    }
+}
+
+/// Complex soft-thresholding, the prox of `threshold |.|`:
+/// `soft(u, a) = u max(0, 1 - a/|u|)`, and 0 where `u = 0`.
+#[inline(always)]
+pub fn soft_threshold<T: Real>(u: Complex<T>, threshold: T) -> Complex<T> {
+    let magnitude_sq = u.norm_sqr();
+    if magnitude_sq <= threshold * threshold {
+        Complex::new(T::zero(), T::zero())
+    } else {
+        u.scale(T::one() - threshold / magnitude_sq.sqrt())
+    }
+}
+
+/// Caller-owned memory of one FISTA run.
+///
+/// Sizes for an operator `A` (complex elements): `z` and `v`: `domain_len`;
+/// `residual`: `range_len`; `block`: `block_len`; `scratch`: `A.scratch_len()`.
+pub struct FistaBuffers<'a, T> {
+    /// On return: the final iterate `z^T`.
+    pub z: &'a mut [Complex<T>],
+    pub v: &'a mut [Complex<T>],
+    pub residual: &'a mut [Complex<T>],
+    pub block: &'a mut [Complex<T>],
+    pub scratch: &'a mut [Complex<T>],
+}
+
+impl<T: Real> FistaBuffers<'_, T> {
+    fn check<A: LinearOperator<T>>(&self, op: &A) -> Result<()> {
+        check_capacity("fista z", self.z.len(), op.domain_len())?;
+        check_capacity("fista v", self.v.len(), op.domain_len())?;
+        check_capacity("fista residual", self.residual.len(), op.range_len())?;
+        check_capacity("fista block", self.block.len(), op.block_len())?;
+        check_capacity("fista scratch", self.scratch.len(), op.scratch_len())
+    }
+}
+
+/// Runs exactly `iterations` steps of FISTA from `z^0 = 0` with step `step` (`1/L`):
+///
+/// ```text
+/// v^1 = z^0 = 0, t_1 = 1
+/// for i = 1..T:
+///     g       = A^H (A v^i - y)
+///     z^i     = soft(v^i - step g, step lambda)
+///     t_{i+1} = (1 + sqrt(1 + 4 t_i²)) / 2
+///     v^{i+1} = z^i + ((t_i - 1) / t_{i+1}) (z^i - z^{i-1})
+/// ```
+///
+/// The result is left in `buffers.z`. Fails (before iterating) if a buffer is too small,
+/// `y` has the wrong length, or `lambda` does not fit the operator.
+pub fn fista<T: Real, A: LinearOperator<T>>(
+    op: &A,
+    y: &[Complex<T>],
+    lambda: Lambda<'_, T>,
+    step: T,
+    iterations: usize,
+    buffers: FistaBuffers<'_, T>,
+) -> Result<()> {
+    buffers.check(op)?;
+    check_len("fista data", y.len(), op.range_len())?;
+    let block_len = op.block_len();
+    lambda.validate(op.domain_len(), block_len)?;
+
+    let domain = op.domain_len();
+    let z = &mut buffers.z[..domain];
+    let v = &mut buffers.v[..domain];
+    let residual = &mut buffers.residual[..op.range_len()];
+    let block = &mut buffers.block[..block_len];
+    let scratch = &mut buffers.scratch[..op.scratch_len()];
+    let zero = Complex::new(T::zero(), T::zero());
+    z.fill(zero);
+    v.fill(zero);
+
+    let mut t = T::one();
+    for _ in 0..iterations {
+        op.apply(v, residual, scratch);
+        for (r, &measured) in residual.iter_mut().zip(y) {
+            *r = *r - measured;
+        }
+        let t_next = (T::one() + (T::one() + T::lit(4.0) * t * t).sqrt()) / T::lit(2.0);
+        let momentum = (t - T::one()) / t_next;
+        for (index, (z_block, v_block)) in z.chunks_exact_mut(block_len).zip(v.chunks_exact_mut(block_len)).enumerate() {
+            op.adjoint_block(residual, index, block, scratch);
+            match lambda.block(index, block_len) {
+                BlockLevels::Uniform(level) => {
+                    let threshold = step * level;
+                    update_block(z_block, v_block, block, step, momentum, |_| threshold);
+                }
+                BlockLevels::PerElement(levels) => {
+                    update_block(z_block, v_block, block, step, momentum, |i| step * levels[i]);
+                }
+            }
+        }
+        t = t_next;
+    }
+    Ok(())
+}
+
+/// `z_new = soft(v - step g, threshold(i))`, `v = z_new + momentum (z_new - z)`, `z = z_new`.
+#[inline(always)]
+fn update_block<T: Real>(
+    z: &mut [Complex<T>],
+    v: &mut [Complex<T>],
+    gradient: &[Complex<T>],
+    step: T,
+    momentum: T,
+    threshold: impl Fn(usize) -> T,
+) {
+    for (i, ((z, v), &g)) in z.iter_mut().zip(v.iter_mut()).zip(gradient).enumerate() {
+        let z_new = soft_threshold(*v - g.scale(step), threshold(i));
+        *v = z_new + (z_new - *z).scale(momentum);
+        *z = z_new;
+    }
+}
+
+impl<T> core::fmt::Debug for FistaBuffers<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FistaBuffers")
+            .field("z", &self.z.len())
+            .field("v", &self.v.len())
+            .field("residual", &self.residual.len())
+            .field("block", &self.block.len())
+            .field("scratch", &self.scratch.len())
+            .finish()
+    }
+}

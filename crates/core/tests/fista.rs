@@ -1,0 +1,127 @@
+//! Soft-thresholding, the FISTA convergence bound on problems with known minimisers, and
+//! the percentile used for scaling.
+
+mod common;
+
+use common::*;
+use num_complex::{Complex, Complex64};
+use proptest::prelude::*;
+use sparsemap_core::fista::{fista, soft_threshold, FistaBuffers, Lambda};
+use sparsemap_core::ops::{LinearOperator, Mask};
+use sparsemap_core::recon::percentile;
+
+proptest! {
+    /// `p = soft(u, a)` satisfies the optimality condition of `min_p 1/2|p - u|² + a|p|`:
+    /// `u - p = a p/|p|` when `p != 0`, and `|u| <= a` when `p = 0`.
+    #[test]
+    fn soft_threshold_is_the_l1_prox(re in -10.0f64..10.0, im in -10.0f64..10.0, a in 0.0f64..5.0) {
+        let u = Complex64::new(re, im);
+        let p = soft_threshold(u, a);
+        if p == Complex64::default() {
+            prop_assert!(u.norm() <= a + 1e-12);
+        } else {
+            let subgradient = p / p.norm() * a;
+            prop_assert!((u - p - subgradient).norm() < 1e-9);
+        }
+        // And it is the minimiser: no nearby point does better.
+        let objective = |q: Complex64| 0.5 * (q - u).norm_sqr() + a * q.norm();
+        for d in [Complex64::new(1e-3, 0.0), Complex64::new(0.0, 1e-3), Complex64::new(-1e-3, 1e-3)] {
+            prop_assert!(objective(p) <= objective(p + d) + 1e-12);
+        }
+    }
+
+    #[test]
+    fn percentile_matches_sorting_definition(values in prop::collection::vec(-1e3f64..1e3, 1..300), q in 0.0f64..1.0) {
+        let mut sorted = values.clone();
+        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let rank = q * (sorted.len() - 1) as f64;
+        let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+        let expected = sorted[lo] + (rank - lo as f64) * (sorted[hi] - sorted[lo]);
+        let mut scratch = values.clone();
+        let got = percentile(&mut scratch, q).unwrap();
+        prop_assert!((got - expected).abs() <= 1e-9 * (1.0 + expected.abs()));
+    }
+}
+
+#[test]
+fn percentile_rejects_nan_and_empty() {
+    assert!(percentile::<f32>(&mut [], 0.5).is_none());
+    assert!(percentile(&mut [1.0f32, f32::NAN], 0.5).is_none());
+    // NumPy: np.percentile([1, 2, 3, 4], 99) = 3.97
+    assert!((percentile(&mut [4.0f64, 1.0, 3.0, 2.0], 0.99).unwrap() - 3.97).abs() < 1e-12);
+}
+
+fn objective(weights: &[f64], z: &[Complex64], y: &[Complex64], lambda: f64) -> f64 {
+    weights.iter().zip(z).zip(y).map(|((w, z), y)| 0.5 * (z * w - y).norm_sqr() + lambda * z.norm()).sum()
+}
+
+/// `min_z 1/2 ||W z - y||² + lambda ||z||_1` with diagonal `W`: the minimiser is
+/// `z_i = soft(y_i / w_i, lambda / w_i²)`. FISTA must obey its rate bound
+/// `F(z^k) - F* <= 2 L ||z^0 - z*||² / (k + 1)²` (Beck & Teboulle 2009, Thm 4.4) at every k
+/// and converge to the minimiser.
+#[test]
+fn fista_meets_its_convergence_bound_on_a_known_minimiser() {
+    let n = 200;
+    let mut r = rng(21);
+    let weights = random_real::<f64>(&mut r, n, 0.2, 1.0);
+    let y = random_complex::<f64>(&mut r, n);
+    let lambda = 0.15;
+    let minimiser: Vec<Complex64> =
+        weights.iter().zip(&y).map(|(&w, &y)| soft_threshold(y / w, lambda / (w * w))).collect();
+    let best = objective(&weights, &minimiser, &y, lambda);
+    let lipschitz = weights.iter().fold(0.0f64, |m, &w| m.max(w * w));
+    let distance_sq: f64 = minimiser.iter().map(|z| z.norm_sqr()).sum();
+    let op = Mask { weights: &weights };
+
+    let (mut z, mut v, mut residual, mut block) =
+        (vec![Complex::default(); n], vec![Complex::default(); n], vec![Complex::default(); n], vec![Complex::default(); n]);
+    for k in [1usize, 2, 5, 10, 20, 50, 100, 400] {
+        fista(&op, &y, Lambda::Scalar(lambda), 1.0 / lipschitz, k, FistaBuffers {
+            z: &mut z, v: &mut v, residual: &mut residual, block: &mut block, scratch: &mut [],
+        }).unwrap();
+        let gap = objective(&weights, &z, &y, lambda) - best;
+        let bound = 2.0 * lipschitz * distance_sq / ((k + 1) as f64).powi(2);
+        assert!(gap >= -1e-12, "objective below the minimum at k={k}: {gap:e}");
+        assert!(gap <= bound, "k={k}: gap {gap:e} exceeds FISTA bound {bound:e}");
+    }
+    let err = relative_error(&z, &minimiser);
+    assert!(err < 1e-6, "FISTA did not converge to the minimiser: relative error {err:e}");
+}
+
+#[test]
+fn per_pixel_lambda_maps_threshold_each_coefficient() {
+    // W = I: one FISTA step with step 1 gives z = soft(y, lambda_i) exactly.
+    let n = 64;
+    let mut r = rng(22);
+    let weights = vec![1.0f64; n];
+    let y = random_complex::<f64>(&mut r, n);
+    let maps = random_real::<f64>(&mut r, n, 0.0, 1.2);
+    let (mut z, mut v, mut residual, mut block) =
+        (vec![Complex::default(); n], vec![Complex::default(); n], vec![Complex::default(); n], vec![Complex::default(); n]);
+    fista(&Mask { weights: &weights }, &y, Lambda::Maps(&maps), 1.0, 1, FistaBuffers {
+        z: &mut z, v: &mut v, residual: &mut residual, block: &mut block, scratch: &mut [],
+    }).unwrap();
+    for i in 0..n {
+        assert!((z[i] - soft_threshold(y[i], maps[i])).norm() < 1e-15);
+    }
+    assert!(z.iter().any(|c| c.norm() == 0.0) && z.iter().any(|c| c.norm() > 0.0));
+}
+
+#[test]
+fn fista_rejects_invalid_lambda_and_buffers() {
+    let weights = vec![1.0f64; 4];
+    let op = Mask { weights: &weights };
+    let y = vec![Complex64::default(); 4];
+    let mut b = [vec![Complex::default(); 4], vec![Complex::default(); 4], vec![Complex::default(); 4], vec![Complex::default(); 4]];
+    let [z, v, residual, block] = &mut b;
+    let run = |lambda: Lambda<'_, f64>, z: &mut [Complex64], v: &mut [Complex64], r: &mut [Complex64], bl: &mut [Complex64]| {
+        fista(&op, &y, lambda, 1.0, 3, FistaBuffers { z, v, residual: r, block: bl, scratch: &mut [] })
+    };
+    assert!(run(Lambda::Scalar(-1.0), z, v, residual, block).is_err());
+    assert!(run(Lambda::Scalar(f64::NAN), z, v, residual, block).is_err());
+    assert!(run(Lambda::Maps(&[0.1; 3]), z, v, residual, block).is_err());
+    assert!(run(Lambda::PerBlock(&[0.1, 0.2]), z, v, residual, block).is_err());
+    assert!(run(Lambda::Scalar(0.1), &mut z[..3], v, residual, block).is_err());
+    assert!(run(Lambda::Scalar(0.1), z, v, residual, block).is_ok());
+    let _ = LinearOperator::<f64>::domain_len(&op);
+}
