@@ -54,6 +54,27 @@ impl<'a, T: Real> Dictionary<'a, T> {
     }
 }
 
+/// What [`DictionaryPlan::compute`] filled: the grid, filter count and side. Only
+/// `compute` makes one, so a [`DictionaryPlan::view`] always matches its buffers' layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanInfo {
+    shape: Shape,
+    count: usize,
+    side: usize,
+}
+
+impl PlanInfo {
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+    pub fn count(&self) -> usize {
+        self.count
+    }
+    pub fn side(&self) -> usize {
+        self.side
+    }
+}
+
 /// The dictionary's Fourier responses on one grid, computed once per dictionary and grid
 /// ("plan once, run many").
 ///
@@ -89,8 +110,9 @@ where
         fft.shape().len() + fft.scratch_len()
     }
 
-    /// Computes every `h_k` (K FFTs) and `sum_k |h_k|²` into the caller's buffers.
-    /// Fails if a buffer is too small or a filter is larger than the grid.
+    /// Computes every `h_k` (K FFTs) and `sum_k |h_k|²` into the caller's buffers and
+    /// returns the plan viewing them. Fails if a buffer is too small or a filter is larger
+    /// than the grid.
     pub fn new(
         fft: &'a Fft2<B>,
         dictionary: Dictionary<'_, T>,
@@ -98,6 +120,20 @@ where
         power: &'a mut [T],
         scratch: &mut [Complex<T>],
     ) -> Result<Self> {
+        let info = Self::compute(fft, dictionary, responses, power, scratch)?;
+        Self::view(fft, info, responses, power)
+    }
+
+    /// The expensive half of [`Self::new`]: fills `responses` and `power` once per
+    /// dictionary and grid. Keep the buffers and the returned [`PlanInfo`], then make a
+    /// plan for each slice with [`Self::view`] at no cost.
+    pub fn compute(
+        fft: &Fft2<B>,
+        dictionary: Dictionary<'_, T>,
+        responses: &mut [Complex<T>],
+        power: &mut [T],
+        scratch: &mut [Complex<T>],
+    ) -> Result<PlanInfo> {
         let shape = fft.shape();
         let n = shape.len();
         let count = dictionary.count();
@@ -131,7 +167,20 @@ where
                 *h = h.scale(inv_sqrt_n);
             }
         }
-        Ok(Self { fft, count, side, responses, power })
+        Ok(PlanInfo { shape, count, side })
+    }
+
+    /// A plan over buffers that [`Self::compute`] filled for `info`. Fails if `fft` is for
+    /// another grid or a buffer is shorter than `info` requires.
+    pub fn view(fft: &'a Fft2<B>, info: PlanInfo, responses: &'a [Complex<T>], power: &'a [T]) -> Result<Self> {
+        let shape = fft.shape();
+        if shape != info.shape {
+            return Err(Error::LengthMismatch { what: "dictionary plan grid", expected: info.shape.len(), actual: shape.len() });
+        }
+        let n = shape.len();
+        check_capacity("dictionary responses", responses.len(), info.count * n)?;
+        check_capacity("dictionary power", power.len(), n)?;
+        Ok(Self { fft, count: info.count, side: info.side, responses: &responses[..info.count * n], power: &power[..n] })
     }
 
     pub fn fft(&self) -> &'a Fft2<B> {

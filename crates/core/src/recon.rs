@@ -14,7 +14,7 @@ use num_complex::Complex;
 pub const ITERATIONS: usize = 64;
 /// Default weight `a` of the low-pass split `x_low = (I + a grad^H grad)^{-1} x0`
 /// (DESIGN §3.7). Chosen on the validation slice of the bundled example (README).
-pub const LOWPASS_WEIGHT: f64 = 4.0;
+pub const LOWPASS_WEIGHT: f64 = 1.0;
 /// Percentile of the zero-filled magnitude that is scaled to one (DESIGN §3.6).
 pub const SCALE_PERCENTILE: f64 = 0.99;
 

@@ -1,0 +1,15 @@
+//! # sparsemap-edge
+//!
+//! The std runtime of sparsemap: reads inputs ([`npy`]), reconstructs with
+//! `sparsemap-core` ([`runtime`]), writes images ([`output`]). The `sparsemap` binary
+//! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
+
+pub mod metrics;
+pub mod npy;
+pub mod output;
+pub mod runtime;
+
+/// The dictionary used when `--dictionary` is not given: `models/dictionaries/dct5.npy`
+/// (24 non-constant 5x5 DCT-II atoms scaled to `L = 1`; see its `dct5.json`).
+pub const BUNDLED_DICTIONARY: &[u8] = include_bytes!("../../../models/dictionaries/dct5.npy");
+pub const BUNDLED_DICTIONARY_NAME: &str = "dct5 (bundled, models/dictionaries/dct5.npy)";
