@@ -247,23 +247,22 @@ where
     fn block_len(&self) -> usize {
         self.plan.shape().len()
     }
-    fn apply(&self, z: &[Complex<T>], x: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    /// `x += d_k (*) z_k`.
+    fn apply_block_add(&self, feature: &[Complex<T>], k: usize, x: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
         let shape = self.plan.shape();
         let n = shape.len();
         let (modulated, rest) = scratch.split_at_mut(n);
         let (spectrum, rest) = rest.split_at_mut(n);
-        let (sum, fft_scratch) = rest.split_at_mut(n);
-        sum.fill(Complex::new(T::zero(), T::zero()));
-        for (k, feature) in z.chunks_exact(n).enumerate() {
-            modulate(shape, feature, modulated);
-            self.plan.fft().forward_to_transposed(modulated, spectrum, fft_scratch);
-            for ((acc, &s), &h) in sum.iter_mut().zip(spectrum.iter()).zip(self.plan.response(k)) {
-                *acc = *acc + h * s;
-            }
+        let (part, fft_scratch) = rest.split_at_mut(n);
+        modulate(shape, feature, modulated);
+        self.plan.fft().forward_to_transposed(modulated, spectrum, fft_scratch);
+        for (s, &h) in spectrum.iter_mut().zip(self.plan.response(k)) {
+            *s = h * *s;
         }
-        self.plan.fft().inverse_from_transposed(sum, x, fft_scratch);
+        self.plan.fft().inverse_from_transposed(spectrum, part, fft_scratch);
         let norm = self.plan.fft().inverse_divisor::<T>() / T::lit(n as f64).sqrt();
-        modulate_in_place(shape, x, norm);
+        modulate_in_place(shape, part, norm);
+        crate::ops::add_into(x, part);
     }
     fn adjoint_block(&self, x: &[Complex<T>], k: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
         let shape = self.plan.shape();
@@ -287,8 +286,8 @@ where
 /// result in the transposed spectral layout (see [`crate::fft`]). It is `A D` up to the
 /// unitary maps `C` and transposition, so FISTA on it follows FISTA on `A D` exactly.
 ///
-/// One `apply` is `K` forward FFTs; one `adjoint_block` is one inverse FFT, so a FISTA
-/// iteration costs the DESIGN floor of `2K` FFTs plus elementwise passes.
+/// One `apply_block_add` is one forward FFT and one `adjoint_block` one inverse FFT, so a
+/// FISTA iteration costs the DESIGN floor of `2K` FFTs plus elementwise work.
 pub struct MaskedSynthesis<'p, 'a, T, B> {
     pub plan: &'p DictionaryPlan<'a, T, B>,
     /// Sampling weights in the transposed layout; `None` means fully sampled.
@@ -323,26 +322,22 @@ where
     fn block_len(&self) -> usize {
         self.plan.shape().len()
     }
-    fn apply(&self, z: &[Complex<T>], y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    /// `y += M (.) h̃_k (.) Φ(z̃_k)`: one forward FFT.
+    fn apply_block_add(&self, feature: &[Complex<T>], k: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
         let n = self.plan.shape().len();
         let (spectrum, fft_scratch) = scratch.split_at_mut(n);
-        let y = &mut y[..n];
-        for (k, feature) in z.chunks_exact(n).enumerate() {
-            self.plan.fft().forward_to_transposed(feature, spectrum, fft_scratch);
-            let response = self.plan.response(k);
-            if k == 0 {
-                for ((acc, &s), &h) in y.iter_mut().zip(spectrum.iter()).zip(response) {
-                    *acc = h * s;
-                }
-            } else {
-                for ((acc, &s), &h) in y.iter_mut().zip(spectrum.iter()).zip(response) {
-                    *acc = *acc + h * s;
+        self.plan.fft().forward_to_transposed(feature, spectrum, fft_scratch);
+        let response = self.plan.response(k);
+        match self.mask {
+            Some(mask) => {
+                for (((acc, &s), &h), &m) in y[..n].iter_mut().zip(spectrum.iter()).zip(response).zip(mask) {
+                    *acc = *acc + (h * s).scale(m);
                 }
             }
-        }
-        if let Some(mask) = self.mask {
-            for (acc, &m) in y.iter_mut().zip(mask) {
-                *acc = acc.scale(m);
+            None => {
+                for ((acc, &s), &h) in y[..n].iter_mut().zip(spectrum.iter()).zip(response) {
+                    *acc = *acc + h * s;
+                }
             }
         }
     }

@@ -1,9 +1,13 @@
 //! Fixed-iteration FISTA for `min_z 1/2 ||A z - y||² + sum_i lambda_i |z_i|` (DESIGN §3.5),
 //! generic over the [`LinearOperator`] `A`.
 //!
-//! The gradient `A^H (A v - y)` is consumed one operator block at a time and fused with the
-//! soft-threshold and momentum updates, so besides the iterates `z` and `v` only one block
-//! is ever stored. Nothing allocates; all buffers are the caller's ([`FistaBuffers`]).
+//! The work is done one operator block (one dictionary filter) at a time: the block of the
+//! gradient `A^H (A v - y)`, its soft-threshold and momentum update, and — while the new
+//! `v_b` is still in cache — its contribution `A_b v_b` to the next residual. So each
+//! iteration streams `z`, `v` (and Lambda maps) through memory once, and besides the
+//! iterates only one block and two residuals are stored. A solve of `T` iterations costs
+//! `T` adjoint and `T - 1` forward passes (`v^1 = 0` needs none). Nothing allocates; all
+//! buffers are the caller's ([`FistaBuffers`]).
 
 use crate::error::{Error, Result};
 use crate::ops::LinearOperator;
@@ -65,25 +69,27 @@ impl<'a, T: Real> Lambda<'a, T> {
 
 /// Complex soft-thresholding, the prox of `threshold |.|`:
 /// `soft(u, a) = u max(0, 1 - a/|u|)`, and 0 where `u = 0`.
+///
+/// Branch-free so that the update loop vectorises: for `u = 0` the shrink factor is
+/// `max(0, 1 - a/0) = max(0, -inf) = 0` (or `max(0, NaN) = 0` when also `a = 0`; `max`
+/// returns the non-NaN operand), so the result is exactly 0 there as required.
 #[inline(always)]
 pub fn soft_threshold<T: Real>(u: Complex<T>, threshold: T) -> Complex<T> {
-    let magnitude_sq = u.norm_sqr();
-    if magnitude_sq <= threshold * threshold {
-        Complex::new(T::zero(), T::zero())
-    } else {
-        u.scale(T::one() - threshold / magnitude_sq.sqrt())
-    }
+    let shrink = (T::one() - threshold / u.norm_sqr().sqrt()).max(T::zero());
+    u.scale(shrink)
 }
 
 /// Caller-owned memory of one FISTA run.
 ///
 /// Sizes for an operator `A` (complex elements): `z` and `v`: `domain_len`;
-/// `residual`: `range_len`; `block`: `block_len`; `scratch`: `A.scratch_len()`.
+/// `residual` and `next_residual`: `range_len`; `block`: `block_len`;
+/// `scratch`: `A.scratch_len()`.
 pub struct FistaBuffers<'a, T> {
     /// On return: the final iterate `z^T`.
     pub z: &'a mut [Complex<T>],
     pub v: &'a mut [Complex<T>],
     pub residual: &'a mut [Complex<T>],
+    pub next_residual: &'a mut [Complex<T>],
     pub block: &'a mut [Complex<T>],
     pub scratch: &'a mut [Complex<T>],
 }
@@ -93,6 +99,7 @@ impl<T: Real> FistaBuffers<'_, T> {
         check_capacity("fista z", self.z.len(), op.domain_len())?;
         check_capacity("fista v", self.v.len(), op.domain_len())?;
         check_capacity("fista residual", self.residual.len(), op.range_len())?;
+        check_capacity("fista next residual", self.next_residual.len(), op.range_len())?;
         check_capacity("fista block", self.block.len(), op.block_len())?;
         check_capacity("fista scratch", self.scratch.len(), op.scratch_len())
     }
@@ -125,23 +132,29 @@ pub fn fista<T: Real, A: LinearOperator<T>>(
     lambda.validate(op.domain_len(), block_len)?;
 
     let domain = op.domain_len();
+    let range = op.range_len();
     let z = &mut buffers.z[..domain];
     let v = &mut buffers.v[..domain];
-    let residual = &mut buffers.residual[..op.range_len()];
+    let mut residual = &mut buffers.residual[..range];
+    let mut next_residual = &mut buffers.next_residual[..range];
     let block = &mut buffers.block[..block_len];
     let scratch = &mut buffers.scratch[..op.scratch_len()];
     let zero = Complex::new(T::zero(), T::zero());
     z.fill(zero);
     v.fill(zero);
+    // A v^1 - y = -y.
+    for (r, &measured) in residual.iter_mut().zip(y) {
+        *r = -measured;
+    }
 
     let mut t = T::one();
-    for _ in 0..iterations {
-        op.apply(v, residual, scratch);
-        for (r, &measured) in residual.iter_mut().zip(y) {
-            *r = *r - measured;
-        }
+    for iteration in 0..iterations {
+        let needs_next = iteration + 1 < iterations;
         let t_next = (T::one() + (T::one() + T::lit(4.0) * t * t).sqrt()) / T::lit(2.0);
         let momentum = (t - T::one()) / t_next;
+        if needs_next {
+            next_residual.fill(zero);
+        }
         for (index, (z_block, v_block)) in z.chunks_exact_mut(block_len).zip(v.chunks_exact_mut(block_len)).enumerate() {
             op.adjoint_block(residual, index, block, scratch);
             match lambda.block(index, block_len) {
@@ -153,6 +166,15 @@ pub fn fista<T: Real, A: LinearOperator<T>>(
                     update_block(z_block, v_block, block, step, momentum, |i| step * levels[i]);
                 }
             }
+            if needs_next {
+                op.apply_block_add(v_block, index, next_residual, scratch);
+            }
+        }
+        if needs_next {
+            for (r, &measured) in next_residual.iter_mut().zip(y) {
+                *r = *r - measured;
+            }
+            core::mem::swap(&mut residual, &mut next_residual);
         }
         t = t_next;
     }

@@ -8,7 +8,9 @@ use crate::fft::{Fft2, FftBackend};
 use crate::real::Real;
 use num_complex::Complex;
 
-/// A linear map `A: C^domain_len -> C^range_len` with its adjoint.
+/// A linear map `A: C^domain_len -> C^range_len` with its adjoint, seen as a sum over
+/// domain blocks: `A z = sum_b A_b z_b` (for the dictionary: one block per filter; most
+/// operators have a single block).
 ///
 /// Buffers are the caller's: `scratch` must hold at least `scratch_len()` elements, whose
 /// contents on entry are arbitrary. Implementations panic on wrong slice lengths — a
@@ -16,30 +18,43 @@ use num_complex::Complex;
 pub trait LinearOperator<T: Real> {
     fn domain_len(&self) -> usize;
     fn range_len(&self) -> usize;
-    /// Scratch (complex elements) that `apply`, `adjoint` and `adjoint_block` need.
+    /// Scratch (complex elements) that every method needs.
     fn scratch_len(&self) -> usize {
         0
     }
-    /// `y = A x`.
-    fn apply(&self, x: &[Complex<T>], y: &mut [Complex<T>], scratch: &mut [Complex<T>]);
-    /// `x = A^H y`.
-    fn adjoint(&self, y: &[Complex<T>], x: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
-        let block = self.block_len();
-        for (index, out) in x.chunks_exact_mut(block).enumerate() {
-            self.adjoint_block(y, index, out, scratch);
-        }
-    }
-    /// The domain is a concatenation of blocks of this length (for the dictionary: one
-    /// feature map per filter). Algorithms may consume `A^H y` one block at a time so that
-    /// the whole gradient never has to be stored.
+    /// The domain is a concatenation of blocks of this length. Algorithms may work block by
+    /// block so that neither `A z` nor `A^H y` needs all blocks at once.
     fn block_len(&self) -> usize {
         self.domain_len()
     }
+    /// `y += A_b x_b` for block `index` (`x_block` has `block_len()` elements).
+    fn apply_block_add(&self, x_block: &[Complex<T>], index: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]);
     /// Block `index` of `A^H y`, written to `out` (`block_len()` elements).
     fn adjoint_block(&self, y: &[Complex<T>], index: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]);
+    /// `y = A x`.
+    fn apply(&self, x: &[Complex<T>], y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+        y[..self.range_len()].fill(Complex::new(T::zero(), T::zero()));
+        for (index, block) in x[..self.domain_len()].chunks_exact(self.block_len()).enumerate() {
+            self.apply_block_add(block, index, y, scratch);
+        }
+    }
+    /// `x = A^H y`.
+    fn adjoint(&self, y: &[Complex<T>], x: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+        let block = self.block_len();
+        for (index, out) in x[..self.domain_len()].chunks_exact_mut(block).enumerate() {
+            self.adjoint_block(y, index, out, scratch);
+        }
+    }
 }
 
-/// `A B`: apply `inner`, then `outer`.
+/// `y += x`.
+pub(crate) fn add_into<T: Real>(y: &mut [Complex<T>], x: &[Complex<T>]) {
+    for (acc, &value) in y.iter_mut().zip(x) {
+        *acc = *acc + value;
+    }
+}
+
+/// `A B`: apply `inner`, then `outer` (`outer` must have a single block).
 #[derive(Debug, Clone, Copy)]
 pub struct Chain<A, B> {
     pub outer: A,
@@ -56,13 +71,15 @@ impl<T: Real, A: LinearOperator<T>, B: LinearOperator<T>> LinearOperator<T> for 
     fn scratch_len(&self) -> usize {
         self.inner.range_len() + self.outer.scratch_len().max(self.inner.scratch_len())
     }
-    fn apply(&self, x: &[Complex<T>], y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
-        let (middle, rest) = scratch.split_at_mut(self.inner.range_len());
-        self.inner.apply(x, middle, rest);
-        self.outer.apply(middle, y, rest);
-    }
     fn block_len(&self) -> usize {
         self.inner.block_len()
+    }
+    /// `y += A (B_b x_b)`; `A` is linear, so the blocks of `A B` are `A B_b`.
+    fn apply_block_add(&self, x_block: &[Complex<T>], index: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+        let (middle, rest) = scratch.split_at_mut(self.inner.range_len());
+        middle.fill(Complex::new(T::zero(), T::zero()));
+        self.inner.apply_block_add(x_block, index, middle, rest);
+        self.outer.apply_block_add(middle, 0, y, rest);
     }
     fn adjoint_block(&self, y: &[Complex<T>], index: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
         let (middle, rest) = scratch.split_at_mut(self.inner.range_len());
@@ -86,17 +103,21 @@ impl<T: Real, A: LinearOperator<T>> LinearOperator<T> for Scaled<A, T> {
         self.op.range_len()
     }
     fn scratch_len(&self) -> usize {
-        self.op.scratch_len()
-    }
-    fn apply(&self, x: &[Complex<T>], y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
-        self.op.apply(x, y, scratch);
-        y.iter_mut().for_each(|v| *v = v.scale(self.factor));
+        self.op.range_len() + self.op.scratch_len()
     }
     fn block_len(&self) -> usize {
         self.op.block_len()
     }
+    fn apply_block_add(&self, x_block: &[Complex<T>], index: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+        let (part, rest) = scratch.split_at_mut(self.op.range_len());
+        part.fill(Complex::new(T::zero(), T::zero()));
+        self.op.apply_block_add(x_block, index, part, rest);
+        for (acc, &value) in y.iter_mut().zip(part.iter()) {
+            *acc = *acc + value.scale(self.factor);
+        }
+    }
     fn adjoint_block(&self, y: &[Complex<T>], index: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
-        self.op.adjoint_block(y, index, out, scratch);
+        self.op.adjoint_block(y, index, out, &mut scratch[self.op.range_len()..]);
         out.iter_mut().for_each(|v| *v = v.scale(self.factor));
     }
 }
@@ -115,15 +136,19 @@ impl<T: Real> LinearOperator<T> for Mask<'_, T> {
     fn range_len(&self) -> usize {
         self.weights.len()
     }
-    fn apply(&self, x: &[Complex<T>], y: &mut [Complex<T>], _scratch: &mut [Complex<T>]) {
+    fn apply_block_add(&self, x: &[Complex<T>], _index: usize, y: &mut [Complex<T>], _scratch: &mut [Complex<T>]) {
         assert_eq!(x.len(), self.weights.len());
         assert_eq!(y.len(), self.weights.len());
         for ((out, &value), &weight) in y.iter_mut().zip(x).zip(self.weights) {
-            *out = value.scale(weight);
+            *out = *out + value.scale(weight);
         }
     }
-    fn adjoint_block(&self, y: &[Complex<T>], _index: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
-        self.apply(y, out, scratch);
+    fn adjoint_block(&self, y: &[Complex<T>], _index: usize, out: &mut [Complex<T>], _scratch: &mut [Complex<T>]) {
+        assert_eq!(y.len(), self.weights.len());
+        assert_eq!(out.len(), self.weights.len());
+        for ((o, &value), &weight) in out.iter_mut().zip(y).zip(self.weights) {
+            *o = value.scale(weight);
+        }
     }
 }
 
@@ -155,7 +180,7 @@ impl<T: Real, B: FftBackend<T>> LinearOperator<T> for CentredFourier<'_, B> {
     fn scratch_len(&self) -> usize {
         2 * self.fft.shape().len() + self.fft.scratch_len()
     }
-    fn apply(&self, x: &[Complex<T>], y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn apply_block_add(&self, x: &[Complex<T>], _index: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
         let shape = self.fft.shape();
         let n = shape.len();
         let (modulated, rest) = scratch.split_at_mut(n);
@@ -170,8 +195,8 @@ impl<T: Real, B: FftBackend<T>> LinearOperator<T> for CentredFourier<'_, B> {
         let norm = T::one() / T::lit(n as f64).sqrt();
         for row in 0..shape.n_y() {
             for col in 0..shape.n_x() {
-                y[shape.natural(row, col)] =
-                    spectrum[shape.transposed(row, col)].scale(norm * checkerboard(row, col));
+                let out = &mut y[shape.natural(row, col)];
+                *out = *out + spectrum[shape.transposed(row, col)].scale(norm * checkerboard(row, col));
             }
         }
     }

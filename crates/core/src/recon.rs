@@ -50,11 +50,11 @@ pub struct ReconReport<T> {
 /// Caller-owned memory of [`reconstruct`] for one grid and filter count. Allocate it once
 /// and reuse it for every slice; nothing else is allocated.
 ///
-/// Sizes (elements): complex `(2K + 6) N + b`, real `2N`, where `b` is the FFT backend's
+/// Sizes (elements): complex `(2K + 7) N + b`, real `2N`, where `b` is the FFT backend's
 /// scratch (0 for microfft, at most `max(n_y, n_x)` for rustfft). With the
 /// [`DictionaryPlan`] (`K N` complex + `N` real) and Lambda maps (`K N` real, if used) the
-/// peak memory of a slice in `f32` is about `(24 K + 60) N` bytes without maps and
-/// `(28 K + 60) N` with them: 54 MB and 63 MB at `K = 32`, `N = 256²`.
+/// peak memory of a slice in `f32` is about `(24 K + 68) N` bytes without maps and
+/// `(28 K + 68) N` with them: 55 MB and 63 MB at `K = 32`, `N = 256²`.
 pub struct Workspace<'a, T> {
     shape: Shape,
     count: usize,
@@ -63,6 +63,7 @@ pub struct Workspace<'a, T> {
     measured: &'a mut [Complex<T>],
     data: &'a mut [Complex<T>],
     residual: &'a mut [Complex<T>],
+    next_residual: &'a mut [Complex<T>],
     block: &'a mut [Complex<T>],
     scratch: &'a mut [Complex<T>],
     mask: &'a mut [T],
@@ -74,7 +75,7 @@ impl<'a, T: Real> Workspace<'a, T> {
     /// `fft_scratch_len` ([`crate::fft::Fft2::scratch_len`]).
     pub fn complex_len(shape: Shape, count: usize, fft_scratch_len: usize) -> usize {
         let n = shape.len();
-        2 * count * n + 4 * n + (n + fft_scratch_len)
+        2 * count * n + 5 * n + (n + fft_scratch_len)
     }
 
     /// Real elements needed.
@@ -98,11 +99,12 @@ impl<'a, T: Real> Workspace<'a, T> {
         let (measured, rest) = rest.split_at_mut(n);
         let (data, rest) = rest.split_at_mut(n);
         let (residual, rest) = rest.split_at_mut(n);
+        let (next_residual, rest) = rest.split_at_mut(n);
         let (block, rest) = rest.split_at_mut(n);
         let scratch = &mut rest[..n + fft_scratch_len];
         let (mask, rest) = real.split_at_mut(n);
         let magnitudes = &mut rest[..n];
-        Ok(Self { shape, count, z, v, measured, data, residual, block, scratch, mask, magnitudes })
+        Ok(Self { shape, count, z, v, measured, data, residual, next_residual, block, scratch, mask, magnitudes })
     }
 
     /// The final sparse codes `z_k` of the last reconstruction, checkerboard-modulated
@@ -213,7 +215,14 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
         lambda,
         step,
         config.iterations,
-        FistaBuffers { z: ws.z, v: ws.v, residual: ws.residual, block: ws.block, scratch: ws.scratch },
+        FistaBuffers {
+            z: ws.z,
+            v: ws.v,
+            residual: ws.residual,
+            next_residual: ws.next_residual,
+            block: ws.block,
+            scratch: ws.scratch,
+        },
     )?;
 
     // 6. x = F^H (G y + sum_k h_k F z_k), unscaled.

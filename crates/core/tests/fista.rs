@@ -73,11 +73,16 @@ fn fista_meets_its_convergence_bound_on_a_known_minimiser() {
     let distance_sq: f64 = minimiser.iter().map(|z| z.norm_sqr()).sum();
     let op = Mask { weights: &weights };
 
-    let (mut z, mut v, mut residual, mut block) =
-        (vec![Complex::default(); n], vec![Complex::default(); n], vec![Complex::default(); n], vec![Complex::default(); n]);
+    let (mut z, mut v, mut residual, mut next_residual, mut block) = (
+        vec![Complex::default(); n],
+        vec![Complex::default(); n],
+        vec![Complex::default(); n],
+        vec![Complex::default(); n],
+        vec![Complex::default(); n],
+    );
     for k in [1usize, 2, 5, 10, 20, 50, 100, 400] {
         fista(&op, &y, Lambda::Scalar(lambda), 1.0 / lipschitz, k, FistaBuffers {
-            z: &mut z, v: &mut v, residual: &mut residual, block: &mut block, scratch: &mut [],
+            z: &mut z, v: &mut v, residual: &mut residual, next_residual: &mut next_residual, block: &mut block, scratch: &mut [],
         }).unwrap();
         let gap = objective(&weights, &z, &y, lambda) - best;
         let bound = 2.0 * lipschitz * distance_sq / ((k + 1) as f64).powi(2);
@@ -96,10 +101,15 @@ fn per_pixel_lambda_maps_threshold_each_coefficient() {
     let weights = vec![1.0f64; n];
     let y = random_complex::<f64>(&mut r, n);
     let maps = random_real::<f64>(&mut r, n, 0.0, 1.2);
-    let (mut z, mut v, mut residual, mut block) =
-        (vec![Complex::default(); n], vec![Complex::default(); n], vec![Complex::default(); n], vec![Complex::default(); n]);
+    let (mut z, mut v, mut residual, mut next_residual, mut block) = (
+        vec![Complex::default(); n],
+        vec![Complex::default(); n],
+        vec![Complex::default(); n],
+        vec![Complex::default(); n],
+        vec![Complex::default(); n],
+    );
     fista(&Mask { weights: &weights }, &y, Lambda::Maps(&maps), 1.0, 1, FistaBuffers {
-        z: &mut z, v: &mut v, residual: &mut residual, block: &mut block, scratch: &mut [],
+        z: &mut z, v: &mut v, residual: &mut residual, next_residual: &mut next_residual, block: &mut block, scratch: &mut [],
     }).unwrap();
     for i in 0..n {
         assert!((z[i] - soft_threshold(y[i], maps[i])).norm() < 1e-15);
@@ -113,9 +123,10 @@ fn fista_rejects_invalid_lambda_and_buffers() {
     let op = Mask { weights: &weights };
     let y = vec![Complex64::default(); 4];
     let mut b = [vec![Complex::default(); 4], vec![Complex::default(); 4], vec![Complex::default(); 4], vec![Complex::default(); 4]];
+    let mut next = vec![Complex64::default(); 4];
     let [z, v, residual, block] = &mut b;
-    let run = |lambda: Lambda<'_, f64>, z: &mut [Complex64], v: &mut [Complex64], r: &mut [Complex64], bl: &mut [Complex64]| {
-        fista(&op, &y, lambda, 1.0, 3, FistaBuffers { z, v, residual: r, block: bl, scratch: &mut [] })
+    let mut run = |lambda: Lambda<'_, f64>, z: &mut [Complex64], v: &mut [Complex64], r: &mut [Complex64], bl: &mut [Complex64]| {
+        fista(&op, &y, lambda, 1.0, 3, FistaBuffers { z, v, residual: r, next_residual: &mut next, block: bl, scratch: &mut [] })
     };
     assert!(run(Lambda::Scalar(-1.0), z, v, residual, block).is_err());
     assert!(run(Lambda::Scalar(f64::NAN), z, v, residual, block).is_err());

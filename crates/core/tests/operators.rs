@@ -115,8 +115,8 @@ fn a_wrong_adjoint_is_detected() {
     impl LinearOperator<f64> for Broken {
         fn domain_len(&self) -> usize { 8 }
         fn range_len(&self) -> usize { 8 }
-        fn apply(&self, x: &[Complex64], y: &mut [Complex64], _: &mut [Complex64]) {
-            for (o, v) in y.iter_mut().zip(x) { *o = v * Complex64::new(0.3, 0.9); }
+        fn apply_block_add(&self, x: &[Complex64], _: usize, y: &mut [Complex64], _: &mut [Complex64]) {
+            for (o, v) in y.iter_mut().zip(x) { *o += v * Complex64::new(0.3, 0.9); }
         }
         fn adjoint_block(&self, y: &[Complex64], _: usize, x: &mut [Complex64], _: &mut [Complex64]) {
             for (o, v) in x.iter_mut().zip(y) { *o = v * Complex64::new(0.3, 0.9); }

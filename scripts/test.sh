@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test of sparsemap on a fresh machine, installing what it needs first:
+#   - Debian package mricron-data (the real Colin27 volume the bundled example is cut from),
+#   - the Cortex-M target of rust-toolchain.toml (the no_std crates must build for it),
+#   - a Python venv with the pinned float64 reference's packages (models/.venv).
+# Then: the reference's own tests (pytest), the whole Rust workspace (cargo test), and the
+# no_std crates built for thumbv7em-none-eabihf.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+if ! dpkg -s mricron-data >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data >/dev/null
+    else
+        echo "mricron-data is not installed and this is not root: the example's regeneration check will be skipped" >&2
+    fi
+fi
+
+step "Rust targets"
+rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || rustup target add thumbv7em-none-eabihf
+
+step "Python reference (models/.venv)"
+python="$(scripts/setup-python.sh)"
+"$python" -m pytest models/reference -q
+
+step "cargo test (workspace)"
+cargo test --workspace --locked
+
+step "no_std crates for thumbv7em-none-eabihf"
+cargo build --locked --target thumbv7em-none-eabihf -p sparsemap-core -p sparsemap-wire -p sparsemap-firmware
+
+step "all tests passed"
