@@ -55,23 +55,35 @@ fn load(dir: &Path) -> Case {
     let mask = read::<u8>(&dir.join("mask.npy"));
     let filters = read::<f32>(&dir.join("dictionary.npy"));
     let (count, side) = (filters.shape()[0], filters.shape()[1]);
-    let params: serde_json::Value = serde_json::from_reader(File::open(dir.join("params.json")).unwrap()).unwrap();
+    let params: serde_json::Value =
+        serde_json::from_reader(File::open(dir.join("params.json")).unwrap()).unwrap();
     let scalars: serde_json::Value =
         serde_json::from_reader(File::open(dir.join("expected_scalars.json")).unwrap()).unwrap();
     let z_path = dir.join("expected_z.npy");
     Case {
         name: dir.file_name().unwrap().to_string_lossy().into_owned(),
         shape: Shape::new(n_y, n_x).unwrap(),
-        kspace: kspace.iter().map(|v| Complex64::new(v.re as f64, v.im as f64)).collect(),
+        kspace: kspace
+            .iter()
+            .map(|v| Complex64::new(v.re as f64, v.im as f64))
+            .collect(),
         mask: mask.iter().map(|&m| m as f64).collect(),
         filters: filters.iter().map(|&v| v as f64).collect(),
         count,
         side,
-        lambda: read::<f32>(&dir.join("lambda.npy")).iter().map(|&v| v as f64).collect(),
+        lambda: read::<f32>(&dir.join("lambda.npy"))
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
         iterations: params["iterations"].as_u64().unwrap() as usize,
         lowpass_weight: params["lowpass_weight"].as_f64().unwrap(),
-        expected_image: read::<Complex64>(&dir.join("expected_image.npy")).iter().copied().collect(),
-        expected_z: z_path.exists().then(|| read::<Complex64>(&z_path).iter().copied().collect()),
+        expected_image: read::<Complex64>(&dir.join("expected_image.npy"))
+            .iter()
+            .copied()
+            .collect(),
+        expected_z: z_path
+            .exists()
+            .then(|| read::<Complex64>(&z_path).iter().copied().collect()),
         scale_c: scalars["scale_c"].as_f64().unwrap(),
         lipschitz: scalars["lipschitz_L"].as_f64().unwrap(),
     }
@@ -84,7 +96,11 @@ fn cases() -> Vec<Case> {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 4, "expected at least 4 reference fixtures, found {}", dirs.len());
+    assert!(
+        dirs.len() >= 4,
+        "expected at least 4 reference fixtures, found {}",
+        dirs.len()
+    );
     dirs.iter().map(|d| load(d)).collect()
 }
 
@@ -108,19 +124,45 @@ fn run<T: Real, B: FftBackend<T>>(case: &Case, backend: B) -> Outcome {
     let n = shape.len();
     let filters: Vec<T> = case.filters.iter().map(|&v| cast(v)).collect();
     let dictionary = Dictionary::new(&filters, case.count, case.side).unwrap();
-    let mut responses = vec![Complex::default(); DictionaryPlan::<T, B>::responses_len(shape, case.count)];
+    let mut responses =
+        vec![Complex::default(); DictionaryPlan::<T, B>::responses_len(shape, case.count)];
     let mut power = vec![T::zero(); n];
     let mut scratch = vec![Complex::default(); DictionaryPlan::<T, B>::scratch_len(&fft)];
-    let plan = DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).unwrap();
-    let mut complex = vec![Complex::default(); Workspace::<T>::complex_len(shape, case.count, fft.scratch_len())];
+    let plan =
+        DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).unwrap();
+    let mut complex =
+        vec![Complex::default(); Workspace::<T>::complex_len(shape, case.count, fft.scratch_len())];
     let mut real = vec![T::zero(); Workspace::<T>::real_len(shape)];
-    let mut workspace = Workspace::new(shape, case.count, fft.scratch_len(), &mut complex, &mut real).unwrap();
-    let kspace: Vec<Complex<T>> = case.kspace.iter().map(|v| Complex::new(cast(v.re), cast(v.im))).collect();
+    let mut workspace = Workspace::new(
+        shape,
+        case.count,
+        fft.scratch_len(),
+        &mut complex,
+        &mut real,
+    )
+    .unwrap();
+    let kspace: Vec<Complex<T>> = case
+        .kspace
+        .iter()
+        .map(|v| Complex::new(cast(v.re), cast(v.im)))
+        .collect();
     let mask: Vec<T> = case.mask.iter().map(|&v| cast(v)).collect();
     let lambda: Vec<T> = case.lambda.iter().map(|&v| cast(v)).collect();
-    let config = ReconConfig { iterations: case.iterations, lowpass_weight: cast(case.lowpass_weight) };
+    let config = ReconConfig {
+        iterations: case.iterations,
+        lowpass_weight: cast(case.lowpass_weight),
+    };
     let mut image = vec![Complex::default(); n];
-    let report = reconstruct(&plan, &kspace, &mask, Lambda::Maps(&lambda), &config, &mut workspace, &mut image).unwrap();
+    let report = reconstruct(
+        &plan,
+        &kspace,
+        &mask,
+        Lambda::Maps(&lambda),
+        &config,
+        &mut workspace,
+        &mut image,
+    )
+    .unwrap();
     let to64 = |v: &Complex<T>| Complex64::new(v.re.to_f64_lossless(), v.im.to_f64_lossless());
     // The solver keeps codes modulated by (-1)^(y+x); undo that to compare with z.
     let z = workspace
@@ -129,7 +171,11 @@ fn run<T: Real, B: FftBackend<T>>(case: &Case, backend: B) -> Outcome {
         .enumerate()
         .map(|(i, v)| {
             let pixel = i % n;
-            let sign = if (pixel / shape.n_x() + pixel % shape.n_x()) % 2 == 0 { 1.0 } else { -1.0 };
+            let sign = if (pixel / shape.n_x() + pixel % shape.n_x()).is_multiple_of(2) {
+                1.0
+            } else {
+                -1.0
+            };
             to64(v) * sign
         })
         .collect();
@@ -143,16 +189,42 @@ fn run<T: Real, B: FftBackend<T>>(case: &Case, backend: B) -> Outcome {
 
 fn check(case: &Case, outcome: &Outcome, label: &str, tol: f64, scalar_tol: f64) {
     let image_err = relative_error(&outcome.image, &case.expected_image);
-    let z_err = case.expected_z.as_ref().map(|z| relative_error(&outcome.z, z));
+    let z_err = case
+        .expected_z
+        .as_ref()
+        .map(|z| relative_error(&outcome.z, z));
     let z_text = z_err.map_or_else(|| "-".to_string(), |e| format!("{e:.2e}"));
-    println!("{label:>16} {:<24} image rel. error {image_err:.2e}  z rel. error {z_text}", case.name);
-    assert!(image_err < tol, "{label} {}: image relative error {image_err:e} >= {tol:e}", case.name);
+    println!(
+        "{label:>16} {:<24} image rel. error {image_err:.2e}  z rel. error {z_text}",
+        case.name
+    );
+    assert!(
+        image_err < tol,
+        "{label} {}: image relative error {image_err:e} >= {tol:e}",
+        case.name
+    );
     if let Some(z_err) = z_err {
-        assert!(z_err < tol, "{label} {}: z relative error {z_err:e} >= {tol:e}", case.name);
+        assert!(
+            z_err < tol,
+            "{label} {}: z relative error {z_err:e} >= {tol:e}",
+            case.name
+        );
     }
     let rel = |a: f64, b: f64| ((a - b) / b).abs();
-    assert!(rel(outcome.scale_c, case.scale_c) < scalar_tol, "{label} {}: scale {} vs {}", case.name, outcome.scale_c, case.scale_c);
-    assert!(rel(outcome.lipschitz, case.lipschitz) < scalar_tol, "{label} {}: L {} vs {}", case.name, outcome.lipschitz, case.lipschitz);
+    assert!(
+        rel(outcome.scale_c, case.scale_c) < scalar_tol,
+        "{label} {}: scale {} vs {}",
+        case.name,
+        outcome.scale_c,
+        case.scale_c
+    );
+    assert!(
+        rel(outcome.lipschitz, case.lipschitz) < scalar_tol,
+        "{label} {}: L {} vs {}",
+        case.name,
+        outcome.lipschitz,
+        case.lipschitz
+    );
 }
 
 #[test]

@@ -25,7 +25,9 @@ const FILTERS: usize = 32;
 const FILTER_SIDE: usize = 9;
 
 fn random_complex(rng: &mut StdRng, len: usize) -> Vec<Complex32> {
-    (0..len).map(|_| Complex32::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0))).collect()
+    (0..len)
+        .map(|_| Complex32::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)))
+        .collect()
 }
 
 fn bench_backend<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) {
@@ -35,7 +37,10 @@ fn bench_backend<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) 
     let mut rng = StdRng::seed_from_u64(7);
 
     let mut group = c.benchmark_group(name);
-    group.sample_size(20).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(8));
 
     // The floor: 2K FFTs, nothing else.
     let input = random_complex(&mut rng, n);
@@ -65,37 +70,72 @@ fn bench_backend<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) 
     });
 
     // The solver.
-    let filters: Vec<f32> = (0..FILTERS * FILTER_SIDE * FILTER_SIDE).map(|_| rng.random_range(-0.2..0.2)).collect();
+    let filters: Vec<f32> = (0..FILTERS * FILTER_SIDE * FILTER_SIDE)
+        .map(|_| rng.random_range(-0.2..0.2))
+        .collect();
     let dictionary = Dictionary::new(&filters, FILTERS, FILTER_SIDE).unwrap();
-    let mut responses = vec![Complex32::default(); DictionaryPlan::<f32, B>::responses_len(shape, FILTERS)];
+    let mut responses =
+        vec![Complex32::default(); DictionaryPlan::<f32, B>::responses_len(shape, FILTERS)];
     let mut power = vec![0.0f32; n];
     let mut plan_scratch = vec![Complex32::default(); DictionaryPlan::<f32, B>::scratch_len(&fft)];
-    let plan = DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut plan_scratch).unwrap();
-    let mask: Vec<f32> = (0..n).map(|i| if (i / SIDE) % 3 == 0 { 1.0 } else { 0.0 }).collect();
-    let op = MaskedSynthesis { plan: &plan, mask: Some(&mask) };
+    let plan = DictionaryPlan::new(
+        &fft,
+        dictionary,
+        &mut responses,
+        &mut power,
+        &mut plan_scratch,
+    )
+    .unwrap();
+    let mask: Vec<f32> = (0..n)
+        .map(|i| {
+            if (i / SIDE).is_multiple_of(3) {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let op = MaskedSynthesis {
+        plan: &plan,
+        mask: Some(&mask),
+    };
     let step = 1.0 / plan.lipschitz(&mask);
     let y = random_complex(&mut rng, n);
-    let maps: Vec<f32> = (0..FILTERS * n).map(|_| rng.random_range(0.0..0.05)).collect();
+    let maps: Vec<f32> = (0..FILTERS * n)
+        .map(|_| rng.random_range(0.0..0.05))
+        .collect();
     let mut z = vec![Complex32::default(); FILTERS * n];
     let mut v = vec![Complex32::default(); FILTERS * n];
     let mut residual = vec![Complex32::default(); n];
     let mut next_residual = vec![Complex32::default(); n];
     let mut block = vec![Complex32::default(); n];
-    let mut op_scratch = vec![Complex32::default(); MaskedSynthesis::<f32, B>::required_scratch(&plan)];
+    let mut op_scratch =
+        vec![Complex32::default(); MaskedSynthesis::<f32, B>::required_scratch(&plan)];
     for iterations in [1usize, 5] {
-        group.bench_with_input(BenchmarkId::new("fista", format!("T{iterations}")), &iterations, |b, &t| {
-            b.iter(|| {
-                fista(&op, &y, Lambda::Maps(&maps), step, t, FistaBuffers {
-                    z: &mut z,
-                    v: &mut v,
-                    residual: &mut residual,
-                    next_residual: &mut next_residual,
-                    block: &mut block,
-                    scratch: &mut op_scratch,
+        group.bench_with_input(
+            BenchmarkId::new("fista", format!("T{iterations}")),
+            &iterations,
+            |b, &t| {
+                b.iter(|| {
+                    fista(
+                        &op,
+                        &y,
+                        Lambda::Maps(&maps),
+                        step,
+                        t,
+                        FistaBuffers {
+                            z: &mut z,
+                            v: &mut v,
+                            residual: &mut residual,
+                            next_residual: &mut next_residual,
+                            block: &mut block,
+                            scratch: &mut op_scratch,
+                        },
+                    )
+                    .unwrap()
                 })
-                .unwrap()
-            })
-        });
+            },
+        );
     }
     group.finish();
 }

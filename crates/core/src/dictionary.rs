@@ -24,7 +24,7 @@ impl<'a, T: Real> Dictionary<'a, T> {
     /// Fails unless `side` is odd in `1..=MAX_FILTER_SIDE`, `count >= 1`,
     /// `filters.len() == count * side²` and every tap is finite.
     pub fn new(filters: &'a [T], count: usize, side: usize) -> Result<Self> {
-        if side % 2 == 0 || side > MAX_FILTER_SIDE {
+        if side.is_multiple_of(2) || side > MAX_FILTER_SIDE {
             return Err(Error::InvalidFilterSize { side });
         }
         if count == 0 {
@@ -34,7 +34,11 @@ impl<'a, T: Real> Dictionary<'a, T> {
         if filters.iter().any(|v| !v.is_finite()) {
             return Err(Error::NonFinite { what: "dictionary" });
         }
-        Ok(Self { filters, count, side })
+        Ok(Self {
+            filters,
+            count,
+            side,
+        })
     }
 
     /// Number of filters `K`.
@@ -141,9 +145,17 @@ where
         if side > shape.n_y().min(shape.n_x()) {
             return Err(Error::InvalidFilterSize { side });
         }
-        check_capacity("dictionary responses", responses.len(), Self::responses_len(shape, count))?;
+        check_capacity(
+            "dictionary responses",
+            responses.len(),
+            Self::responses_len(shape, count),
+        )?;
         check_capacity("dictionary power", power.len(), Self::power_len(shape))?;
-        check_capacity("dictionary plan scratch", scratch.len(), Self::scratch_len(fft))?;
+        check_capacity(
+            "dictionary plan scratch",
+            scratch.len(),
+            Self::scratch_len(fft),
+        )?;
         let responses = &mut responses[..count * n];
         let power = &mut power[..n];
         let (padded, fft_scratch) = scratch.split_at_mut(n);
@@ -158,7 +170,8 @@ where
                 let y = (i + shape.n_y() - half) % shape.n_y();
                 for (j, &tap) in row.iter().enumerate() {
                     let x = (j + shape.n_x() - half) % shape.n_x();
-                    padded[shape.natural(y, x)] = Complex::new(tap * checkerboard::<T>(y, x), T::zero());
+                    padded[shape.natural(y, x)] =
+                        Complex::new(tap * checkerboard::<T>(y, x), T::zero());
                 }
             }
             fft.forward_to_transposed(padded, response, fft_scratch);
@@ -172,15 +185,30 @@ where
 
     /// A plan over buffers that [`Self::compute`] filled for `info`. Fails if `fft` is for
     /// another grid or a buffer is shorter than `info` requires.
-    pub fn view(fft: &'a Fft2<B>, info: PlanInfo, responses: &'a [Complex<T>], power: &'a [T]) -> Result<Self> {
+    pub fn view(
+        fft: &'a Fft2<B>,
+        info: PlanInfo,
+        responses: &'a [Complex<T>],
+        power: &'a [T],
+    ) -> Result<Self> {
         let shape = fft.shape();
         if shape != info.shape {
-            return Err(Error::LengthMismatch { what: "dictionary plan grid", expected: info.shape.len(), actual: shape.len() });
+            return Err(Error::LengthMismatch {
+                what: "dictionary plan grid",
+                expected: info.shape.len(),
+                actual: shape.len(),
+            });
         }
         let n = shape.len();
         check_capacity("dictionary responses", responses.len(), info.count * n)?;
         check_capacity("dictionary power", power.len(), n)?;
-        Ok(Self { fft, count: info.count, side: info.side, responses: &responses[..info.count * n], power: &power[..n] })
+        Ok(Self {
+            fft,
+            count: info.count,
+            side: info.side,
+            responses: &responses[..info.count * n],
+            power: &power[..n],
+        })
     }
 
     pub fn fft(&self) -> &'a Fft2<B> {
@@ -248,34 +276,54 @@ where
         self.plan.shape().len()
     }
     /// `x += d_k (*) z_k`.
-    fn apply_block_add(&self, feature: &[Complex<T>], k: usize, x: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn apply_block_add(
+        &self,
+        feature: &[Complex<T>],
+        k: usize,
+        x: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let shape = self.plan.shape();
         let n = shape.len();
         let (modulated, rest) = scratch.split_at_mut(n);
         let (spectrum, rest) = rest.split_at_mut(n);
         let (part, fft_scratch) = rest.split_at_mut(n);
         modulate(shape, feature, modulated);
-        self.plan.fft().forward_to_transposed(modulated, spectrum, fft_scratch);
+        self.plan
+            .fft()
+            .forward_to_transposed(modulated, spectrum, fft_scratch);
         for (s, &h) in spectrum.iter_mut().zip(self.plan.response(k)) {
             *s = h * *s;
         }
-        self.plan.fft().inverse_from_transposed(spectrum, part, fft_scratch);
+        self.plan
+            .fft()
+            .inverse_from_transposed(spectrum, part, fft_scratch);
         let norm = self.plan.fft().inverse_divisor::<T>() / T::lit(n as f64).sqrt();
         modulate_in_place(shape, part, norm);
         crate::ops::add_into(x, part);
     }
-    fn adjoint_block(&self, x: &[Complex<T>], k: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn adjoint_block(
+        &self,
+        x: &[Complex<T>],
+        k: usize,
+        out: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let shape = self.plan.shape();
         let n = shape.len();
         let (modulated, rest) = scratch.split_at_mut(n);
         let (spectrum, rest) = rest.split_at_mut(n);
         let (_, fft_scratch) = rest.split_at_mut(n);
         modulate(shape, x, modulated);
-        self.plan.fft().forward_to_transposed(modulated, spectrum, fft_scratch);
+        self.plan
+            .fft()
+            .forward_to_transposed(modulated, spectrum, fft_scratch);
         for (s, &h) in spectrum.iter_mut().zip(self.plan.response(k)) {
             *s = h.conj() * *s;
         }
-        self.plan.fft().inverse_from_transposed(spectrum, out, fft_scratch);
+        self.plan
+            .fft()
+            .inverse_from_transposed(spectrum, out, fft_scratch);
         let norm = self.plan.fft().inverse_divisor::<T>() / T::lit(n as f64).sqrt();
         modulate_in_place(shape, out, norm);
     }
@@ -323,14 +371,27 @@ where
         self.plan.shape().len()
     }
     /// `y += M (.) h̃_k (.) Φ(z̃_k)`: one forward FFT.
-    fn apply_block_add(&self, feature: &[Complex<T>], k: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn apply_block_add(
+        &self,
+        feature: &[Complex<T>],
+        k: usize,
+        y: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let n = self.plan.shape().len();
         let (spectrum, fft_scratch) = scratch.split_at_mut(n);
-        self.plan.fft().forward_to_transposed(feature, spectrum, fft_scratch);
+        self.plan
+            .fft()
+            .forward_to_transposed(feature, spectrum, fft_scratch);
         let response = self.plan.response(k);
         match self.mask {
             Some(mask) => {
-                for (((acc, &s), &h), &m) in y[..n].iter_mut().zip(spectrum.iter()).zip(response).zip(mask) {
+                for (((acc, &s), &h), &m) in y[..n]
+                    .iter_mut()
+                    .zip(spectrum.iter())
+                    .zip(response)
+                    .zip(mask)
+                {
                     *acc = *acc + (h * s).scale(m);
                 }
             }
@@ -341,14 +402,21 @@ where
             }
         }
     }
-    fn adjoint_block(&self, y: &[Complex<T>], k: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn adjoint_block(
+        &self,
+        y: &[Complex<T>],
+        k: usize,
+        out: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let n = self.plan.shape().len();
         let (spectrum, fft_scratch) = scratch.split_at_mut(n);
         let gain = self.plan.fft().inverse_divisor::<T>();
         let response = self.plan.response(k);
         match self.mask {
             Some(mask) => {
-                for (((s, &r), &h), &m) in spectrum.iter_mut().zip(&y[..n]).zip(response).zip(mask) {
+                for (((s, &r), &h), &m) in spectrum.iter_mut().zip(&y[..n]).zip(response).zip(mask)
+                {
                     *s = (h.conj() * r).scale(gain * m);
                 }
             }
@@ -358,13 +426,19 @@ where
                 }
             }
         }
-        self.plan.fft().inverse_from_transposed(spectrum, out, fft_scratch);
+        self.plan
+            .fft()
+            .inverse_from_transposed(spectrum, out, fft_scratch);
     }
 }
 
 /// `out = C (.) input` (checkerboard modulation), natural layout.
 pub(crate) fn modulate<T: Real>(shape: Shape, input: &[Complex<T>], out: &mut [Complex<T>]) {
-    for (y, (src, dst)) in input.chunks_exact(shape.n_x()).zip(out.chunks_exact_mut(shape.n_x())).enumerate() {
+    for (y, (src, dst)) in input
+        .chunks_exact(shape.n_x())
+        .zip(out.chunks_exact_mut(shape.n_x()))
+        .enumerate()
+    {
         for (x, (s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
             *d = s.scale(checkerboard(y, x));
         }
@@ -392,7 +466,9 @@ impl<T, B> core::fmt::Debug for DictionaryPlan<'_, T, B> {
 
 impl<T, B> core::fmt::Debug for ConvDictionary<'_, '_, T, B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ConvDictionary").field("plan", self.plan).finish()
+        f.debug_struct("ConvDictionary")
+            .field("plan", self.plan)
+            .finish()
     }
 }
 

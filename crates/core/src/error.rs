@@ -12,9 +12,17 @@ pub enum Error {
     /// `n_y` or `n_x` is not a power of two in [`crate::Shape::MIN_SIDE`]`..=`[`crate::Shape::MAX_SIDE`].
     UnsupportedShape { n_y: usize, n_x: usize },
     /// A slice handed in has the wrong number of elements.
-    LengthMismatch { what: &'static str, expected: usize, actual: usize },
+    LengthMismatch {
+        what: &'static str,
+        expected: usize,
+        actual: usize,
+    },
     /// A caller-owned buffer is smaller than the `*_len()` function says it must be.
-    BufferTooSmall { what: &'static str, required: usize, provided: usize },
+    BufferTooSmall {
+        what: &'static str,
+        required: usize,
+        provided: usize,
+    },
     /// Dictionary filters must be odd-sized squares with side `1..=`[`crate::dictionary::MAX_FILTER_SIDE`].
     InvalidFilterSize { side: usize },
     /// A dictionary must have at least one filter.

@@ -62,7 +62,9 @@ impl<'a, T: Real> Lambda<'a, T> {
         match *self {
             Lambda::Scalar(value) => BlockLevels::Uniform(value),
             Lambda::PerBlock(levels) => BlockLevels::Uniform(levels[index]),
-            Lambda::Maps(maps) => BlockLevels::PerElement(&maps[index * block_len..(index + 1) * block_len]),
+            Lambda::Maps(maps) => {
+                BlockLevels::PerElement(&maps[index * block_len..(index + 1) * block_len])
+            }
         }
     }
 }
@@ -99,7 +101,11 @@ impl<T: Real> FistaBuffers<'_, T> {
         check_capacity("fista z", self.z.len(), op.domain_len())?;
         check_capacity("fista v", self.v.len(), op.domain_len())?;
         check_capacity("fista residual", self.residual.len(), op.range_len())?;
-        check_capacity("fista next residual", self.next_residual.len(), op.range_len())?;
+        check_capacity(
+            "fista next residual",
+            self.next_residual.len(),
+            op.range_len(),
+        )?;
         check_capacity("fista block", self.block.len(), op.block_len())?;
         check_capacity("fista scratch", self.scratch.len(), op.scratch_len())
     }
@@ -155,7 +161,11 @@ pub fn fista<T: Real, A: LinearOperator<T>>(
         if needs_next {
             next_residual.fill(zero);
         }
-        for (index, (z_block, v_block)) in z.chunks_exact_mut(block_len).zip(v.chunks_exact_mut(block_len)).enumerate() {
+        for (index, (z_block, v_block)) in z
+            .chunks_exact_mut(block_len)
+            .zip(v.chunks_exact_mut(block_len))
+            .enumerate()
+        {
             op.adjoint_block(residual, index, block, scratch);
             match lambda.block(index, block_len) {
                 BlockLevels::Uniform(level) => {
@@ -163,7 +173,9 @@ pub fn fista<T: Real, A: LinearOperator<T>>(
                     update_block(z_block, v_block, block, step, momentum, |_| threshold);
                 }
                 BlockLevels::PerElement(levels) => {
-                    update_block(z_block, v_block, block, step, momentum, |i| step * levels[i]);
+                    update_block(z_block, v_block, block, step, momentum, |i| {
+                        step * levels[i]
+                    });
                 }
             }
             if needs_next {

@@ -28,13 +28,28 @@ pub trait LinearOperator<T: Real> {
         self.domain_len()
     }
     /// `y += A_b x_b` for block `index` (`x_block` has `block_len()` elements).
-    fn apply_block_add(&self, x_block: &[Complex<T>], index: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]);
+    fn apply_block_add(
+        &self,
+        x_block: &[Complex<T>],
+        index: usize,
+        y: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    );
     /// Block `index` of `A^H y`, written to `out` (`block_len()` elements).
-    fn adjoint_block(&self, y: &[Complex<T>], index: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]);
+    fn adjoint_block(
+        &self,
+        y: &[Complex<T>],
+        index: usize,
+        out: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    );
     /// `y = A x`.
     fn apply(&self, x: &[Complex<T>], y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
         y[..self.range_len()].fill(Complex::new(T::zero(), T::zero()));
-        for (index, block) in x[..self.domain_len()].chunks_exact(self.block_len()).enumerate() {
+        for (index, block) in x[..self.domain_len()]
+            .chunks_exact(self.block_len())
+            .enumerate()
+        {
             self.apply_block_add(block, index, y, scratch);
         }
     }
@@ -75,13 +90,25 @@ impl<T: Real, A: LinearOperator<T>, B: LinearOperator<T>> LinearOperator<T> for 
         self.inner.block_len()
     }
     /// `y += A (B_b x_b)`; `A` is linear, so the blocks of `A B` are `A B_b`.
-    fn apply_block_add(&self, x_block: &[Complex<T>], index: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn apply_block_add(
+        &self,
+        x_block: &[Complex<T>],
+        index: usize,
+        y: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let (middle, rest) = scratch.split_at_mut(self.inner.range_len());
         middle.fill(Complex::new(T::zero(), T::zero()));
         self.inner.apply_block_add(x_block, index, middle, rest);
         self.outer.apply_block_add(middle, 0, y, rest);
     }
-    fn adjoint_block(&self, y: &[Complex<T>], index: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn adjoint_block(
+        &self,
+        y: &[Complex<T>],
+        index: usize,
+        out: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let (middle, rest) = scratch.split_at_mut(self.inner.range_len());
         self.outer.adjoint(y, middle, rest);
         self.inner.adjoint_block(middle, index, out, rest);
@@ -108,7 +135,13 @@ impl<T: Real, A: LinearOperator<T>> LinearOperator<T> for Scaled<A, T> {
     fn block_len(&self) -> usize {
         self.op.block_len()
     }
-    fn apply_block_add(&self, x_block: &[Complex<T>], index: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn apply_block_add(
+        &self,
+        x_block: &[Complex<T>],
+        index: usize,
+        y: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let (part, rest) = scratch.split_at_mut(self.op.range_len());
         part.fill(Complex::new(T::zero(), T::zero()));
         self.op.apply_block_add(x_block, index, part, rest);
@@ -116,8 +149,15 @@ impl<T: Real, A: LinearOperator<T>> LinearOperator<T> for Scaled<A, T> {
             *acc = *acc + value.scale(self.factor);
         }
     }
-    fn adjoint_block(&self, y: &[Complex<T>], index: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
-        self.op.adjoint_block(y, index, out, &mut scratch[self.op.range_len()..]);
+    fn adjoint_block(
+        &self,
+        y: &[Complex<T>],
+        index: usize,
+        out: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
+        self.op
+            .adjoint_block(y, index, out, &mut scratch[self.op.range_len()..]);
         out.iter_mut().for_each(|v| *v = v.scale(self.factor));
     }
 }
@@ -136,14 +176,26 @@ impl<T: Real> LinearOperator<T> for Mask<'_, T> {
     fn range_len(&self) -> usize {
         self.weights.len()
     }
-    fn apply_block_add(&self, x: &[Complex<T>], _index: usize, y: &mut [Complex<T>], _scratch: &mut [Complex<T>]) {
+    fn apply_block_add(
+        &self,
+        x: &[Complex<T>],
+        _index: usize,
+        y: &mut [Complex<T>],
+        _scratch: &mut [Complex<T>],
+    ) {
         assert_eq!(x.len(), self.weights.len());
         assert_eq!(y.len(), self.weights.len());
         for ((out, &value), &weight) in y.iter_mut().zip(x).zip(self.weights) {
             *out = *out + value.scale(weight);
         }
     }
-    fn adjoint_block(&self, y: &[Complex<T>], _index: usize, out: &mut [Complex<T>], _scratch: &mut [Complex<T>]) {
+    fn adjoint_block(
+        &self,
+        y: &[Complex<T>],
+        _index: usize,
+        out: &mut [Complex<T>],
+        _scratch: &mut [Complex<T>],
+    ) {
         assert_eq!(y.len(), self.weights.len());
         assert_eq!(out.len(), self.weights.len());
         for ((o, &value), &weight) in out.iter_mut().zip(y).zip(self.weights) {
@@ -155,7 +207,7 @@ impl<T: Real> LinearOperator<T> for Mask<'_, T> {
 /// `(-1)^(y + x)`: the checkerboard that turns `fft2` into the centred transform.
 #[inline(always)]
 pub(crate) fn checkerboard<T: Real>(y: usize, x: usize) -> T {
-    if (y + x) % 2 == 0 {
+    if (y + x).is_multiple_of(2) {
         T::one()
     } else {
         -T::one()
@@ -180,7 +232,13 @@ impl<T: Real, B: FftBackend<T>> LinearOperator<T> for CentredFourier<'_, B> {
     fn scratch_len(&self) -> usize {
         2 * self.fft.shape().len() + self.fft.scratch_len()
     }
-    fn apply_block_add(&self, x: &[Complex<T>], _index: usize, y: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn apply_block_add(
+        &self,
+        x: &[Complex<T>],
+        _index: usize,
+        y: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let shape = self.fft.shape();
         let n = shape.len();
         let (modulated, rest) = scratch.split_at_mut(n);
@@ -191,23 +249,32 @@ impl<T: Real, B: FftBackend<T>> LinearOperator<T> for CentredFourier<'_, B> {
                 modulated[i] = x[i].scale(checkerboard(row, col));
             }
         }
-        self.fft.forward_to_transposed(modulated, spectrum, fft_scratch);
+        self.fft
+            .forward_to_transposed(modulated, spectrum, fft_scratch);
         let norm = T::one() / T::lit(n as f64).sqrt();
         for row in 0..shape.n_y() {
             for col in 0..shape.n_x() {
                 let out = &mut y[shape.natural(row, col)];
-                *out = *out + spectrum[shape.transposed(row, col)].scale(norm * checkerboard(row, col));
+                *out = *out
+                    + spectrum[shape.transposed(row, col)].scale(norm * checkerboard(row, col));
             }
         }
     }
-    fn adjoint_block(&self, y: &[Complex<T>], _index: usize, out: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn adjoint_block(
+        &self,
+        y: &[Complex<T>],
+        _index: usize,
+        out: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let shape = self.fft.shape();
         let n = shape.len();
         let (spectrum, rest) = scratch.split_at_mut(n);
         let (_, fft_scratch) = rest.split_at_mut(n);
         for row in 0..shape.n_y() {
             for col in 0..shape.n_x() {
-                spectrum[shape.transposed(row, col)] = y[shape.natural(row, col)].scale(checkerboard(row, col));
+                spectrum[shape.transposed(row, col)] =
+                    y[shape.natural(row, col)].scale(checkerboard(row, col));
             }
         }
         self.fft.inverse_from_transposed(spectrum, out, fft_scratch);
@@ -246,6 +313,7 @@ pub fn adjoint_mismatch<T: Real, A: LinearOperator<T>>(
     op.adjoint(y, ahy, scratch);
     let lhs = inner_product(y, ax);
     let rhs = inner_product(ahy, x);
-    let scale = num_traits::Float::sqrt(inner_product(ax, ax).re * inner_product(y, y).re).max(f64::MIN_POSITIVE);
+    let scale = num_traits::Float::sqrt(inner_product(ax, ax).re * inner_product(y, y).re)
+        .max(f64::MIN_POSITIVE);
     (lhs - rhs).norm() / scale
 }

@@ -29,7 +29,10 @@ pub struct ReconConfig<T> {
 
 impl<T: Real> Default for ReconConfig<T> {
     fn default() -> Self {
-        Self { iterations: ITERATIONS, lowpass_weight: T::lit(LOWPASS_WEIGHT) }
+        Self {
+            iterations: ITERATIONS,
+            lowpass_weight: T::lit(LOWPASS_WEIGHT),
+        }
     }
 }
 
@@ -91,7 +94,11 @@ impl<'a, T: Real> Workspace<'a, T> {
         complex: &'a mut [Complex<T>],
         real: &'a mut [T],
     ) -> Result<Self> {
-        check_capacity("workspace (complex)", complex.len(), Self::complex_len(shape, count, fft_scratch_len))?;
+        check_capacity(
+            "workspace (complex)",
+            complex.len(),
+            Self::complex_len(shape, count, fft_scratch_len),
+        )?;
         check_capacity("workspace (real)", real.len(), Self::real_len(shape))?;
         let n = shape.len();
         let (z, rest) = complex.split_at_mut(count * n);
@@ -104,7 +111,20 @@ impl<'a, T: Real> Workspace<'a, T> {
         let scratch = &mut rest[..n + fft_scratch_len];
         let (mask, rest) = real.split_at_mut(n);
         let magnitudes = &mut rest[..n];
-        Ok(Self { shape, count, z, v, measured, data, residual, next_residual, block, scratch, mask, magnitudes })
+        Ok(Self {
+            shape,
+            count,
+            z,
+            v,
+            measured,
+            data,
+            residual,
+            next_residual,
+            block,
+            scratch,
+            mask,
+            magnitudes,
+        })
     }
 
     /// The final sparse codes `z_k` of the last reconstruction, checkerboard-modulated
@@ -147,14 +167,19 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
     check_len("k-space", kspace.len(), n)?;
     check_len("mask", mask.len(), n)?;
     check_len("image", image.len(), n)?;
-    if kspace.iter().any(|v| !(v.re.is_finite() && v.im.is_finite())) {
+    if kspace
+        .iter()
+        .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+    {
         return Err(Error::NonFinite { what: "k-space" });
     }
     if mask.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite { what: "mask" });
     }
     if !config.lowpass_weight.is_finite() {
-        return Err(Error::NonFinite { what: "low-pass weight" });
+        return Err(Error::NonFinite {
+            what: "low-pass weight",
+        });
     }
     if config.lowpass_weight < T::zero() {
         return Err(Error::NegativeLowpassWeight);
@@ -187,8 +212,11 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
     for (m, v) in ws.magnitudes.iter_mut().zip(image.iter()) {
         *m = v.norm() * inverse_gain;
     }
-    let p99 = percentile(ws.magnitudes, SCALE_PERCENTILE).ok_or(Error::NonFinite { what: "zero-filled image" })?;
-    if !(p99 > T::zero()) || !p99.is_finite() {
+    let p99 = percentile(ws.magnitudes, SCALE_PERCENTILE).ok_or(Error::NonFinite {
+        what: "zero-filled image",
+    })?;
+    // `partial_cmp` rather than `<=` so that NaN also fails.
+    if !is_positive(p99) || !p99.is_finite() {
         return Err(Error::NothingMeasured);
     }
     let scale = T::one() / p99;
@@ -198,17 +226,22 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
 
     // 3. Low-pass split: y' = (1 - G) y.
     let weight = config.lowpass_weight;
-    for_each_lowpass_gain(shape, weight, |t, gain| ws.data[t] = ws.measured[t].scale(T::one() - gain));
+    for_each_lowpass_gain(shape, weight, |t, gain| {
+        ws.data[t] = ws.measured[t].scale(T::one() - gain)
+    });
 
     // 4. Step from the Lipschitz constant over the sampled frequencies.
     let lipschitz = plan.lipschitz(ws.mask);
-    if !(lipschitz > T::zero()) {
+    if !is_positive(lipschitz) {
         return Err(Error::NoSampledResponse);
     }
     let step = T::one() / lipschitz;
 
     // 5. FISTA on the modulated codes.
-    let op = MaskedSynthesis { plan, mask: Some(&*ws.mask) };
+    let op = MaskedSynthesis {
+        plan,
+        mask: Some(&*ws.mask),
+    };
     fista(
         &op,
         ws.data,
@@ -228,7 +261,9 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
     // 6. x = F^H (G y + sum_k h_k F z_k), unscaled.
     let synthesis = MaskedSynthesis { plan, mask: None };
     synthesis.apply(ws.z, ws.residual, ws.scratch);
-    for_each_lowpass_gain(shape, weight, |t, gain| ws.residual[t] = ws.residual[t] + ws.measured[t].scale(gain));
+    for_each_lowpass_gain(shape, weight, |t, gain| {
+        ws.residual[t] = ws.residual[t] + ws.measured[t].scale(gain)
+    });
     fft.inverse_from_transposed(ws.residual, image, ws.scratch);
     let output_gain = inverse_gain / scale;
     for (y, row) in image.chunks_exact_mut(shape.n_x()).enumerate() {
@@ -238,7 +273,17 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
     }
 
     let nonzero_coefficients = ws.z.iter().filter(|v| **v != zero).count();
-    Ok(ReconReport { scale, lipschitz, sampled, nonzero_coefficients })
+    Ok(ReconReport {
+        scale,
+        lipschitz,
+        sampled,
+        nonzero_coefficients,
+    })
+}
+
+/// `value > 0`, false for NaN.
+fn is_positive<T: Real>(value: T) -> bool {
+    value.partial_cmp(&T::zero()) == Some(core::cmp::Ordering::Greater)
 }
 
 /// Calls `f(t, G)` for every frequency, `t` its index in the transposed layout and
@@ -271,9 +316,13 @@ pub fn percentile<T: Real>(values: &mut [T], q: f64) -> Option<T> {
     let rank = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
     let lower_index = num_traits::Float::floor(rank) as usize;
     let fraction = T::lit(rank - lower_index as f64);
-    let (_, &mut lower, above) =
-        values.select_nth_unstable_by(lower_index, |a, b| a.partial_cmp(b).unwrap_or(core::cmp::Ordering::Equal));
-    let upper = above.iter().copied().fold(None, |m: Option<T>, v| Some(m.map_or(v, |m| m.min(v))));
+    let (_, &mut lower, above) = values.select_nth_unstable_by(lower_index, |a, b| {
+        a.partial_cmp(b).unwrap_or(core::cmp::Ordering::Equal)
+    });
+    let upper = above
+        .iter()
+        .copied()
+        .fold(None, |m: Option<T>, v| Some(m.map_or(v, |m| m.min(v))));
     Some(match upper {
         Some(upper) if fraction > T::zero() => lower + (upper - lower) * fraction,
         _ => lower,

@@ -65,7 +65,11 @@ pub(crate) fn check_len(what: &'static str, actual: usize, expected: usize) -> R
     if actual == expected {
         Ok(())
     } else {
-        Err(Error::LengthMismatch { what, expected, actual })
+        Err(Error::LengthMismatch {
+            what,
+            expected,
+            actual,
+        })
     }
 }
 
@@ -74,6 +78,10 @@ pub(crate) fn check_capacity(what: &'static str, provided: usize, required: usiz
     if provided >= required {
         Ok(())
     } else {
-        Err(Error::BufferTooSmall { what, required, provided })
+        Err(Error::BufferTooSmall {
+            what,
+            required,
+            provided,
+        })
     }
 }

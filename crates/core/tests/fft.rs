@@ -8,11 +8,15 @@ use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
 use sparsemap_core::ops::{CentredFourier, LinearOperator};
 use sparsemap_core::{Real, Shape};
 
-fn forward_natural<T: Real, B: FftBackend<T>>(fft: &Fft2<B>, input: &[Complex<T>]) -> Vec<Complex<T>> {
+fn forward_natural<T: Real, B: FftBackend<T>>(
+    fft: &Fft2<B>,
+    input: &[Complex<T>],
+) -> Vec<Complex<T>> {
     let shape = fft.shape();
     let mut transposed = vec![Complex::default(); shape.len()];
     let mut scratch = vec![Complex::default(); fft.scratch_len()];
-    fft.try_forward_to_transposed(input, &mut transposed, &mut scratch).unwrap();
+    fft.try_forward_to_transposed(input, &mut transposed, &mut scratch)
+        .unwrap();
     let mut natural = vec![Complex::default(); shape.len()];
     for y in 0..shape.n_y() {
         for x in 0..shape.n_x() {
@@ -30,8 +34,14 @@ fn transposed_forward_matches_naive_dft_for_both_backends() {
         let expected = naive_dft2(&to_c64(&input), ny, nx, false);
         let micro = forward_natural(&Fft2::new(MicroFft::new(shape)), &input);
         let rust = forward_natural(&Fft2::new(RustFft::<f32>::new(shape)), &input);
-        assert!(relative_error(&to_c64(&micro), &expected) < 1e-6, "microfft {ny}x{nx}");
-        assert!(relative_error(&to_c64(&rust), &expected) < 1e-6, "rustfft {ny}x{nx}");
+        assert!(
+            relative_error(&to_c64(&micro), &expected) < 1e-6,
+            "microfft {ny}x{nx}"
+        );
+        assert!(
+            relative_error(&to_c64(&rust), &expected) < 1e-6,
+            "rustfft {ny}x{nx}"
+        );
     }
 }
 
@@ -43,7 +53,10 @@ fn backends_agree_at_deployment_sizes() {
         let micro = forward_natural(&Fft2::new(MicroFft::new(shape)), &input);
         let rust = forward_natural(&Fft2::new(RustFft::<f32>::new(shape)), &input);
         let err = relative_error(&to_c64(&micro), &to_c64(&rust));
-        assert!(err < 2e-6, "{ny}x{nx}: microfft vs rustfft relative error {err}");
+        assert!(
+            err < 2e-6,
+            "{ny}x{nx}: microfft vs rustfft relative error {err}"
+        );
     }
 }
 
@@ -82,13 +95,19 @@ fn centred_fourier_is_the_design_transform() {
         let mut out = vec![Complex::default(); shape.len()];
         let mut scratch = vec![Complex::default(); LinearOperator::<f64>::scratch_len(&op)];
         op.apply(&input, &mut out, &mut scratch);
-        assert!(relative_error(&to_c64(&out), &expected) < 1e-13, "{ny}x{nx}");
+        assert!(
+            relative_error(&to_c64(&out), &expected) < 1e-13,
+            "{ny}x{nx}"
+        );
         // Unitary: the adjoint is the inverse.
         let mut back = vec![Complex::default(); shape.len()];
         op.adjoint(&out, &mut back, &mut scratch);
         assert!(relative_error(&to_c64(&back), &to_c64(&input)) < 1e-13);
         // And with microfft in f32.
-        let input32: Vec<Complex32> = input.iter().map(|c| Complex32::new(c.re as f32, c.im as f32)).collect();
+        let input32: Vec<Complex32> = input
+            .iter()
+            .map(|c| Complex32::new(c.re as f32, c.im as f32))
+            .collect();
         let fft32 = Fft2::new(MicroFft::new(shape));
         let op32 = CentredFourier { fft: &fft32 };
         let mut out32 = vec![Complex32::default(); shape.len()];
@@ -107,8 +126,12 @@ fn dirty_scratch_does_not_change_results() {
     let mut dirty = vec![Complex32::default(); shape.len()];
     let mut scratch = vec![Complex32::default(); fft.scratch_len()];
     fft.forward_to_transposed(&input, &mut clean, &mut scratch);
-    scratch.iter_mut().for_each(|v| *v = Complex32::new(f32::NAN, 1e30));
-    dirty.iter_mut().for_each(|v| *v = Complex32::new(f32::INFINITY, -1.0));
+    scratch
+        .iter_mut()
+        .for_each(|v| *v = Complex32::new(f32::NAN, 1e30));
+    dirty
+        .iter_mut()
+        .for_each(|v| *v = Complex32::new(f32::INFINITY, -1.0));
     fft.forward_to_transposed(&input, &mut dirty, &mut scratch);
     assert_eq!(clean, dirty);
 }
@@ -120,10 +143,14 @@ fn checked_entry_points_reject_wrong_sizes() {
     let input = vec![Complex32::default(); shape.len() - 1];
     let mut out = vec![Complex32::default(); shape.len()];
     let mut scratch = vec![Complex32::default(); fft.scratch_len()];
-    assert!(fft.try_forward_to_transposed(&input, &mut out, &mut scratch).is_err());
+    assert!(fft
+        .try_forward_to_transposed(&input, &mut out, &mut scratch)
+        .is_err());
     let input = vec![Complex32::default(); shape.len()];
     let mut small_scratch = vec![Complex32::default(); fft.scratch_len() - 1];
-    assert!(fft.try_inverse_from_transposed(&input, &mut out, &mut small_scratch).is_err());
+    assert!(fft
+        .try_inverse_from_transposed(&input, &mut out, &mut small_scratch)
+        .is_err());
 }
 
 #[test]

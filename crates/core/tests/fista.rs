@@ -52,7 +52,12 @@ fn percentile_rejects_nan_and_empty() {
 }
 
 fn objective(weights: &[f64], z: &[Complex64], y: &[Complex64], lambda: f64) -> f64 {
-    weights.iter().zip(z).zip(y).map(|((w, z), y)| 0.5 * (z * w - y).norm_sqr() + lambda * z.norm()).sum()
+    weights
+        .iter()
+        .zip(z)
+        .zip(y)
+        .map(|((w, z), y)| 0.5 * (z * w - y).norm_sqr() + lambda * z.norm())
+        .sum()
 }
 
 /// `min_z 1/2 ||W z - y||² + lambda ||z||_1` with diagonal `W`: the minimiser is
@@ -66,8 +71,11 @@ fn fista_meets_its_convergence_bound_on_a_known_minimiser() {
     let weights = random_real::<f64>(&mut r, n, 0.2, 1.0);
     let y = random_complex::<f64>(&mut r, n);
     let lambda = 0.15;
-    let minimiser: Vec<Complex64> =
-        weights.iter().zip(&y).map(|(&w, &y)| soft_threshold(y / w, lambda / (w * w))).collect();
+    let minimiser: Vec<Complex64> = weights
+        .iter()
+        .zip(&y)
+        .map(|(&w, &y)| soft_threshold(y / w, lambda / (w * w)))
+        .collect();
     let best = objective(&weights, &minimiser, &y, lambda);
     let lipschitz = weights.iter().fold(0.0f64, |m, &w| m.max(w * w));
     let distance_sq: f64 = minimiser.iter().map(|z| z.norm_sqr()).sum();
@@ -81,16 +89,38 @@ fn fista_meets_its_convergence_bound_on_a_known_minimiser() {
         vec![Complex::default(); n],
     );
     for k in [1usize, 2, 5, 10, 20, 50, 100, 400] {
-        fista(&op, &y, Lambda::Scalar(lambda), 1.0 / lipschitz, k, FistaBuffers {
-            z: &mut z, v: &mut v, residual: &mut residual, next_residual: &mut next_residual, block: &mut block, scratch: &mut [],
-        }).unwrap();
+        fista(
+            &op,
+            &y,
+            Lambda::Scalar(lambda),
+            1.0 / lipschitz,
+            k,
+            FistaBuffers {
+                z: &mut z,
+                v: &mut v,
+                residual: &mut residual,
+                next_residual: &mut next_residual,
+                block: &mut block,
+                scratch: &mut [],
+            },
+        )
+        .unwrap();
         let gap = objective(&weights, &z, &y, lambda) - best;
         let bound = 2.0 * lipschitz * distance_sq / ((k + 1) as f64).powi(2);
-        assert!(gap >= -1e-12, "objective below the minimum at k={k}: {gap:e}");
-        assert!(gap <= bound, "k={k}: gap {gap:e} exceeds FISTA bound {bound:e}");
+        assert!(
+            gap >= -1e-12,
+            "objective below the minimum at k={k}: {gap:e}"
+        );
+        assert!(
+            gap <= bound,
+            "k={k}: gap {gap:e} exceeds FISTA bound {bound:e}"
+        );
     }
     let err = relative_error(&z, &minimiser);
-    assert!(err < 1e-6, "FISTA did not converge to the minimiser: relative error {err:e}");
+    assert!(
+        err < 1e-6,
+        "FISTA did not converge to the minimiser: relative error {err:e}"
+    );
 }
 
 #[test]
@@ -108,9 +138,22 @@ fn per_pixel_lambda_maps_threshold_each_coefficient() {
         vec![Complex::default(); n],
         vec![Complex::default(); n],
     );
-    fista(&Mask { weights: &weights }, &y, Lambda::Maps(&maps), 1.0, 1, FistaBuffers {
-        z: &mut z, v: &mut v, residual: &mut residual, next_residual: &mut next_residual, block: &mut block, scratch: &mut [],
-    }).unwrap();
+    fista(
+        &Mask { weights: &weights },
+        &y,
+        Lambda::Maps(&maps),
+        1.0,
+        1,
+        FistaBuffers {
+            z: &mut z,
+            v: &mut v,
+            residual: &mut residual,
+            next_residual: &mut next_residual,
+            block: &mut block,
+            scratch: &mut [],
+        },
+    )
+    .unwrap();
     for i in 0..n {
         assert!((z[i] - soft_threshold(y[i], maps[i])).norm() < 1e-15);
     }
@@ -122,11 +165,34 @@ fn fista_rejects_invalid_lambda_and_buffers() {
     let weights = vec![1.0f64; 4];
     let op = Mask { weights: &weights };
     let y = vec![Complex64::default(); 4];
-    let mut b = [vec![Complex::default(); 4], vec![Complex::default(); 4], vec![Complex::default(); 4], vec![Complex::default(); 4]];
+    let mut b = [
+        vec![Complex::default(); 4],
+        vec![Complex::default(); 4],
+        vec![Complex::default(); 4],
+        vec![Complex::default(); 4],
+    ];
     let mut next = vec![Complex64::default(); 4];
     let [z, v, residual, block] = &mut b;
-    let mut run = |lambda: Lambda<'_, f64>, z: &mut [Complex64], v: &mut [Complex64], r: &mut [Complex64], bl: &mut [Complex64]| {
-        fista(&op, &y, lambda, 1.0, 3, FistaBuffers { z, v, residual: r, next_residual: &mut next, block: bl, scratch: &mut [] })
+    let mut run = |lambda: Lambda<'_, f64>,
+                   z: &mut [Complex64],
+                   v: &mut [Complex64],
+                   r: &mut [Complex64],
+                   bl: &mut [Complex64]| {
+        fista(
+            &op,
+            &y,
+            lambda,
+            1.0,
+            3,
+            FistaBuffers {
+                z,
+                v,
+                residual: r,
+                next_residual: &mut next,
+                block: bl,
+                scratch: &mut [],
+            },
+        )
     };
     assert!(run(Lambda::Scalar(-1.0), z, v, residual, block).is_err());
     assert!(run(Lambda::Scalar(f64::NAN), z, v, residual, block).is_err());

@@ -48,7 +48,14 @@ fn make_plan<'a, T: Real, B: FftBackend<T>>(
     store.power = vec![T::zero(); DictionaryPlan::<T, B>::power_len(shape)];
     let mut scratch = vec![Complex::default(); DictionaryPlan::<T, B>::scratch_len(fft)];
     let dictionary = Dictionary::new(filters, count, side).unwrap();
-    DictionaryPlan::new(fft, dictionary, &mut store.responses, &mut store.power, &mut scratch).unwrap()
+    DictionaryPlan::new(
+        fft,
+        dictionary,
+        &mut store.responses,
+        &mut store.power,
+        &mut scratch,
+    )
+    .unwrap()
 }
 
 fn side_strategy() -> impl Strategy<Value = usize> {
@@ -113,34 +120,71 @@ fn a_wrong_adjoint_is_detected() {
     // Guards the guard: an operator whose adjoint forgets a conjugation must fail.
     struct Broken;
     impl LinearOperator<f64> for Broken {
-        fn domain_len(&self) -> usize { 8 }
-        fn range_len(&self) -> usize { 8 }
-        fn apply_block_add(&self, x: &[Complex64], _: usize, y: &mut [Complex64], _: &mut [Complex64]) {
-            for (o, v) in y.iter_mut().zip(x) { *o += v * Complex64::new(0.3, 0.9); }
+        fn domain_len(&self) -> usize {
+            8
         }
-        fn adjoint_block(&self, y: &[Complex64], _: usize, x: &mut [Complex64], _: &mut [Complex64]) {
-            for (o, v) in x.iter_mut().zip(y) { *o = v * Complex64::new(0.3, 0.9); }
+        fn range_len(&self) -> usize {
+            8
+        }
+        fn apply_block_add(
+            &self,
+            x: &[Complex64],
+            _: usize,
+            y: &mut [Complex64],
+            _: &mut [Complex64],
+        ) {
+            for (o, v) in y.iter_mut().zip(x) {
+                *o += v * Complex64::new(0.3, 0.9);
+            }
+        }
+        fn adjoint_block(
+            &self,
+            y: &[Complex64],
+            _: usize,
+            x: &mut [Complex64],
+            _: &mut [Complex64],
+        ) {
+            for (o, v) in x.iter_mut().zip(y) {
+                *o = v * Complex64::new(0.3, 0.9);
+            }
         }
     }
     let mut r = rng(9);
-    let (x, y) = (random_complex::<f64>(&mut r, 8), random_complex::<f64>(&mut r, 8));
+    let (x, y) = (
+        random_complex::<f64>(&mut r, 8),
+        random_complex::<f64>(&mut r, 8),
+    );
     let (mut ax, mut ahy) = (vec![Complex64::default(); 8], vec![Complex64::default(); 8]);
     assert!(adjoint_mismatch(&Broken, &x, &y, &mut ax, &mut ahy, &mut []) > 0.01);
 }
 
 #[test]
 fn dictionary_is_circular_convolution_with_centre_origin() {
-    for (ny, nx, count, side) in [(8, 8, 2, 3), (16, 32, 3, 5), (32, 16, 1, 9), (16, 16, 2, 11)] {
+    for (ny, nx, count, side) in [
+        (8, 8, 2, 3),
+        (16, 32, 3, 5),
+        (32, 16, 1, 9),
+        (16, 16, 2, 11),
+    ] {
         let shape = Shape::new(ny, nx).unwrap();
         let filters = random_filters(11 + side as u64, count, side);
         let fft = Fft2::new(RustFft::<f64>::new(shape));
-        let mut store = PlanStore { responses: vec![], power: vec![] };
+        let mut store = PlanStore {
+            responses: vec![],
+            power: vec![],
+        };
         let plan = make_plan(&fft, &filters, count, side, &mut store);
         let z = random_complex::<f64>(&mut rng(12), count * shape.len());
         let mut expected = vec![Complex64::default(); shape.len()];
         for k in 0..count {
             let taps = &filters[k * side * side..(k + 1) * side * side];
-            let part = circular_convolution(taps, side, &z[k * shape.len()..(k + 1) * shape.len()], ny, nx);
+            let part = circular_convolution(
+                taps,
+                side,
+                &z[k * shape.len()..(k + 1) * shape.len()],
+                ny,
+                nx,
+            );
             expected.iter_mut().zip(part).for_each(|(e, p)| *e += p);
         }
         let op = ConvDictionary { plan: &plan };
@@ -157,13 +201,19 @@ fn lipschitz_is_the_largest_sampled_response_power() {
     // One 1x1 filter of value 2: |h|^2 = 4 everywhere.
     let shape = Shape::new(8, 8).unwrap();
     let fft = Fft2::new(RustFft::<f64>::new(shape));
-    let mut store = PlanStore { responses: vec![], power: vec![] };
+    let mut store = PlanStore {
+        responses: vec![],
+        power: vec![],
+    };
     let plan = make_plan(&fft, &[2.0], 1, 1, &mut store);
     assert!((plan.lipschitz(&vec![1.0; 64]) - 4.0).abs() < 1e-12);
     assert_eq!(plan.lipschitz(&vec![0.0; 64]), 0.0);
     // A difference filter [1, -1] along x has |h|^2 = 2 - 2 cos(w): 4 at Nyquist, 0 at DC.
     let taps = [0.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0];
-    let mut store = PlanStore { responses: vec![], power: vec![] };
+    let mut store = PlanStore {
+        responses: vec![],
+        power: vec![],
+    };
     let plan = make_plan(&fft, &taps, 1, 3, &mut store);
     assert!((plan.lipschitz(&vec![1.0; 64]) - 4.0).abs() < 1e-12);
     let mut dc_only = vec![0.0; 64];
@@ -185,5 +235,7 @@ fn dictionary_rejects_bad_filters() {
     let mut power = vec![0.0f32; 16];
     let mut scratch = vec![Complex::default(); 32];
     let dictionary = Dictionary::new(&filters, 1, 5).unwrap();
-    assert!(DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).is_err());
+    assert!(
+        DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).is_err()
+    );
 }

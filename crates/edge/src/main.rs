@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "sparsemap", version, about = "Edge MRI reconstruction: convolutional sparse coding with spatially adaptive sparsity levels")]
+#[command(
+    name = "sparsemap",
+    version,
+    about = "Edge MRI reconstruction: convolutional sparse coding with spatially adaptive sparsity levels"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -127,7 +131,10 @@ fn recon(args: &ReconArgs) -> Result<()> {
 
     let (filters, dictionary_name) = match &args.dictionary {
         Some(path) => (npy::read_dictionary(path)?, path.display().to_string()),
-        None => (npy::dictionary_from_bytes(BUNDLED_DICTIONARY)?, BUNDLED_DICTIONARY_NAME.to_string()),
+        None => (
+            npy::dictionary_from_bytes(BUNDLED_DICTIONARY)?,
+            BUNDLED_DICTIONARY_NAME.to_string(),
+        ),
     };
     let (count, side, _) = filters.dim();
     let lambda_input = parse_lambda(args.lambda.as_deref())?;
@@ -151,13 +158,20 @@ fn recon(args: &ReconArgs) -> Result<()> {
         Backend::Rustfft => BackendKind::RustFft,
         Backend::Microfft => BackendKind::MicroFft,
     };
-    let filters_slice = filters.as_slice().context("dictionary array is not contiguous")?;
+    let filters_slice = filters
+        .as_slice()
+        .context("dictionary array is not contiguous")?;
     let mut reconstructor = EdgeReconstructor::new(kind, shape, filters_slice, count, side)
         .with_context(|| format!("dictionary {dictionary_name}"))?;
 
-    let kspace_slice = kspace.as_slice().context("k-space array is not contiguous")?;
+    let kspace_slice = kspace
+        .as_slice()
+        .context("k-space array is not contiguous")?;
     let mask_f32: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-    let config = ReconConfig { iterations: args.iterations, lowpass_weight: args.lowpass_weight };
+    let config = ReconConfig {
+        iterations: args.iterations,
+        lowpass_weight: args.lowpass_weight,
+    };
     let mut image = Array2::<Complex32>::zeros((n_y, n_x));
     let solve_started = Instant::now();
     let report = reconstructor
@@ -166,7 +180,9 @@ fn recon(args: &ReconArgs) -> Result<()> {
             &mask_f32,
             lambda,
             &config,
-            image.as_slice_mut().expect("freshly allocated arrays are contiguous"),
+            image
+                .as_slice_mut()
+                .expect("freshly allocated arrays are contiguous"),
         )
         .with_context(|| format!("reconstructing {}", args.kspace.display()))?;
     let solve_seconds = solve_started.elapsed().as_secs_f64();
@@ -208,28 +224,55 @@ fn recon(args: &ReconArgs) -> Result<()> {
 }
 
 /// Prints PSNR of the zero-filled and the reconstructed magnitude against `target`.
-fn compare(target: &Path, kspace: &Array2<Complex32>, mask: &Array2<bool>, image: &Array2<Complex32>, shape: Shape) -> Result<()> {
+fn compare(
+    target: &Path,
+    kspace: &Array2<Complex32>,
+    mask: &Array2<bool>,
+    image: &Array2<Complex32>,
+    shape: Shape,
+) -> Result<()> {
     let reference = npy::read_image(target)?;
     if reference.dim() != image.dim() {
-        bail!("{}: reference is {:?} but the image is {:?}", target.display(), reference.dim(), image.dim());
+        bail!(
+            "{}: reference is {:?} but the image is {:?}",
+            target.display(),
+            reference.dim(),
+            image.dim()
+        );
     }
     let zero_filled = zero_filled(kspace, mask, shape)?;
-    let reference = reference.as_slice().context("reference array is not contiguous")?;
-    let psnr = |x: &Array2<Complex32>| metrics::psnr_magnitude(x.as_slice().expect("contiguous"), reference).unwrap_or(f64::NAN);
+    let reference = reference
+        .as_slice()
+        .context("reference array is not contiguous")?;
+    let psnr = |x: &Array2<Complex32>| {
+        metrics::psnr_magnitude(x.as_slice().expect("contiguous"), reference).unwrap_or(f64::NAN)
+    };
     println!("psnr_zero_filled_db {:.3}", psnr(&zero_filled));
     println!("psnr_recon_db {:.3}", psnr(image));
     Ok(())
 }
 
 /// `F^H (M (.) y)` through the core's centred Fourier operator.
-fn zero_filled(kspace: &Array2<Complex32>, mask: &Array2<bool>, shape: Shape) -> Result<Array2<Complex32>> {
+fn zero_filled(
+    kspace: &Array2<Complex32>,
+    mask: &Array2<bool>,
+    shape: Shape,
+) -> Result<Array2<Complex32>> {
     use sparsemap_core::fft::{Fft2, RustFft};
     use sparsemap_core::ops::{CentredFourier, LinearOperator};
     let fft = Fft2::new(RustFft::<f32>::new(shape));
     let op = CentredFourier { fft: &fft };
-    let masked: Vec<Complex32> = kspace.iter().zip(mask).map(|(&v, &m)| if m { v } else { Complex32::default() }).collect();
+    let masked: Vec<Complex32> = kspace
+        .iter()
+        .zip(mask)
+        .map(|(&v, &m)| if m { v } else { Complex32::default() })
+        .collect();
     let mut out = Array2::<Complex32>::zeros(kspace.dim());
     let mut scratch = vec![Complex32::default(); LinearOperator::<f32>::scratch_len(&op)];
-    op.adjoint(&masked, out.as_slice_mut().expect("contiguous"), &mut scratch);
+    op.adjoint(
+        &masked,
+        out.as_slice_mut().expect("contiguous"),
+        &mut scratch,
+    );
     Ok(out)
 }

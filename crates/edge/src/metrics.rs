@@ -11,7 +11,10 @@ pub fn psnr_magnitude(image: &[Complex32], reference: &[Complex32]) -> Option<f6
     if image.is_empty() || image.len() != reference.len() {
         return None;
     }
-    let peak = reference.iter().map(|v| v.norm() as f64).fold(0.0, f64::max);
+    let peak = reference
+        .iter()
+        .map(|v| v.norm() as f64)
+        .fold(0.0, f64::max);
     let mse = image
         .iter()
         .zip(reference)

@@ -19,19 +19,25 @@ pub struct NpyHeader {
 /// Parses the header of an `.npy` stream (format versions 1–3) and rewinds it.
 pub fn read_header<R: Read + Seek>(reader: &mut R) -> Result<NpyHeader> {
     let mut magic = [0u8; 8];
-    reader.read_exact(&mut magic).context("file is shorter than an .npy header")?;
+    reader
+        .read_exact(&mut magic)
+        .context("file is shorter than an .npy header")?;
     if &magic[..6] != b"\x93NUMPY" {
         bail!("not an .npy file (bad magic bytes)");
     }
     let header_len = match magic[6] {
         1 => {
             let mut len = [0u8; 2];
-            reader.read_exact(&mut len).context("truncated .npy header")?;
+            reader
+                .read_exact(&mut len)
+                .context("truncated .npy header")?;
             u16::from_le_bytes(len) as usize
         }
         2 | 3 => {
             let mut len = [0u8; 4];
-            reader.read_exact(&mut len).context("truncated .npy header")?;
+            reader
+                .read_exact(&mut len)
+                .context("truncated .npy header")?;
             u32::from_le_bytes(len) as usize
         }
         v => bail!("unsupported .npy format version {v}"),
@@ -40,7 +46,9 @@ pub fn read_header<R: Read + Seek>(reader: &mut R) -> Result<NpyHeader> {
         bail!(".npy header claims {header_len} bytes");
     }
     let mut text = vec![0u8; header_len];
-    reader.read_exact(&mut text).context("truncated .npy header")?;
+    reader
+        .read_exact(&mut text)
+        .context("truncated .npy header")?;
     reader.rewind()?;
     let text = String::from_utf8_lossy(&text);
     let descr = dict_value(&text, "descr")
@@ -52,7 +60,10 @@ pub fn read_header<R: Read + Seek>(reader: &mut R) -> Result<NpyHeader> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().with_context(|| format!("bad dimension {s:?} in .npy shape")))
+        .map(|s| {
+            s.parse::<usize>()
+                .with_context(|| format!("bad dimension {s:?} in .npy shape"))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(NpyHeader { descr, shape })
 }
@@ -61,7 +72,11 @@ pub fn read_header<R: Read + Seek>(reader: &mut R) -> Result<NpyHeader> {
 fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let start = text.find(&format!("'{key}'"))? + key.len() + 2;
     let rest = text[start..].trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find(',').unwrap_or(rest.len()) };
+    let end = if rest.starts_with('(') {
+        rest.find(')')? + 1
+    } else {
+        rest.find(',').unwrap_or(rest.len())
+    };
     Some(rest[..end].trim())
 }
 
@@ -72,8 +87,16 @@ fn open(path: &Path) -> Result<(BufReader<File>, NpyHeader)> {
     Ok((reader, header))
 }
 
-fn read_as<T: ndarray_npy::ReadableElement>(reader: BufReader<File>, path: &Path) -> Result<ArrayD<T>> {
-    ArrayD::<T>::read_npy(reader).with_context(|| format!("{}: cannot read array data (truncated or corrupt file?)", path.display()))
+fn read_as<T: ndarray_npy::ReadableElement>(
+    reader: BufReader<File>,
+    path: &Path,
+) -> Result<ArrayD<T>> {
+    ArrayD::<T>::read_npy(reader).with_context(|| {
+        format!(
+            "{}: cannot read array data (truncated or corrupt file?)",
+            path.display()
+        )
+    })
 }
 
 /// Drops leading axes of length one (`[1, n_y, n_x]` → `[n_y, n_x]`).
@@ -90,8 +113,13 @@ pub fn read_kspace(path: &Path) -> Result<Array2<Complex32>> {
     let (reader, header) = open(path)?;
     let array: ArrayD<Complex32> = match header.descr.as_str() {
         "<c8" => read_as::<Complex32>(reader, path)?,
-        "<c16" => read_as::<Complex64>(reader, path)?.mapv(|v| Complex32::new(v.re as f32, v.im as f32)),
-        other => bail!("{}: k-space must be complex64 or complex128, found dtype {other}", path.display()),
+        "<c16" => {
+            read_as::<Complex64>(reader, path)?.mapv(|v| Complex32::new(v.re as f32, v.im as f32))
+        }
+        other => bail!(
+            "{}: k-space must be complex64 or complex128, found dtype {other}",
+            path.display()
+        ),
     };
     let array = squeeze_leading(array, 2);
     if array.ndim() == 3 {
@@ -103,10 +131,20 @@ pub fn read_kspace(path: &Path) -> Result<Array2<Complex32>> {
         );
     }
     if array.ndim() != 2 {
-        bail!("{}: k-space must be [n_y, n_x], found shape {:?}", path.display(), array.shape());
+        bail!(
+            "{}: k-space must be [n_y, n_x], found shape {:?}",
+            path.display(),
+            array.shape()
+        );
     }
-    if array.iter().any(|v| !(v.re.is_finite() && v.im.is_finite())) {
-        bail!("{}: k-space contains NaN or infinite values", path.display());
+    if array
+        .iter()
+        .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+    {
+        bail!(
+            "{}: k-space contains NaN or infinite values",
+            path.display()
+        );
     }
     Ok(array.into_dimensionality::<ndarray::Ix2>()?)
 }
@@ -131,10 +169,17 @@ pub fn read_mask(path: &Path) -> Result<Array2<bool>> {
             }
             a.mapv(|v| v != 0.0)
         }
-        other => bail!("{}: mask must be bool, uint8, float32 or float64, found dtype {other}", path.display()),
+        other => bail!(
+            "{}: mask must be bool, uint8, float32 or float64, found dtype {other}",
+            path.display()
+        ),
     };
     if array.ndim() != 2 {
-        bail!("{}: mask must be [n_y, n_x], found shape {:?}", path.display(), array.shape());
+        bail!(
+            "{}: mask must be [n_y, n_x], found shape {:?}",
+            path.display(),
+            array.shape()
+        );
     }
     Ok(array.into_dimensionality::<ndarray::Ix2>()?)
 }
@@ -144,14 +189,24 @@ fn read_real(path: &Path, what: &str) -> Result<ArrayD<f32>> {
     read_real_from(open(path)?, path, what)
 }
 
-fn read_real_from((reader, header): (BufReader<File>, NpyHeader), path: &Path, what: &str) -> Result<ArrayD<f32>> {
+fn read_real_from(
+    (reader, header): (BufReader<File>, NpyHeader),
+    path: &Path,
+    what: &str,
+) -> Result<ArrayD<f32>> {
     let array = match header.descr.as_str() {
         "<f4" => read_as::<f32>(reader, path)?,
         "<f8" => read_as::<f64>(reader, path)?.mapv(|v| v as f32),
-        other => bail!("{}: {what} must be float32 or float64, found dtype {other}", path.display()),
+        other => bail!(
+            "{}: {what} must be float32 or float64, found dtype {other}",
+            path.display()
+        ),
     };
     if array.iter().any(|v| !v.is_finite()) {
-        bail!("{}: {what} contains NaN or infinite values (or overflows float32)", path.display());
+        bail!(
+            "{}: {what} contains NaN or infinite values (or overflows float32)",
+            path.display()
+        );
     }
     Ok(array)
 }
@@ -164,7 +219,8 @@ pub fn read_dictionary(path: &Path) -> Result<Array3<f32>> {
 
 /// Dictionary filters from the bytes of an `.npy` file (the bundled dictionary).
 pub fn dictionary_from_bytes(bytes: &[u8]) -> Result<Array3<f32>> {
-    let array = ArrayD::<f32>::read_npy(bytes).context("bundled dictionary is not a float32 .npy")?;
+    let array =
+        ArrayD::<f32>::read_npy(bytes).context("bundled dictionary is not a float32 .npy")?;
     dictionary_from(array)
 }
 
@@ -183,7 +239,11 @@ pub fn read_lambda(path: &Path) -> Result<ArrayD<f32>> {
         bail!("{}: lambda contains negative values", path.display());
     }
     if !matches!(array.ndim(), 1 | 3) {
-        bail!("{}: lambda must be [K] or [K, n_y, n_x], found shape {:?}", path.display(), array.shape());
+        bail!(
+            "{}: lambda must be [K] or [K, n_y, n_x], found shape {:?}",
+            path.display(),
+            array.shape()
+        );
     }
     Ok(array)
 }
@@ -193,13 +253,24 @@ pub fn read_image(path: &Path) -> Result<Array2<Complex32>> {
     let (reader, header) = open(path)?;
     let array: ArrayD<Complex32> = match header.descr.as_str() {
         "<c8" => read_as::<Complex32>(reader, path)?,
-        "<c16" => read_as::<Complex64>(reader, path)?.mapv(|v| Complex32::new(v.re as f32, v.im as f32)),
-        "<f4" | "<f8" => read_real_from((reader, header), path, "image")?.mapv(|v| Complex32::new(v, 0.0)),
-        other => bail!("{}: image must be complex or real float, found dtype {other}", path.display()),
+        "<c16" => {
+            read_as::<Complex64>(reader, path)?.mapv(|v| Complex32::new(v.re as f32, v.im as f32))
+        }
+        "<f4" | "<f8" => {
+            read_real_from((reader, header), path, "image")?.mapv(|v| Complex32::new(v, 0.0))
+        }
+        other => bail!(
+            "{}: image must be complex or real float, found dtype {other}",
+            path.display()
+        ),
     };
     let array = squeeze_leading(array, 2);
     if array.ndim() != 2 {
-        bail!("{}: image must be [n_y, n_x], found shape {:?}", path.display(), array.shape());
+        bail!(
+            "{}: image must be [n_y, n_x], found shape {:?}",
+            path.display(),
+            array.shape()
+        );
     }
     Ok(array.into_dimensionality::<ndarray::Ix2>()?)
 }

@@ -55,7 +55,9 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
 
 pub fn write_npy(path: &Path, image: &Array2<Complex32>) -> Result<()> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    image.write_npy(BufWriter::new(file)).with_context(|| format!("cannot write {}", path.display()))
+    image
+        .write_npy(BufWriter::new(file))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn write_sidecar(path: &Path, provenance: &Provenance) -> Result<()> {
@@ -67,9 +69,12 @@ pub fn write_sidecar(path: &Path, provenance: &Provenance) -> Result<()> {
 pub fn write_png(path: &Path, image: &Array2<Complex32>, provenance: &Provenance) -> Result<()> {
     let (n_y, n_x) = image.dim();
     let mut magnitudes: Vec<f32> = image.iter().map(|v| v.norm()).collect();
-    let white = sparsemap_core::recon::percentile(&mut magnitudes.clone(), PNG_WHITE_PERCENTILE).unwrap_or(0.0);
+    let white = sparsemap_core::recon::percentile(&mut magnitudes.clone(), PNG_WHITE_PERCENTILE)
+        .unwrap_or(0.0);
     let gain = if white > 0.0 { 255.0 / white } else { 0.0 };
-    magnitudes.iter_mut().for_each(|m| *m = (*m * gain).round().clamp(0.0, 255.0));
+    magnitudes
+        .iter_mut()
+        .for_each(|m| *m = (*m * gain).round().clamp(0.0, 255.0));
     let pixels: Vec<u8> = magnitudes.iter().map(|&m| m as u8).collect();
 
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
@@ -78,8 +83,14 @@ pub fn write_png(path: &Path, image: &Array2<Complex32>, provenance: &Provenance
     encoder.set_depth(png::BitDepth::Eight);
     encoder.add_text_chunk("Software".into(), provenance.software.clone())?;
     encoder.add_text_chunk("Comment".into(), provenance.summary())?;
-    let mut writer = encoder.write_header().with_context(|| format!("cannot write {}", path.display()))?;
-    writer.write_image_data(&pixels).with_context(|| format!("cannot write {}", path.display()))?;
-    writer.finish().with_context(|| format!("cannot write {}", path.display()))?;
+    let mut writer = encoder
+        .write_header()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writer
+        .write_image_data(&pixels)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writer
+        .finish()
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -25,13 +25,23 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
         let fft = Fft2::new(backend);
         let shape = fft.shape();
         let dictionary = Dictionary::new(filters, count, side)?;
-        let mut responses = vec![Complex::default(); DictionaryPlan::<T, B>::responses_len(shape, count)];
+        let mut responses =
+            vec![Complex::default(); DictionaryPlan::<T, B>::responses_len(shape, count)];
         let mut power = vec![T::zero(); DictionaryPlan::<T, B>::power_len(shape)];
         let mut scratch = vec![Complex::default(); DictionaryPlan::<T, B>::scratch_len(&fft)];
-        let info = DictionaryPlan::compute(&fft, dictionary, &mut responses, &mut power, &mut scratch)?;
-        let complex = vec![Complex::default(); Workspace::<T>::complex_len(shape, count, fft.scratch_len())];
+        let info =
+            DictionaryPlan::compute(&fft, dictionary, &mut responses, &mut power, &mut scratch)?;
+        let complex =
+            vec![Complex::default(); Workspace::<T>::complex_len(shape, count, fft.scratch_len())];
         let real = vec![T::zero(); Workspace::<T>::real_len(shape)];
-        Ok(Self { fft, info, responses, power, complex, real })
+        Ok(Self {
+            fft,
+            info,
+            responses,
+            power,
+            complex,
+            real,
+        })
     }
 
     pub fn shape(&self) -> Shape {
@@ -61,8 +71,13 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
         image: &mut [Complex<T>],
     ) -> Result<ReconReport<T>> {
         let plan = DictionaryPlan::view(&self.fft, self.info, &self.responses, &self.power)?;
-        let mut workspace =
-            Workspace::new(self.shape(), self.info.count(), self.fft.scratch_len(), &mut self.complex, &mut self.real)?;
+        let mut workspace = Workspace::new(
+            self.shape(),
+            self.info.count(),
+            self.fft.scratch_len(),
+            &mut self.complex,
+            &mut self.real,
+        )?;
         reconstruct(&plan, kspace, mask, lambda, config, &mut workspace, image)
     }
 }
@@ -93,10 +108,26 @@ pub enum EdgeReconstructor {
 }
 
 impl EdgeReconstructor {
-    pub fn new(kind: BackendKind, shape: Shape, filters: &[f32], count: usize, side: usize) -> Result<Self> {
+    pub fn new(
+        kind: BackendKind,
+        shape: Shape,
+        filters: &[f32],
+        count: usize,
+        side: usize,
+    ) -> Result<Self> {
         Ok(match kind {
-            BackendKind::RustFft => Self::RustFft(Reconstructor::new(RustFft::new(shape), filters, count, side)?),
-            BackendKind::MicroFft => Self::MicroFft(Reconstructor::new(MicroFft::new(shape), filters, count, side)?),
+            BackendKind::RustFft => Self::RustFft(Reconstructor::new(
+                RustFft::new(shape),
+                filters,
+                count,
+                side,
+            )?),
+            BackendKind::MicroFft => Self::MicroFft(Reconstructor::new(
+                MicroFft::new(shape),
+                filters,
+                count,
+                side,
+            )?),
         })
     }
 

@@ -13,7 +13,10 @@ fn repo() -> PathBuf {
 }
 
 fn sparsemap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sparsemap")).args(args).output().expect("runs the binary")
+    Command::new(env!("CARGO_BIN_EXE_sparsemap"))
+        .args(args)
+        .output()
+        .expect("runs the binary")
 }
 
 fn write<A: WriteNpyExt>(path: &Path, array: &A) {
@@ -31,10 +34,20 @@ fn stderr(output: &Output) -> String {
 /// Asserts a failing run with a single-line error containing every `needle`.
 fn assert_fails_with(output: &Output, needles: &[&str]) {
     let err = stderr(output);
-    assert!(!output.status.success(), "expected failure, got success; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "error is not one line: {err}");
+    assert!(
+        !output.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error is not one line: {err}"
+    );
     for needle in needles {
-        assert!(err.contains(needle), "error {err:?} does not mention {needle:?}");
+        assert!(
+            err.contains(needle),
+            "error {err:?} does not mention {needle:?}"
+        );
     }
 }
 
@@ -91,7 +104,10 @@ fn scalar_csc_beats_zero_filled_on_a_real_slice() {
         );
         psnrs.push(recon);
     }
-    assert!((psnrs[0] - psnrs[1]).abs() < 0.01, "backends disagree: {psnrs:?}");
+    assert!(
+        (psnrs[0] - psnrs[1]).abs() < 0.01,
+        "backends disagree: {psnrs:?}"
+    );
 
     // Outputs: complex64 image, provenance sidecar, PNG with the provenance in tEXt.
     let image: Array2<Complex32> = read(&out);
@@ -103,7 +119,11 @@ fn scalar_csc_beats_zero_filled_on_a_real_slice() {
     let decoder = png::Decoder::new(std::io::BufReader::new(File::open(&png_path).unwrap()));
     let reader = decoder.read_info().unwrap();
     assert_eq!((reader.info().width, reader.info().height), (256, 256));
-    assert!(reader.info().uncompressed_latin1_text.iter().any(|t| t.text.contains("64 iterations")));
+    assert!(reader
+        .info()
+        .uncompressed_latin1_text
+        .iter()
+        .any(|t| t.text.contains("64 iterations")));
 }
 
 /// A small valid problem in `dir`: 32x32 k-space, mask, a 3x3 dictionary.
@@ -128,7 +148,13 @@ fn valid_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
-fn recon_args<'a>(k: &'a Path, m: &'a Path, d: &'a Path, out: &'a Path, lambda: &'a str) -> Vec<&'a str> {
+fn recon_args<'a>(
+    k: &'a Path,
+    m: &'a Path,
+    d: &'a Path,
+    out: &'a Path,
+    lambda: &'a str,
+) -> Vec<&'a str> {
     vec![
         "recon",
         "--kspace",
@@ -178,23 +204,33 @@ fn bad_inputs_fail_with_one_line_naming_the_problem() {
     let (k, m, d) = valid_inputs(dir.path());
     let out = dir.path().join("x.npy");
     let p = |name: &str| dir.path().join(name);
-    let run = |k: &Path, m: &Path, d: &Path, lambda: &str| sparsemap(&recon_args(k, m, d, &out, lambda));
+    let run =
+        |k: &Path, m: &Path, d: &Path, lambda: &str| sparsemap(&recon_args(k, m, d, &out, lambda));
 
     // Missing file.
     assert_fails_with(&run(&p("missing.npy"), &m, &d, "0.1"), &["missing.npy"]);
 
     // Wrong dtype: real k-space.
     write(&p("real.npy"), &Array2::<f32>::zeros((32, 32)));
-    assert_fails_with(&run(&p("real.npy"), &m, &d, "0.1"), &["real.npy", "complex64"]);
+    assert_fails_with(
+        &run(&p("real.npy"), &m, &d, "0.1"),
+        &["real.npy", "complex64"],
+    );
 
     // Mask shape does not match.
     write(&p("m16.npy"), &Array2::<u8>::ones((16, 16)));
-    assert_fails_with(&run(&k, &p("m16.npy"), &d, "0.1"), &["m16.npy", "16x16", "32x32"]);
+    assert_fails_with(
+        &run(&k, &p("m16.npy"), &d, "0.1"),
+        &["m16.npy", "16x16", "32x32"],
+    );
 
     // Not a power of two.
     write(&p("k48.npy"), &Array2::<Complex32>::zeros((48, 32)));
     write(&p("m48.npy"), &Array2::<u8>::ones((48, 32)));
-    assert_fails_with(&run(&p("k48.npy"), &p("m48.npy"), &d, "0.1"), &["k48.npy", "power of two"]);
+    assert_fails_with(
+        &run(&p("k48.npy"), &p("m48.npy"), &d, "0.1"),
+        &["k48.npy", "power of two"],
+    );
 
     // NaN in k-space, infinity in a float mask.
     let mut nan = Array2::<Complex32>::zeros((32, 32));
@@ -204,28 +240,46 @@ fn bad_inputs_fail_with_one_line_naming_the_problem() {
     let mut inf_mask = Array2::<f32>::ones((32, 32));
     inf_mask[(0, 0)] = f32::INFINITY;
     write(&p("minf.npy"), &inf_mask);
-    assert_fails_with(&run(&k, &p("minf.npy"), &d, "0.1"), &["minf.npy", "infinite"]);
+    assert_fails_with(
+        &run(&k, &p("minf.npy"), &d, "0.1"),
+        &["minf.npy", "infinite"],
+    );
 
     // Truncated file, and a file that is not .npy at all.
     let bytes = std::fs::read(&k).unwrap();
     std::fs::write(p("trunc.npy"), &bytes[..bytes.len() / 2]).unwrap();
     assert_fails_with(&run(&p("trunc.npy"), &m, &d, "0.1"), &["trunc.npy"]);
     std::fs::write(p("junk.npy"), b"this is not numpy").unwrap();
-    assert_fails_with(&run(&p("junk.npy"), &m, &d, "0.1"), &["junk.npy", "not an .npy"]);
+    assert_fails_with(
+        &run(&p("junk.npy"), &m, &d, "0.1"),
+        &["junk.npy", "not an .npy"],
+    );
 
     // Dictionary with even filters, and a dictionary of the wrong rank.
     write(&p("even.npy"), &Array3::<f32>::ones((2, 4, 4)));
-    assert_fails_with(&run(&k, &m, &p("even.npy"), "0.1"), &["even.npy", "4x4", "odd"]);
+    assert_fails_with(
+        &run(&k, &m, &p("even.npy"), "0.1"),
+        &["even.npy", "4x4", "odd"],
+    );
     write(&p("flat.npy"), &Array2::<f32>::ones((3, 3)));
-    assert_fails_with(&run(&k, &m, &p("flat.npy"), "0.1"), &["flat.npy", "[K, s, s]"]);
+    assert_fails_with(
+        &run(&k, &m, &p("flat.npy"), "0.1"),
+        &["flat.npy", "[K, s, s]"],
+    );
 
     // Lambda: negative, NaN, wrong shape, neither number nor file.
     assert_fails_with(&run(&k, &m, &d, "-1"), &["--lambda", ">= 0"]);
     assert_fails_with(&run(&k, &m, &d, "nan"), &["--lambda"]);
     write(&p("l3.npy"), &Array1::<f32>::from(vec![0.1, 0.1, 0.1]));
-    assert_fails_with(&run(&k, &m, &d, p("l3.npy").to_str().unwrap()), &["l3.npy", "K=2"]);
+    assert_fails_with(
+        &run(&k, &m, &d, p("l3.npy").to_str().unwrap()),
+        &["l3.npy", "K=2"],
+    );
     write(&p("lneg.npy"), &Array1::<f32>::from(vec![0.1, -0.1]));
-    assert_fails_with(&run(&k, &m, &d, p("lneg.npy").to_str().unwrap()), &["lneg.npy", "negative"]);
+    assert_fails_with(
+        &run(&k, &m, &d, p("lneg.npy").to_str().unwrap()),
+        &["lneg.npy", "negative"],
+    );
     assert_fails_with(&run(&k, &m, &d, "abc"), &["abc", "neither a number"]);
 
     // No lambda at all.
@@ -235,13 +289,22 @@ fn bad_inputs_fail_with_one_line_naming_the_problem() {
 
     // Nothing measured.
     write(&p("empty.npy"), &Array2::<u8>::zeros((32, 32)));
-    assert_fails_with(&run(&k, &p("empty.npy"), &d, "0.1"), &["k.npy", "no data was measured"]);
+    assert_fails_with(
+        &run(&k, &p("empty.npy"), &d, "0.1"),
+        &["k.npy", "no data was measured"],
+    );
 
     // Multi-coil input is refused rather than misread.
     write(&p("coils.npy"), &Array3::<Complex32>::zeros((4, 32, 32)));
-    assert_fails_with(&run(&p("coils.npy"), &m, &d, "0.1"), &["coils.npy", "4 coils"]);
+    assert_fails_with(
+        &run(&p("coils.npy"), &m, &d, "0.1"),
+        &["coils.npy", "4 coils"],
+    );
 
     // Unwritable output.
     let bad_out = p("no-such-dir/x.npy");
-    assert_fails_with(&sparsemap(&recon_args(&k, &m, &d, &bad_out, "0.1")), &["no-such-dir"]);
+    assert_fails_with(
+        &sparsemap(&recon_args(&k, &m, &d, &bad_out, "0.1")),
+        &["no-such-dir"],
+    );
 }

@@ -54,7 +54,13 @@ impl FftBackend<f32> for MicroFft {
         0
     }
 
-    fn rows_in_place(&self, axis: Axis, dir: Direction, data: &mut [Complex32], _scratch: &mut [Complex32]) {
+    fn rows_in_place(
+        &self,
+        axis: Axis,
+        dir: Direction,
+        data: &mut [Complex32],
+        _scratch: &mut [Complex32],
+    ) {
         let len = self.len(axis);
         dispatch!(data, len, dir,
             4 => (cfft_4, ifft_4),

@@ -52,7 +52,13 @@ pub trait FftBackend<T: Real> {
     /// Scratch (complex elements) that `rows_in_place` and `rows_out_of_place` need.
     fn scratch_len(&self) -> usize;
     /// Transforms every consecutive run of `len(axis)` elements of `data`, in place.
-    fn rows_in_place(&self, axis: Axis, dir: Direction, data: &mut [Complex<T>], scratch: &mut [Complex<T>]);
+    fn rows_in_place(
+        &self,
+        axis: Axis,
+        dir: Direction,
+        data: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    );
     /// Transforms every run of `input` into `output` (same length); `input` is untouched.
     fn rows_out_of_place(
         &self,

@@ -21,7 +21,9 @@ pub struct RustFft<T: FftNum> {
 
 impl<T: FftNum> core::fmt::Debug for RustFft<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("RustFft").field("shape", &self.shape).finish()
+        f.debug_struct("RustFft")
+            .field("shape", &self.shape)
+            .finish()
     }
 }
 
@@ -35,10 +37,20 @@ impl<T: FftNum + Real> RustFft<T> {
         let inverse_y = planner.plan_fft_inverse(shape.n_y());
         let scratch_len = [&forward_x, &inverse_x, &forward_y, &inverse_y]
             .iter()
-            .map(|p| p.get_inplace_scratch_len().max(p.get_immutable_scratch_len()))
+            .map(|p| {
+                p.get_inplace_scratch_len()
+                    .max(p.get_immutable_scratch_len())
+            })
             .max()
             .unwrap_or(0);
-        Self { shape, forward_x, inverse_x, forward_y, inverse_y, scratch_len }
+        Self {
+            shape,
+            forward_x,
+            inverse_x,
+            forward_y,
+            inverse_y,
+            scratch_len,
+        }
     }
 
     fn plan(&self, axis: Axis, dir: Direction) -> &Arc<dyn Fft<T>> {
@@ -60,7 +72,13 @@ impl<T: FftNum + Real> FftBackend<T> for RustFft<T> {
         self.scratch_len
     }
 
-    fn rows_in_place(&self, axis: Axis, dir: Direction, data: &mut [Complex<T>], scratch: &mut [Complex<T>]) {
+    fn rows_in_place(
+        &self,
+        axis: Axis,
+        dir: Direction,
+        data: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
         let plan = self.plan(axis, dir);
         plan.process_with_scratch(data, &mut scratch[..plan.get_inplace_scratch_len()]);
     }
@@ -74,7 +92,11 @@ impl<T: FftNum + Real> FftBackend<T> for RustFft<T> {
         scratch: &mut [Complex<T>],
     ) {
         let plan = self.plan(axis, dir);
-        plan.process_immutable_with_scratch(input, output, &mut scratch[..plan.get_immutable_scratch_len()]);
+        plan.process_immutable_with_scratch(
+            input,
+            output,
+            &mut scratch[..plan.get_immutable_scratch_len()],
+        );
     }
 
     fn inverse_divisor(&self, _axis: Axis) -> T {

@@ -12,16 +12,25 @@ pub fn rng(seed: u64) -> StdRng {
 
 pub fn random_complex<T: Real>(rng: &mut StdRng, len: usize) -> Vec<Complex<T>> {
     (0..len)
-        .map(|_| Complex::new(T::lit(rng.random_range(-1.0..1.0)), T::lit(rng.random_range(-1.0..1.0))))
+        .map(|_| {
+            Complex::new(
+                T::lit(rng.random_range(-1.0..1.0)),
+                T::lit(rng.random_range(-1.0..1.0)),
+            )
+        })
         .collect()
 }
 
 pub fn random_real<T: Real>(rng: &mut StdRng, len: usize, low: f64, high: f64) -> Vec<T> {
-    (0..len).map(|_| T::lit(rng.random_range(low..high))).collect()
+    (0..len)
+        .map(|_| T::lit(rng.random_range(low..high)))
+        .collect()
 }
 
 pub fn to_c64<T: Real>(v: &[Complex<T>]) -> Vec<Complex64> {
-    v.iter().map(|c| Complex64::new(c.re.to_f64_lossless(), c.im.to_f64_lossless())).collect()
+    v.iter()
+        .map(|c| Complex64::new(c.re.to_f64_lossless(), c.im.to_f64_lossless()))
+        .collect()
 }
 
 /// Relative l2 error `||a - b|| / ||b||`.
@@ -76,7 +85,13 @@ pub fn naive_centred_fft2(a: &[Complex64], ny: usize, nx: usize) -> Vec<Complex6
 
 /// Circular convolution `(d * z)[y][x] = sum_{i,j} d[i][j] z[y - (i - s/2)][x - (j - s/2)]`
 /// computed directly (the oracle for the dictionary operator).
-pub fn circular_convolution(d: &[f64], side: usize, z: &[Complex64], ny: usize, nx: usize) -> Vec<Complex64> {
+pub fn circular_convolution(
+    d: &[f64],
+    side: usize,
+    z: &[Complex64],
+    ny: usize,
+    nx: usize,
+) -> Vec<Complex64> {
     let half = side as isize / 2;
     let mut out = vec![Complex64::default(); ny * nx];
     for y in 0..ny as isize {
