@@ -125,7 +125,7 @@ fn bench_backend<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) 
                         t,
                         FistaBuffers {
                             z: &mut z,
-                            v: &mut v,
+                            previous: &mut v,
                             residual: &mut residual,
                             next_residual: &mut next_residual,
                             block: &mut block,

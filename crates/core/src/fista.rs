@@ -83,13 +83,14 @@ pub fn soft_threshold<T: Real>(u: Complex<T>, threshold: T) -> Complex<T> {
 
 /// Caller-owned memory of one FISTA run.
 ///
-/// Sizes for an operator `A` (complex elements): `z` and `v`: `domain_len`;
+/// Sizes for an operator `A` (complex elements): `z` and `previous`: `domain_len`;
 /// `residual` and `next_residual`: `range_len`; `block`: `block_len`;
 /// `scratch`: `A.scratch_len()`.
 pub struct FistaBuffers<'a, T> {
     /// On return: the final iterate `z^T`.
     pub z: &'a mut [Complex<T>],
-    pub v: &'a mut [Complex<T>],
+    /// The second iterate (`z^{i-2}` during the run); garbage on return.
+    pub previous: &'a mut [Complex<T>],
     pub residual: &'a mut [Complex<T>],
     pub next_residual: &'a mut [Complex<T>],
     pub block: &'a mut [Complex<T>],
@@ -99,7 +100,7 @@ pub struct FistaBuffers<'a, T> {
 impl<T: Real> FistaBuffers<'_, T> {
     fn check<A: LinearOperator<T>>(&self, op: &A) -> Result<()> {
         check_capacity("fista z", self.z.len(), op.domain_len())?;
-        check_capacity("fista v", self.v.len(), op.domain_len())?;
+        check_capacity("fista previous", self.previous.len(), op.domain_len())?;
         check_capacity("fista residual", self.residual.len(), op.range_len())?;
         check_capacity(
             "fista next residual",
@@ -139,47 +140,53 @@ pub fn fista<T: Real, A: LinearOperator<T>>(
 
     let domain = op.domain_len();
     let range = op.range_len();
-    let z = &mut buffers.z[..domain];
-    let v = &mut buffers.v[..domain];
+    // `current` holds z^{i-1} and `previous` z^{i-2}; z^i overwrites z^{i-2}, then the two
+    // swap. v^i = z^{i-1} + beta_{i-1} (z^{i-1} - z^{i-2}) is formed on the fly, so each
+    // iteration reads two arrays and writes one instead of reading and writing z and v.
+    let mut current = &mut buffers.z[..domain];
+    let mut previous = &mut buffers.previous[..domain];
     let mut residual = &mut buffers.residual[..range];
     let mut next_residual = &mut buffers.next_residual[..range];
     let block = &mut buffers.block[..block_len];
     let scratch = &mut buffers.scratch[..op.scratch_len()];
     let zero = Complex::new(T::zero(), T::zero());
-    z.fill(zero);
-    v.fill(zero);
+    current.fill(zero);
+    previous.fill(zero);
     // A v^1 - y = -y.
     for (r, &measured) in residual.iter_mut().zip(y) {
         *r = -measured;
     }
 
     let mut t = T::one();
+    let mut momentum = T::zero(); // beta_{i-1}; v^1 = z^0
     for iteration in 0..iterations {
         let needs_next = iteration + 1 < iterations;
         let t_next = (T::one() + (T::one() + T::lit(4.0) * t * t).sqrt()) / T::lit(2.0);
-        let momentum = (t - T::one()) / t_next;
+        let momentum_next = (t - T::one()) / t_next;
+        let momenta = Momenta { current: momentum, next: momentum_next };
         if needs_next {
             next_residual.fill(zero);
         }
-        for (index, (z_block, v_block)) in z
+        for (index, (current_block, previous_block)) in current
             .chunks_exact_mut(block_len)
-            .zip(v.chunks_exact_mut(block_len))
+            .zip(previous.chunks_exact_mut(block_len))
             .enumerate()
         {
             op.adjoint_block(residual, index, block, scratch);
             match lambda.block(index, block_len) {
                 BlockLevels::Uniform(level) => {
                     let threshold = step * level;
-                    update_block(z_block, v_block, block, step, momentum, |_| threshold);
+                    update_block(current_block, previous_block, block, step, momenta, |_| threshold);
                 }
                 BlockLevels::PerElement(levels) => {
-                    update_block(z_block, v_block, block, step, momentum, |i| {
+                    update_block(current_block, previous_block, block, step, momenta, |i| {
                         step * levels[i]
                     });
                 }
             }
+            // `block` now holds v^{i+1}_b.
             if needs_next {
-                op.apply_block_add(v_block, index, next_residual, scratch);
+                op.apply_block_add(block, index, next_residual, scratch);
             }
         }
         if needs_next {
@@ -188,25 +195,46 @@ pub fn fista<T: Real, A: LinearOperator<T>>(
             }
             core::mem::swap(&mut residual, &mut next_residual);
         }
+        core::mem::swap(&mut current, &mut previous);
+        momentum = momentum_next;
         t = t_next;
+    }
+    // After an odd number of swaps z^T sits in the `previous` buffer.
+    if iterations % 2 == 1 {
+        buffers.z[..domain].copy_from_slice(&buffers.previous[..domain]);
     }
     Ok(())
 }
 
-/// `z_new = soft(v - step g, threshold(i))`, `v = z_new + momentum (z_new - z)`, `z = z_new`.
+/// `beta_{i-1}` (forms `v^i` from the stored iterates) and `beta_i` (forms `v^{i+1}`).
+#[derive(Clone, Copy)]
+struct Momenta<T> {
+    current: T,
+    next: T,
+}
+
+/// For each element, with `c = z^{i-1}`, `p = z^{i-2}` and `g` the gradient at `v^i`:
+/// `v = c + beta_{i-1} (c - p)`, `z = soft(v - step g, threshold)`, then `p <- z` and
+/// `g <- z + beta_i (z - c)` (that is `v^{i+1}`, consumed next by the forward operator).
 #[inline(always)]
 fn update_block<T: Real>(
-    z: &mut [Complex<T>],
-    v: &mut [Complex<T>],
-    gradient: &[Complex<T>],
+    current: &[Complex<T>],
+    previous: &mut [Complex<T>],
+    gradient_then_next_v: &mut [Complex<T>],
     step: T,
-    momentum: T,
+    momenta: Momenta<T>,
     threshold: impl Fn(usize) -> T,
 ) {
-    for (i, ((z, v), &g)) in z.iter_mut().zip(v.iter_mut()).zip(gradient).enumerate() {
-        let z_new = soft_threshold(*v - g.scale(step), threshold(i));
-        *v = z_new + (z_new - *z).scale(momentum);
-        *z = z_new;
+    for (i, ((&c, p), g)) in current
+        .iter()
+        .zip(previous.iter_mut())
+        .zip(gradient_then_next_v.iter_mut())
+        .enumerate()
+    {
+        let v = c + (c - *p).scale(momenta.current);
+        let z = soft_threshold(v - g.scale(step), threshold(i));
+        *p = z;
+        *g = z + (z - c).scale(momenta.next);
     }
 }
 
@@ -214,7 +242,7 @@ impl<T> core::fmt::Debug for FistaBuffers<'_, T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("FistaBuffers")
             .field("z", &self.z.len())
-            .field("v", &self.v.len())
+            .field("previous", &self.previous.len())
             .field("residual", &self.residual.len())
             .field("block", &self.block.len())
             .field("scratch", &self.scratch.len())

@@ -250,7 +250,7 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
         config.iterations,
         FistaBuffers {
             z: ws.z,
-            v: ws.v,
+            previous: ws.v,
             residual: ws.residual,
             next_residual: ws.next_residual,
             block: ws.block,

@@ -97,7 +97,7 @@ fn fista_meets_its_convergence_bound_on_a_known_minimiser() {
             k,
             FistaBuffers {
                 z: &mut z,
-                v: &mut v,
+                previous: &mut v,
                 residual: &mut residual,
                 next_residual: &mut next_residual,
                 block: &mut block,
@@ -146,7 +146,7 @@ fn per_pixel_lambda_maps_threshold_each_coefficient() {
         1,
         FistaBuffers {
             z: &mut z,
-            v: &mut v,
+            previous: &mut v,
             residual: &mut residual,
             next_residual: &mut next_residual,
             block: &mut block,
@@ -184,9 +184,7 @@ fn fista_rejects_invalid_lambda_and_buffers() {
             lambda,
             1.0,
             3,
-            FistaBuffers {
-                z,
-                v,
+            FistaBuffers { z, previous: v,
                 residual: r,
                 next_residual: &mut next,
                 block: bl,
