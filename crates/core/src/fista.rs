@@ -163,7 +163,10 @@ pub fn fista<T: Real, A: LinearOperator<T>>(
         let needs_next = iteration + 1 < iterations;
         let t_next = (T::one() + (T::one() + T::lit(4.0) * t * t).sqrt()) / T::lit(2.0);
         let momentum_next = (t - T::one()) / t_next;
-        let momenta = Momenta { current: momentum, next: momentum_next };
+        let momenta = Momenta {
+            current: momentum,
+            next: momentum_next,
+        };
         if needs_next {
             next_residual.fill(zero);
         }
@@ -176,7 +179,9 @@ pub fn fista<T: Real, A: LinearOperator<T>>(
             match lambda.block(index, block_len) {
                 BlockLevels::Uniform(level) => {
                     let threshold = step * level;
-                    update_block(current_block, previous_block, block, step, momenta, |_| threshold);
+                    update_block(current_block, previous_block, block, step, momenta, |_| {
+                        threshold
+                    });
                 }
                 BlockLevels::PerElement(levels) => {
                     update_block(current_block, previous_block, block, step, momenta, |i| {

@@ -49,6 +49,7 @@ pub mod dictionary;
 mod error;
 pub mod fft;
 pub mod fista;
+pub mod lowpass;
 pub mod ops;
 mod real;
 pub mod recon;

@@ -226,7 +226,7 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
 
     // 3. Low-pass split: y' = (1 - G) y.
     let weight = config.lowpass_weight;
-    for_each_lowpass_gain(shape, weight, |t, gain| {
+    crate::lowpass::for_each_gain(shape, weight, |t, gain| {
         ws.data[t] = ws.measured[t].scale(T::one() - gain)
     });
 
@@ -261,7 +261,7 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
     // 6. x = F^H (G y + sum_k h_k F z_k), unscaled.
     let synthesis = MaskedSynthesis { plan, mask: None };
     synthesis.apply(ws.z, ws.residual, ws.scratch);
-    for_each_lowpass_gain(shape, weight, |t, gain| {
+    crate::lowpass::for_each_gain(shape, weight, |t, gain| {
         ws.residual[t] = ws.residual[t] + ws.measured[t].scale(gain)
     });
     fft.inverse_from_transposed(ws.residual, image, ws.scratch);
@@ -284,25 +284,6 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
 /// `value > 0`, false for NaN.
 fn is_positive<T: Real>(value: T) -> bool {
     value.partial_cmp(&T::zero()) == Some(core::cmp::Ordering::Greater)
-}
-
-/// Calls `f(t, G)` for every frequency, `t` its index in the transposed layout and
-/// `G = 1 / (1 + a (4 - 2 cos(2 pi u / n_y) - 2 cos(2 pi v / n_x)))` the low-pass gain at
-/// centred frequency `(u, v) = (ky - n_y/2, kx - n_x/2)` (DESIGN §3.7 item 3).
-fn for_each_lowpass_gain<T: Real>(shape: Shape, weight: T, mut f: impl FnMut(usize, T)) {
-    let two = T::lit(2.0);
-    let tau = T::lit(core::f64::consts::TAU);
-    let laplacian = |k: usize, len: usize| {
-        let u = T::lit(k as f64 - (len / 2) as f64);
-        two - two * (tau * u / T::lit(len as f64)).cos()
-    };
-    for x in 0..shape.n_x() {
-        let along_x = laplacian(x, shape.n_x());
-        for y in 0..shape.n_y() {
-            let gain = T::one() / (T::one() + weight * (along_x + laplacian(y, shape.n_y())));
-            f(shape.transposed(y, x), gain);
-        }
-    }
 }
 
 /// The `q`-quantile of `values` with linear interpolation between order statistics

@@ -184,7 +184,9 @@ fn fista_rejects_invalid_lambda_and_buffers() {
             lambda,
             1.0,
             3,
-            FistaBuffers { z, previous: v,
+            FistaBuffers {
+                z,
+                previous: v,
                 residual: r,
                 next_residual: &mut next,
                 block: bl,

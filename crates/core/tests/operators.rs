@@ -8,6 +8,7 @@ use num_complex::{Complex, Complex64};
 use proptest::prelude::*;
 use sparsemap_core::dictionary::{ConvDictionary, Dictionary, DictionaryPlan, MaskedSynthesis};
 use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
+use sparsemap_core::lowpass::LowPass;
 use sparsemap_core::ops::{adjoint_mismatch, CentredFourier, Chain, LinearOperator, Mask, Scaled};
 use sparsemap_core::{Real, Shape};
 
@@ -238,4 +239,43 @@ fn dictionary_rejects_bad_filters() {
     assert!(
         DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).is_err()
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn lowpass_is_self_adjoint(ny in side_strategy(), nx in side_strategy(), weight in 0.0f64..20.0, seed in any::<u64>()) {
+        let shape = Shape::new(ny, nx).unwrap();
+        let fft = Fft2::new(RustFft::<f64>::new(shape));
+        check_adjoint(&LowPass { fft: &fft, weight }, seed, ADJOINT_TOL_F64);
+    }
+}
+
+/// `(I + a grad^H grad) x_low = x` with circular forward differences computed directly:
+/// `grad^H grad x = 4x - x(y-1) - x(y+1) - x(x-1) - x(x+1)` (periodic).
+#[test]
+fn lowpass_inverts_identity_plus_weighted_laplacian() {
+    for (ny, nx, weight) in [(8, 8, 1.0), (16, 32, 4.0), (32, 8, 0.25), (8, 16, 0.0)] {
+        let shape = Shape::new(ny, nx).unwrap();
+        let fft = Fft2::new(RustFft::<f64>::new(shape));
+        let op = LowPass { fft: &fft, weight };
+        let x = random_complex::<f64>(&mut rng(31), shape.len());
+        let mut low = vec![Complex64::default(); shape.len()];
+        let mut scratch = vec![Complex64::default(); op.scratch_len()];
+        op.apply(&x, &mut low, &mut scratch);
+        let at = |y: isize, xx: isize| {
+            low[(y.rem_euclid(ny as isize) as usize) * nx + xx.rem_euclid(nx as isize) as usize]
+        };
+        let mut back = vec![Complex64::default(); shape.len()];
+        for y in 0..ny as isize {
+            for xx in 0..nx as isize {
+                let laplacian =
+                    at(y, xx) * 4.0 - at(y - 1, xx) - at(y + 1, xx) - at(y, xx - 1) - at(y, xx + 1);
+                back[(y as usize) * nx + xx as usize] = at(y, xx) + laplacian * weight;
+            }
+        }
+        let err = relative_error(&back, &x);
+        assert!(err < 1e-12, "{ny}x{nx} a={weight}: {err:e}");
+    }
 }
