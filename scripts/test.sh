@@ -30,7 +30,9 @@ python="$(scripts/setup-python.sh)"
 step "cargo test (workspace)"
 cargo test --workspace --locked
 
-step "no_std crates for thumbv7em-none-eabihf"
+step "no_std crates for thumbv7em-none-eabihf (plain and with defmt logging)"
 cargo build --locked --target thumbv7em-none-eabihf -p sparsemap-core -p sparsemap-wire -p sparsemap-firmware
+cargo build --locked --target thumbv7em-none-eabihf -p sparsemap-core -p sparsemap-wire -p sparsemap-firmware \
+    --features sparsemap-core/defmt,sparsemap-wire/defmt,sparsemap-firmware/defmt
 
 step "all tests passed"
