@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::fft::{Fft2, FftBackend};
-use crate::ops::{checkerboard, LinearOperator};
+use crate::ops::{checkerboard, fourier_multiplier, LinearOperator};
 use crate::real::Real;
 use crate::shape::{check_capacity, check_len, Shape};
 use num_complex::Complex;
@@ -258,6 +258,13 @@ pub struct ConvDictionary<'p, 'a, T, B> {
     pub plan: &'p DictionaryPlan<'a, T, B>,
 }
 
+impl<T: Real, B: FftBackend<T>> ConvDictionary<'_, '_, T, B> {
+    /// `F^H (h_k (.) F x) = C Φ^H(h̃_k (.) Φ(C x)) / sqrt(N)` since `h̃_k = h_k / sqrt(N)`.
+    fn gain(&self) -> T {
+        self.plan.fft().inverse_divisor::<T>() / T::lit(self.plan.shape().len() as f64).sqrt()
+    }
+}
+
 impl<B, T> LinearOperator<T> for ConvDictionary<'_, '_, T, B>
 where
     B: FftBackend<T>,
@@ -283,25 +290,25 @@ where
         x: &mut [Complex<T>],
         scratch: &mut [Complex<T>],
     ) {
-        let shape = self.plan.shape();
-        let n = shape.len();
-        let (modulated, rest) = scratch.split_at_mut(n);
-        let (spectrum, rest) = rest.split_at_mut(n);
-        let (part, fft_scratch) = rest.split_at_mut(n);
-        modulate(shape, feature, modulated);
-        self.plan
-            .fft()
-            .forward_to_transposed(modulated, spectrum, fft_scratch);
-        for (s, &h) in spectrum.iter_mut().zip(self.plan.response(k)) {
-            *s = h * *s;
-        }
-        self.plan
-            .fft()
-            .inverse_from_transposed(spectrum, part, fft_scratch);
-        let norm = self.plan.fft().inverse_divisor::<T>() / T::lit(n as f64).sqrt();
-        modulate_in_place(shape, part, norm);
+        let n = self.plan.shape().len();
+        let (part, rest) = scratch.split_at_mut(n);
+        let response = self.plan.response(k);
+        fourier_multiplier(
+            self.plan.fft(),
+            feature,
+            part,
+            rest,
+            self.gain(),
+            |spectrum| {
+                spectrum
+                    .iter_mut()
+                    .zip(response)
+                    .for_each(|(s, &h)| *s = h * *s)
+            },
+        );
         crate::ops::add_into(x, part);
     }
+    /// `out = d_k^T (*) x` (correlation with `d_k`).
     fn adjoint_block(
         &self,
         x: &[Complex<T>],
@@ -309,23 +316,13 @@ where
         out: &mut [Complex<T>],
         scratch: &mut [Complex<T>],
     ) {
-        let shape = self.plan.shape();
-        let n = shape.len();
-        let (modulated, rest) = scratch.split_at_mut(n);
-        let (spectrum, rest) = rest.split_at_mut(n);
-        let (_, fft_scratch) = rest.split_at_mut(n);
-        modulate(shape, x, modulated);
-        self.plan
-            .fft()
-            .forward_to_transposed(modulated, spectrum, fft_scratch);
-        for (s, &h) in spectrum.iter_mut().zip(self.plan.response(k)) {
-            *s = h.conj() * *s;
-        }
-        self.plan
-            .fft()
-            .inverse_from_transposed(spectrum, out, fft_scratch);
-        let norm = self.plan.fft().inverse_divisor::<T>() / T::lit(n as f64).sqrt();
-        modulate_in_place(shape, out, norm);
+        let response = self.plan.response(k);
+        fourier_multiplier(self.plan.fft(), x, out, scratch, self.gain(), |spectrum| {
+            spectrum
+                .iter_mut()
+                .zip(response)
+                .for_each(|(s, &h)| *s = h.conj() * *s)
+        });
     }
 }
 
@@ -429,28 +426,6 @@ where
         self.plan
             .fft()
             .inverse_from_transposed(spectrum, out, fft_scratch);
-    }
-}
-
-/// `out = C (.) input` (checkerboard modulation), natural layout.
-pub(crate) fn modulate<T: Real>(shape: Shape, input: &[Complex<T>], out: &mut [Complex<T>]) {
-    for (y, (src, dst)) in input
-        .chunks_exact(shape.n_x())
-        .zip(out.chunks_exact_mut(shape.n_x()))
-        .enumerate()
-    {
-        for (x, (s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
-            *d = s.scale(checkerboard(y, x));
-        }
-    }
-}
-
-/// `data = gain C (.) data`, natural layout.
-pub(crate) fn modulate_in_place<T: Real>(shape: Shape, data: &mut [Complex<T>], gain: T) {
-    for (y, row) in data.chunks_exact_mut(shape.n_x()).enumerate() {
-        for (x, v) in row.iter_mut().enumerate() {
-            *v = v.scale(gain * checkerboard(y, x));
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! circular forward differences, which is diagonal in Fourier space.
 
 use crate::fft::{Fft2, FftBackend};
-use crate::ops::{checkerboard, LinearOperator};
+use crate::ops::{add_into, fourier_multiplier, LinearOperator};
 use crate::real::Real;
 use crate::shape::Shape;
 use num_complex::Complex;
@@ -46,7 +46,7 @@ impl<T: Real, B: FftBackend<T>> LinearOperator<T> for LowPass<'_, B, T> {
         self.fft.shape().len()
     }
     fn scratch_len(&self) -> usize {
-        2 * self.fft.shape().len() + self.fft.scratch_len()
+        3 * self.fft.shape().len() + self.fft.scratch_len()
     }
     fn apply_block_add(
         &self,
@@ -56,26 +56,15 @@ impl<T: Real, B: FftBackend<T>> LinearOperator<T> for LowPass<'_, B, T> {
         scratch: &mut [Complex<T>],
     ) {
         let shape = self.fft.shape();
-        let n = shape.len();
-        let (image, rest) = scratch.split_at_mut(n);
-        let (spectrum, fft_scratch) = rest.split_at_mut(n);
-        crate::dictionary::modulate(shape, &x[..n], image);
-        self.fft.forward_to_transposed(image, spectrum, fft_scratch);
-        for_each_gain(shape, self.weight, |t, gain| {
-            spectrum[t] = spectrum[t].scale(gain)
+        let (part, rest) = scratch.split_at_mut(shape.len());
+        // F^H G F x = C Φ^H(G Φ(C x)) / N.
+        let gain = self.fft.inverse_divisor::<T>() / T::lit(shape.len() as f64);
+        fourier_multiplier(self.fft, x, part, rest, gain, |spectrum| {
+            for_each_gain(shape, self.weight, |t, g| {
+                spectrum[t] = spectrum[t].scale(g)
+            })
         });
-        self.fft
-            .inverse_from_transposed(spectrum, image, fft_scratch);
-        let norm = self.fft.inverse_divisor::<T>() / T::lit(n as f64);
-        for (row, (out_row, in_row)) in y
-            .chunks_exact_mut(shape.n_x())
-            .zip(image.chunks_exact(shape.n_x()))
-            .enumerate()
-        {
-            for (col, (out, &value)) in out_row.iter_mut().zip(in_row).enumerate() {
-                *out = *out + value.scale(norm * checkerboard(row, col));
-            }
-        }
+        add_into(y, part);
     }
     fn adjoint_block(
         &self,

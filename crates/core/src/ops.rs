@@ -6,6 +6,7 @@
 
 use crate::fft::{Fft2, FftBackend};
 use crate::real::Real;
+use crate::shape::Shape;
 use num_complex::Complex;
 
 /// A linear map `A: C^domain_len -> C^range_len` with its adjoint, seen as a sum over
@@ -243,12 +244,7 @@ impl<T: Real, B: FftBackend<T>> LinearOperator<T> for CentredFourier<'_, B> {
         let n = shape.len();
         let (modulated, rest) = scratch.split_at_mut(n);
         let (spectrum, fft_scratch) = rest.split_at_mut(n);
-        for row in 0..shape.n_y() {
-            for col in 0..shape.n_x() {
-                let i = shape.natural(row, col);
-                modulated[i] = x[i].scale(checkerboard(row, col));
-            }
-        }
+        modulate(shape, &x[..n], modulated);
         self.fft
             .forward_to_transposed(modulated, spectrum, fft_scratch);
         let norm = T::one() / T::lit(n as f64).sqrt();
@@ -316,4 +312,48 @@ pub fn adjoint_mismatch<T: Real, A: LinearOperator<T>>(
     let scale = num_traits::Float::sqrt(inner_product(ax, ax).re * inner_product(y, y).re)
         .max(f64::MIN_POSITIVE);
     (lhs - rhs).norm() / scale
+}
+
+/// `out = C (.) input` (checkerboard modulation), natural layout.
+pub(crate) fn modulate<T: Real>(shape: Shape, input: &[Complex<T>], out: &mut [Complex<T>]) {
+    for (y, (src, dst)) in input
+        .chunks_exact(shape.n_x())
+        .zip(out.chunks_exact_mut(shape.n_x()))
+        .enumerate()
+    {
+        for (x, (s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
+            *d = s.scale(checkerboard(y, x));
+        }
+    }
+}
+
+/// `data = gain C (.) data`, natural layout.
+pub(crate) fn modulate_in_place<T: Real>(shape: Shape, data: &mut [Complex<T>], gain: T) {
+    for (y, row) in data.chunks_exact_mut(shape.n_x()).enumerate() {
+        for (x, v) in row.iter_mut().enumerate() {
+            *v = v.scale(gain * checkerboard(y, x));
+        }
+    }
+}
+
+/// `out = gain · C Φ^H(m (.) Φ(C x))`: an image-domain Fourier multiplier (natural layout on
+/// both sides), where `multiply` applies `m` in place to the spectrum in the transposed
+/// layout. `scratch` needs `2N + fft.scratch_len()` elements.
+pub(crate) fn fourier_multiplier<T: Real, B: FftBackend<T>>(
+    fft: &Fft2<B>,
+    x: &[Complex<T>],
+    out: &mut [Complex<T>],
+    scratch: &mut [Complex<T>],
+    gain: T,
+    multiply: impl FnOnce(&mut [Complex<T>]),
+) {
+    let shape = fft.shape();
+    let n = shape.len();
+    let (modulated, rest) = scratch.split_at_mut(n);
+    let (spectrum, fft_scratch) = rest.split_at_mut(n);
+    modulate(shape, &x[..n], modulated);
+    fft.forward_to_transposed(modulated, spectrum, fft_scratch);
+    multiply(spectrum);
+    fft.inverse_from_transposed(spectrum, out, fft_scratch);
+    modulate_in_place(shape, out, gain);
 }
