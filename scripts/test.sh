@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of sparsemap on a fresh machine, installing what it needs first:
-#   - Debian package mricron-data (the real Colin27 volume the bundled example is cut from),
+#   - Debian packages mricron-data (the real Colin27 volume the bundled example is cut
+#     from) and bart (the BART baselines of the host crate),
 #   - the Cortex-M target of rust-toolchain.toml (the no_std crates must build for it),
 #   - a Python venv with the pinned float64 reference's packages (models/.venv).
 # Then: the reference's own tests (pytest), the whole Rust workspace (cargo test), and the
@@ -11,12 +12,18 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-if ! dpkg -s mricron-data >/dev/null 2>&1; then
+# mricron-data: the Colin27 volume the example is cut from; bart: the BART baselines.
+missing=()
+for package in mricron-data bart; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "mricron-data is not installed and this is not root: the example's regeneration check will be skipped" >&2
+        echo "not root, cannot install ${missing[*]}: install them with apt-get first" >&2
+        exit 1
     fi
 fi
 
