@@ -207,7 +207,7 @@ fn cobs_decode(enc: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// CRC-32/ISO-HDLC, bitwise (independent of the crate's table).
-fn crc32(data: &[u8]) -> u32 {
+pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &b in data {
         crc ^= u32::from(b);
