@@ -51,6 +51,39 @@ fn percentile_rejects_nan_and_empty() {
     assert!((percentile(&mut [4.0f64, 1.0, 3.0, 2.0], 0.99).unwrap() - 3.97).abs() < 1e-12);
 }
 
+/// FISTA memory for a single-block operator of length `n` that needs no scratch.
+struct OwnedBuffers {
+    z: Vec<Complex64>,
+    previous: Vec<Complex64>,
+    residual: Vec<Complex64>,
+    next_residual: Vec<Complex64>,
+    block: Vec<Complex64>,
+}
+
+impl OwnedBuffers {
+    fn new(n: usize) -> Self {
+        let zeros = || vec![Complex64::default(); n];
+        Self {
+            z: zeros(),
+            previous: zeros(),
+            residual: zeros(),
+            next_residual: zeros(),
+            block: zeros(),
+        }
+    }
+
+    fn buffers(&mut self) -> FistaBuffers<'_, f64> {
+        FistaBuffers {
+            z: &mut self.z,
+            previous: &mut self.previous,
+            residual: &mut self.residual,
+            next_residual: &mut self.next_residual,
+            block: &mut self.block,
+            scratch: &mut [],
+        }
+    }
+}
+
 fn objective(weights: &[f64], z: &[Complex64], y: &[Complex64], lambda: f64) -> f64 {
     weights
         .iter()
@@ -81,13 +114,7 @@ fn fista_meets_its_convergence_bound_on_a_known_minimiser() {
     let distance_sq: f64 = minimiser.iter().map(|z| z.norm_sqr()).sum();
     let op = Mask { weights: &weights };
 
-    let (mut z, mut v, mut residual, mut next_residual, mut block) = (
-        vec![Complex::default(); n],
-        vec![Complex::default(); n],
-        vec![Complex::default(); n],
-        vec![Complex::default(); n],
-        vec![Complex::default(); n],
-    );
+    let mut owned = OwnedBuffers::new(n);
     for k in [1usize, 2, 5, 10, 20, 50, 100, 400] {
         fista(
             &op,
@@ -95,17 +122,10 @@ fn fista_meets_its_convergence_bound_on_a_known_minimiser() {
             Lambda::Scalar(lambda),
             1.0 / lipschitz,
             k,
-            FistaBuffers {
-                z: &mut z,
-                previous: &mut v,
-                residual: &mut residual,
-                next_residual: &mut next_residual,
-                block: &mut block,
-                scratch: &mut [],
-            },
+            owned.buffers(),
         )
         .unwrap();
-        let gap = objective(&weights, &z, &y, lambda) - best;
+        let gap = objective(&weights, &owned.z, &y, lambda) - best;
         let bound = 2.0 * lipschitz * distance_sq / ((k + 1) as f64).powi(2);
         assert!(
             gap >= -1e-12,
@@ -116,7 +136,7 @@ fn fista_meets_its_convergence_bound_on_a_known_minimiser() {
             "k={k}: gap {gap:e} exceeds FISTA bound {bound:e}"
         );
     }
-    let err = relative_error(&z, &minimiser);
+    let err = relative_error(&owned.z, &minimiser);
     assert!(
         err < 1e-6,
         "FISTA did not converge to the minimiser: relative error {err:e}"
@@ -131,29 +151,17 @@ fn per_pixel_lambda_maps_threshold_each_coefficient() {
     let weights = vec![1.0f64; n];
     let y = random_complex::<f64>(&mut r, n);
     let maps = random_real::<f64>(&mut r, n, 0.0, 1.2);
-    let (mut z, mut v, mut residual, mut next_residual, mut block) = (
-        vec![Complex::default(); n],
-        vec![Complex::default(); n],
-        vec![Complex::default(); n],
-        vec![Complex::default(); n],
-        vec![Complex::default(); n],
-    );
+    let mut owned = OwnedBuffers::new(n);
     fista(
         &Mask { weights: &weights },
         &y,
         Lambda::Maps(&maps),
         1.0,
         1,
-        FistaBuffers {
-            z: &mut z,
-            previous: &mut v,
-            residual: &mut residual,
-            next_residual: &mut next_residual,
-            block: &mut block,
-            scratch: &mut [],
-        },
+        owned.buffers(),
     )
     .unwrap();
+    let z = &owned.z;
     for i in 0..n {
         assert!((z[i] - soft_threshold(y[i], maps[i])).norm() < 1e-15);
     }
