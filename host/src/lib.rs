@@ -5,4 +5,9 @@
 //! against scikit-image) and the classical [`baselines`] (total variation, BART).
 
 pub mod baselines;
+pub mod dataset;
+pub mod export;
 pub mod metrics;
+pub mod scan;
+pub mod simulate;
+pub mod volume;
