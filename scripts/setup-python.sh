@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
-# Create (if missing) the Python venv for the float64 NumPy reference at models/.venv
-# and install models/reference/requirements.txt. Idempotent; runs from any cwd.
+# Create (if missing) the Python venv at models/.venv and install the pinned requirements of
+# the float64 NumPy reference (models/reference/requirements.txt) and of the Lambda-network
+# training / export code (models/sparsemap_train/requirements.txt: jax, optax, equinox, onnx,
+# onnxruntime; CPU only, ~600 MB). Idempotent and quick when everything is already installed;
+# runs from any cwd. Prints the venv's python.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/models/.venv"
-req="$repo/models/reference/requirements.txt"
+reqs=("$repo/models/reference/requirements.txt" "$repo/models/sparsemap_train/requirements.txt")
 
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 
 # Skip pip entirely when every pinned requirement is already installed at its exact version.
-if ! "$venv/bin/python" - "$req" <<'PY' >/dev/null 2>&1
+if ! "$venv/bin/python" - "${reqs[@]}" <<'PY' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
-for line in open(sys.argv[1]):
-    line = line.split("#", 1)[0].strip()
-    if not line:
-        continue
-    name, want = line.split("==")
-    if version(name.strip()) != want.strip():
-        sys.exit(1)
+for path in sys.argv[1:]:
+    for line in open(path):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, want = line.split("==")
+        if version(name.strip()) != want.strip():
+            sys.exit(1)
 PY
 then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    args=()
+    for r in "${reqs[@]}"; do args+=(-r "$r"); done
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"
 fi
 
 echo "$venv/bin/python"

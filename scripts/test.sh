@@ -3,7 +3,8 @@
 #   - Debian packages mricron-data (the real Colin27 volume the bundled example is cut
 #     from) and bart (the BART baselines of the host crate),
 #   - the Cortex-M target of rust-toolchain.toml (the no_std crates must build for it),
-#   - a Python venv with the pinned float64 reference's packages (models/.venv).
+#   - a Python venv with the pinned float64 reference's packages and the Lambda-network
+#     training / export packages (models/.venv).
 # Then: the reference's own tests (pytest), the whole Rust workspace (cargo test), and the
 # no_std crates built for thumbv7em-none-eabihf.
 set -euo pipefail
@@ -30,9 +31,11 @@ fi
 step "Rust targets"
 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || rustup target add thumbv7em-none-eabihf
 
-step "Python reference (models/.venv)"
+step "Python reference and Lambda-network code (models/.venv)"
 python="$(scripts/setup-python.sh)"
 "$python" -m pytest models/reference -q
+XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+    "$python" -m pytest models/sparsemap_train -q -c models/sparsemap_train/pytest.ini
 
 step "cargo test (workspace)"
 cargo test --workspace --locked
