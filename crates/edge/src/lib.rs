@@ -1,9 +1,11 @@
 //! # sparsemap-edge
 //!
-//! The std runtime of sparsemap: reads inputs ([`npy`]), reconstructs with
-//! `sparsemap-core` ([`runtime`]), writes images ([`output`]). The `sparsemap` binary
+//! The std runtime of sparsemap: reads inputs ([`npy`]), predicts Lambda maps with an ONNX
+//! model ([`lambda_net`], tract), reconstructs with `sparsemap-core` ([`runtime`]), writes
+//! images ([`output`]). The `sparsemap` binary
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
 
+pub mod lambda_net;
 pub mod metrics;
 pub mod npy;
 pub mod output;
