@@ -35,6 +35,12 @@ import pathlib
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 import jax  # noqa: E402
+
+# float64 for the input's preparation (the N = 64 k-space, the random dictionary's scaling),
+# whichever mode the caller's JAX is in; the features and the network still run in float32
+# because their inputs are float32 (complex64 k-space, float32 dictionary and parameters).
+jax.config.update("jax_enable_x64", True)
+
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
@@ -76,7 +82,7 @@ def test_params():
     return p
 
 
-def main():
+def main(out: pathlib.Path = OUT, verbose: bool = True):
     kspace, mask = small_input()
     dicts = {"dct3": np.load(REPO / "models" / "dictionaries" / "dct3.npy"), "rand7": rand_dictionary()}
     perm = np.random.default_rng(12).permutation(12)
@@ -86,14 +92,14 @@ def main():
     f32 = export.build_f32(params, export.metadata(ITERATIONS, LOWPASS_WEIGHT, "f32", desc, "dct3, rand7"))
     cal = export.calibration_features([dicts["dct3"], dicts["rand7"]], [(kspace, mask)], LOWPASS_WEIGHT)
     int8 = export.quantize_int8(f32, cal, export.metadata(ITERATIONS, LOWPASS_WEIGHT, "int8", desc, "dct3, rand7"))
-    OUT.mkdir(parents=True, exist_ok=True)
-    onnx.save(f32, OUT / "model.f32.onnx")
-    onnx.save(int8, OUT / "model.int8.onnx")
-    np.save(OUT / "kspace.npy", kspace)
-    np.save(OUT / "mask.npy", mask)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(f32, out / "model.f32.onnx")
+    onnx.save(int8, out / "model.int8.onnx")
+    np.save(out / "kspace.npy", kspace)
+    np.save(out / "mask.npy", mask)
     summary = {}
     for name, d in dicts.items():
-        cdir = OUT / name
+        cdir = out / name
         cdir.mkdir(exist_ok=True)
         x, _ = feat.features_from_kspace(kspace, mask, d, LOWPASS_WEIGHT)
         x = np.asarray(x, np.float32)
@@ -104,7 +110,7 @@ def main():
         if name == "rand7_perm":
             # the expected maps are rand7's, permuted: checked here, not stored twice
             np.save(cdir / "perm.npy", perm.astype(np.int64))
-            base = np.load(OUT / "rand7" / "lambda_f32.npy")
+            base = np.load(out / "rand7" / "lambda_f32.npy")
             np.testing.assert_allclose(lam, base[perm], rtol=1e-5, atol=1e-8)
         else:
             np.save(cdir / "lambda_f32.npy", lam)
@@ -118,9 +124,10 @@ def main():
             "ort_int8_vs_f32_max_abs": float(np.max(np.abs(lam_q - lam))),
             "ort_int8_vs_f32_rel_l2": float(np.linalg.norm(lam_q - lam) / np.linalg.norm(lam)),
         }
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
-    print("int8 ops:", export.op_types(int8))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if verbose:
+        print(json.dumps(summary, indent=2))
+        print("int8 ops:", export.op_types(int8))
 
 
 if __name__ == "__main__":
