@@ -3,7 +3,9 @@
 #   - Debian packages mricron-data (the real Colin27 volume the bundled example is cut
 #     from) and bart (the BART baselines of the host crate),
 #   - the Cortex-M target of rust-toolchain.toml (the no_std crates must build for it),
-#   - a Python venv with the pinned float64 reference's packages (models/.venv).
+#   - a Python venv with the pinned float64 reference's packages (models/.venv),
+#   - the MNI152 templates from the pinned nilearn wheel (scripts/fetch-data.sh), which the
+#     host crate's export tests read.
 # Then: the reference's own tests (pytest), the whole Rust workspace (cargo test), and the
 # no_std crates built for thumbv7em-none-eabihf.
 set -euo pipefail
@@ -33,6 +35,9 @@ rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || rustup target add thu
 step "Python reference (models/.venv)"
 python="$(scripts/setup-python.sh)"
 "$python" -m pytest models/reference -q
+
+step "MNI152 templates from the nilearn wheel (data/external/nilearn)"
+scripts/fetch-data.sh
 
 step "cargo test (workspace)"
 cargo test --workspace --locked
