@@ -619,27 +619,54 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
                     }
                 }
             }
+            write_outputs(&config.out_dir, &mut report)?;
         }
         Ok(())
     })?;
     progress.finish_and_clear();
 
-    let table = summarise(&report.results);
-    let md = config.out_dir.join("table.md");
-    std::fs::write(&md, markdown(&table, &report))
-        .with_context(|| format!("writing {}", md.display()))?;
-    let csv = config.out_dir.join("table.csv");
-    std::fs::write(&csv, table_csv(&table))
-        .with_context(|| format!("writing {}", csv.display()))?;
-    let tuning = config.out_dir.join("tuning.csv");
-    std::fs::write(&tuning, tuning_csv(&report.tuning))
-        .with_context(|| format!("writing {}", tuning.display()))?;
-    report.outputs.extend([md, csv, tuning]);
-    let json = config.out_dir.join("eval.json");
-    report.outputs.push(json.clone());
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", json.display()))?;
+    write_outputs(&config.out_dir, &mut report)?;
     Ok(report)
+}
+
+/// Rewrites `table.md`, `table.csv` and `tuning.csv` in `out_dir` from an earlier `eval.json`
+/// (no reconstruction is run), e.g. after a change to the table layout.
+pub fn rerender(json: &Path, out_dir: &Path) -> Result<EvalReport> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let mut report: EvalReport = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not an eval.json written by `sparsemap-host eval`",
+            json.display()
+        )
+    })?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    write_outputs(out_dir, &mut report)?;
+    Ok(report)
+}
+
+/// Writes the tables, the tuning log and `eval.json` for the results so far (also after
+/// every acquisition, so that a long run that is interrupted keeps what it measured).
+fn write_outputs(out_dir: &Path, report: &mut EvalReport) -> Result<()> {
+    let write = |name: &str, text: String| -> Result<PathBuf> {
+        let path = out_dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let table = summarise(&report.results);
+    let written = [
+        write("table.md", markdown(&table, report))?,
+        write("table.csv", table_csv(&table))?,
+        write("tuning.csv", tuning_csv(&report.tuning))?,
+        out_dir.join("eval.json"),
+    ];
+    for path in written {
+        if !report.outputs.contains(&path) {
+            report.outputs.push(path);
+        }
+    }
+    write("eval.json", serde_json::to_string_pretty(&report)?)?;
+    Ok(())
 }
 
 /// Mean ± std of one (dataset, acquisition, method) group.
@@ -739,7 +766,13 @@ fn markdown(rows: &[Row], report: &EvalReport) -> String {
                 "| {} | {} | {} | {} | {:.2} ± {:.2} | {:.4} ± {:.4} | {:.2} ± {:.2} | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.2} |",
                 r.acquisition,
                 r.method.label(),
-                if r.method.is_tuned() { format!("{:.4}", r.lambda) } else { "—".into() },
+                if !r.method.is_tuned() {
+                    "—".into()
+                } else if r.lambda >= 1e-3 {
+                    format!("{:.4}", r.lambda)
+                } else {
+                    format!("{:.1e}", r.lambda)
+                },
                 r.slices,
                 r.psnr.0, r.psnr.1,
                 r.ssim.0, r.ssim.1,

@@ -168,6 +168,9 @@ struct EvalArgs {
     /// Tune the weights for the mean PSNR of the whole image or inside the head mask.
     #[arg(long, value_enum, default_value = "whole")]
     tune_on: Criterion,
+    /// Only rewrite the tables of --out-dir from this earlier eval.json (no reconstruction).
+    #[arg(long)]
+    from_json: Option<PathBuf>,
     /// Skip the PNG figure grids.
     #[arg(long)]
     no_figures: bool,
@@ -392,6 +395,17 @@ fn run_simulate_scan(args: SimulateScanArgs) -> Result<()> {
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
+    if let Some(json) = &args.from_json {
+        let report = eval::rerender(json, &args.out_dir)?;
+        for path in report
+            .outputs
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e != "png"))
+        {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let ood_acquisition = match args.ood_acquisition.as_str() {
         "none" => None,
         text => {

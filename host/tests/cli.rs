@@ -299,6 +299,20 @@ fn eval_writes_tables_and_figures() {
     assert_eq!(report["tuned"].as_array().unwrap().len(), 4);
     assert_eq!(report["results"].as_array().unwrap().len(), 30);
 
+    // The tables can be re-rendered from eval.json alone, identically.
+    let rerendered = tempfile::tempdir().unwrap();
+    ok(&[
+        "eval",
+        "--from-json",
+        path_str(&out.path().join("eval.json")),
+        "--out-dir",
+        path_str(rerendered.path()),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(rerendered.path().join("table.csv")).unwrap(),
+        csv
+    );
+
     let empty = tempfile::tempdir().unwrap();
     let err = fails(&[
         "eval",
