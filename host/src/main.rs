@@ -142,13 +142,8 @@ struct EvalArgs {
     /// Acquisition of the out-of-distribution sets (MNI152 T1, synthetic T2); `none` skips them.
     #[arg(long, default_value = "block128@0.15")]
     ood_acquisition: String,
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_enum,
-        default_value = "zero-filled,csc,tv,bart-wavelet,bart-tv"
-    )]
-    methods: Vec<Method>,
+    #[command(flatten)]
+    methods: MethodArgs,
     /// Validation slices used for tuning (evenly spaced); default all.
     #[arg(long)]
     validation_slices: Option<usize>,
@@ -174,6 +169,18 @@ struct EvalArgs {
     /// Skip the PNG figure grids.
     #[arg(long)]
     no_figures: bool,
+}
+
+#[derive(Args)]
+struct MethodArgs {
+    /// Methods to run, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "zero-filled,csc,tv,bart-wavelet,bart-tv"
+    )]
+    methods: Vec<Method>,
 }
 
 #[derive(Args)]
@@ -212,13 +219,8 @@ struct BenchArgs {
     /// Target image .npy for a PSNR sanity column.
     #[arg(long)]
     target: Option<PathBuf>,
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_enum,
-        default_value = "zero-filled,csc,tv,bart-wavelet,bart-tv"
-    )]
-    methods: Vec<Method>,
+    #[command(flatten)]
+    methods: MethodArgs,
     /// Take the weights from an `eval.json` (tuned for block128@0.15); default: each
     /// method's built-in weight.
     #[arg(long)]
@@ -421,7 +423,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         out_dir: args.out_dir,
         acquisitions: args.acquisitions,
         ood_acquisition,
-        methods: args.methods,
+        methods: args.methods.methods,
         settings: args.iterations.settings(),
         validation_slices: args.validation_slices,
         test_slices: args.test_slices,
@@ -486,6 +488,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         None => Vec::new(),
     };
     let methods: Vec<(Method, f32)> = args
+        .methods
         .methods
         .iter()
         .map(|&m| {

@@ -86,17 +86,21 @@ fn simulate_then_simulate_scan() {
     let data = exported();
     let out = tempfile::tempdir().unwrap();
     let sim = out.path().join("sim/test_block96.npz");
-    let stdout = ok(&[
-        "simulate",
-        "--split",
-        path_str(&data.join("test.npz")),
-        "--acquisition",
-        "block96@0.3",
-        "--seed",
-        "7",
-        "--out",
-        path_str(&sim),
-    ]);
+    let test_split = data.join("test.npz");
+    let simulate = |out: &Path| {
+        ok(&[
+            "simulate",
+            "--split",
+            path_str(&test_split),
+            "--acquisition",
+            "block96@0.3",
+            "--seed",
+            "7",
+            "--out",
+            path_str(out),
+        ])
+    };
+    let stdout = simulate(&sim);
     assert!(stdout.contains("block96@0.3"), "{stdout}");
     let set = read_simulated(&sim).unwrap();
     let split = read_split(&data.join("test.npz")).unwrap();
@@ -129,17 +133,7 @@ fn simulate_then_simulate_scan() {
 
     // Same command, same seed: identical k-space (everything is seeded).
     let again = out.path().join("again.npz");
-    ok(&[
-        "simulate",
-        "--split",
-        path_str(&data.join("test.npz")),
-        "--acquisition",
-        "block96@0.3",
-        "--seed",
-        "7",
-        "--out",
-        path_str(&again),
-    ]);
+    simulate(&again);
     assert_eq!(read_simulated(&again).unwrap().kspace, set.kspace);
 
     let scan = out.path().join("scan.smw");
@@ -184,34 +178,26 @@ fn simulate_then_simulate_scan() {
         err.contains("slice 99") && err.contains("test_block96.npz"),
         "{err}"
     );
-    let err = fails(&[
-        "simulate",
-        "--split",
-        "/nonexistent/test.npz",
-        "--out",
-        path_str(&again),
-    ]);
-    assert!(err.contains("/nonexistent/test.npz"), "{err}");
-    let err = fails(&[
-        "simulate",
-        "--split",
-        path_str(&data.join("test.npz")),
-        "--acquisition",
-        "block97@0.15",
-        "--out",
-        path_str(&again),
-    ]);
-    assert!(err.contains("97"), "{err}");
-    let err = fails(&[
-        "simulate",
-        "--split",
-        path_str(&data.join("test.npz")),
-        "--acquisition",
-        "spiral4@0.15",
-        "--out",
-        path_str(&again),
-    ]);
-    assert!(err.contains("spiral4"), "{err}");
+    for (split, acquisition, expected) in [
+        (
+            Path::new("/nonexistent/test.npz"),
+            "block128@0.15",
+            "/nonexistent/test.npz",
+        ),
+        (test_split.as_path(), "block97@0.15", "97"),
+        (test_split.as_path(), "spiral4@0.15", "spiral4"),
+    ] {
+        let err = fails(&[
+            "simulate",
+            "--split",
+            path_str(split),
+            "--acquisition",
+            acquisition,
+            "--out",
+            path_str(&again),
+        ]);
+        assert!(err.contains(expected), "{acquisition}: {err}");
+    }
 }
 
 /// A small evaluation (2 validation and 2 test slices, 2-point grids, few iterations) that

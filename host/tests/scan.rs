@@ -81,6 +81,23 @@ struct Outcome {
     other: Vec<Error>,
 }
 
+/// The lines delivered from the fault-free stream of `kspace`: what every faulted stream is
+/// compared with.
+fn fault_free_lines(
+    kspace: &Array3<Complex32>,
+    masks: &Array3<bool>,
+    format: SampleFormat,
+) -> BTreeMap<u32, Vec<Line>> {
+    let (clean, _) = simulate_scan(
+        kspace.view(),
+        masks.view(),
+        &spec(format),
+        &FaultSpec::none(),
+    )
+    .unwrap();
+    outcome(decode(&clean, 4096)).lines
+}
+
 fn outcome(events: Vec<Result<Frame, Error>>) -> Outcome {
     let mut o = Outcome::default();
     for event in events {
@@ -325,14 +342,7 @@ fn check_against_log(o: &Outcome, log: &FaultLog, reference: &BTreeMap<u32, Vec<
 fn faults_are_reported_as_logged() {
     let (kspace, masks) = stack(4, 64, 13);
     for format in [SampleFormat::I16, SampleFormat::F32] {
-        let (clean, _) = simulate_scan(
-            kspace.view(),
-            masks.view(),
-            &spec(format),
-            &FaultSpec::none(),
-        )
-        .unwrap();
-        let reference = outcome(decode(&clean, 4096)).lines;
+        let reference = fault_free_lines(&kspace, &masks, format);
         let faults = FaultSpec {
             drop: 0.05,
             duplicate: 0.05,
@@ -542,14 +552,7 @@ fn fixture(format: SampleFormat) -> &'static Fixture {
     };
     cell.get_or_init(|| {
         let (kspace, masks) = stack(3, 32, 21);
-        let (clean, _) = simulate_scan(
-            kspace.view(),
-            masks.view(),
-            &spec(format),
-            &FaultSpec::none(),
-        )
-        .unwrap();
-        let reference = outcome(decode(&clean, 4096)).lines;
+        let reference = fault_free_lines(&kspace, &masks, format);
         (kspace, masks, reference)
     })
 }
