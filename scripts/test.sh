@@ -4,7 +4,9 @@
 #     from) and bart (the BART baselines of the host crate),
 #   - the Cortex-M target of rust-toolchain.toml (the no_std crates must build for it),
 #   - a Python venv with the pinned float64 reference's packages and the Lambda-network
-#     training / export packages (models/.venv).
+#     training / export packages (models/.venv),
+#   - the MNI152 templates from the pinned nilearn wheel (scripts/fetch-data.sh), which the
+#     host crate's export tests read.
 # Then: the reference's own tests (pytest), the whole Rust workspace (cargo test), and the
 # no_std crates built for thumbv7em-none-eabihf.
 set -euo pipefail
@@ -36,6 +38,9 @@ python="$(scripts/setup-python.sh)"
 "$python" -m pytest models/reference -q
 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
     "$python" -m pytest models/sparsemap_train -q -c models/sparsemap_train/pytest.ini
+
+step "MNI152 templates from the nilearn wheel (data/external/nilearn)"
+scripts/fetch-data.sh
 
 step "cargo test (workspace)"
 cargo test --workspace --locked

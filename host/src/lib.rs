@@ -1,13 +1,26 @@
 //! # sparsemap-host
 //!
-//! Host-side validation of sparsemap (issue: host crate). Everything sparsemap claims about
-//! image quality is measured with this crate: [`metrics`] (PSNR, SSIM, NRMSE, checked
-//! against scikit-image) and the classical [`baselines`] (total variation, BART).
+//! Host-side validation of sparsemap. Everything sparsemap claims about image quality is
+//! measured with this crate:
+//! - [`volume`], [`export`] and [`dataset`]: real MR slices (Colin27, MNI152, a synthetic T2)
+//!   read from NIfTI, split without shared anatomy, written as `.npz` + `.json`;
+//! - [`simulate`] and [`scan`]: low-field acquisitions (masks, k-space noise) and wire
+//!   streams with faults;
+//! - [`metrics`] (PSNR, SSIM, NRMSE, checked against scikit-image), the classical
+//!   [`baselines`] (total variation, BART) and the common [`methods`] interface;
+//! - [`eval`] (tuning on validation, tables, [`figure`]s) and [`bench`] (time ratios).
 
 pub mod baselines;
+pub mod bench;
 pub mod dataset;
+pub mod eval;
 pub mod export;
+pub mod figure;
+pub mod methods;
 pub mod metrics;
 pub mod scan;
 pub mod simulate;
 pub mod volume;
+
+/// The repository root at build time (for the bundled example used by `bench`).
+pub const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");

@@ -1,0 +1,517 @@
+//! `sparsemap-host`: export real MR data, simulate low-field acquisitions and wire streams,
+//! evaluate every method against the classical baselines, and benchmark them.
+//!
+//! ```sh
+//! sparsemap-host export --out-dir data                     # Colin27 splits + MNI152 / T2 sets
+//! sparsemap-host simulate --split data/test.npz --acquisition block128@0.15 --out data/sim/test.npz
+//! sparsemap-host simulate-scan --input data/sim/test.npz --slices 0,1 --out scan.smw --drop 0.01
+//! sparsemap-host eval --data-dir data --out-dir results
+//! sparsemap-host bench
+//! ```
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sparsemap_host::dataset::{read_simulated, read_split, write_simulated, SimulatedSet};
+use sparsemap_host::eval::{self, AcquisitionSpec, Criterion, EvalConfig};
+use sparsemap_host::export::{export, ExportConfig};
+use sparsemap_host::methods::{Method, Settings};
+use sparsemap_host::scan::{simulate_scan, FaultSpec, SampleFormat, ScanSpec};
+use sparsemap_host::simulate::simulate_stack;
+use sparsemap_host::{bench, REPO_ROOT};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sparsemap-host",
+    version,
+    about = "Host-side validation for sparsemap: real data, low-field simulation, baselines, metrics and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Export train/validation/test splits of real MR slices (Colin27 T1) and the
+    /// out-of-distribution sets (MNI152 T1, synthetic T2) as .npz + .json.
+    Export(ExportArgs),
+    /// Simulate a low-field acquisition (mask, k-space noise) of a split; writes target,
+    /// k-space, mask, zero-filled image and the seeds to one .npz + .json.
+    Simulate(SimulateArgs),
+    /// Turn simulated slices into a wire stream (.smw, DESIGN §5), optionally with faults.
+    SimulateScan(SimulateScanArgs),
+    /// Tune every method on the validation split, measure it on the test and
+    /// out-of-distribution sets; writes table.md, table.csv, tuning.csv, eval.json, figures.
+    Eval(EvalArgs),
+    /// Wall time per slice of every method on one 256x256 slice, as ratios to CSC.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Colin27 T1 volume (Debian package mricron-data).
+    #[arg(long, default_value = "/usr/share/mricron/templates/ch2.nii.gz")]
+    colin27: PathBuf,
+    /// Directory with the MNI ICBM152 2009a T1, GM and WM files from the nilearn wheel
+    /// (`scripts/fetch-data.sh` puts them there); `none` exports Colin27 only.
+    #[arg(long, default_value = "data/external/nilearn")]
+    mni_dir: String,
+    #[arg(long, default_value = "data")]
+    out_dir: PathBuf,
+    /// Seed of the synthetic phase.
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// A split written by `export` (e.g. data/test.npz).
+    #[arg(long)]
+    split: PathBuf,
+    /// MASK@NOISE: blockN (central NxN k-space block), vdR (1-D variable density, R-fold),
+    /// poissonR (2-D Poisson disc, R-fold); NOISE = k-space noise std / k-space RMS.
+    #[arg(long, default_value = "block128@0.15")]
+    acquisition: AcquisitionSpec,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output .npz (a .json sidecar is written next to it).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct SimulateScanArgs {
+    /// A simulated set written by `simulate`.
+    #[arg(long)]
+    input: PathBuf,
+    /// Slices to send, comma separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    slices: Vec<usize>,
+    /// Output stream (.smw); the injected faults go to a .json next to it.
+    #[arg(long)]
+    out: PathBuf,
+    /// Sample format on the wire.
+    #[arg(long, value_enum, default_value = "i16")]
+    format: SampleFormatArg,
+    #[arg(long, default_value_t = 1)]
+    scan_id: u32,
+    #[arg(long, default_value_t = 50.0)]
+    field_mt: f32,
+    /// Field of view in mm (y and x; the exported slices are 1 mm voxels on a 256 grid).
+    #[arg(long, default_value_t = 256.0)]
+    fov_mm: f32,
+    /// Fraction of line frames lost on the link.
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
+    /// Fraction of line frames sent twice.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Fraction of line frames swapped with a later one (within 64 frames).
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
+    /// Fraction of line frames with a flipped byte (CRC failure).
+    #[arg(long, default_value_t = 0.0)]
+    corrupt: f64,
+    #[arg(long, default_value_t = 1)]
+    fault_seed: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SampleFormatArg {
+    I16,
+    F32,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "results")]
+    out_dir: PathBuf,
+    /// Acquisitions (MASK@NOISE, comma separated): by default the acquisition sizes at
+    /// s = 0.15 and the noise levels at n = 128.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "block128@0.15,block96@0.15,block160@0.15,block128@0.075,block128@0.3"
+    )]
+    acquisitions: Vec<AcquisitionSpec>,
+    /// Acquisition of the out-of-distribution sets (MNI152 T1, synthetic T2); `none` skips them.
+    #[arg(long, default_value = "block128@0.15")]
+    ood_acquisition: String,
+    #[command(flatten)]
+    methods: MethodArgs,
+    /// Validation slices used for tuning (evenly spaced); default all.
+    #[arg(long)]
+    validation_slices: Option<usize>,
+    /// Slices of each evaluated set (evenly spaced); default all.
+    #[arg(long)]
+    test_slices: Option<usize>,
+    /// Points of the coarse weight grid.
+    #[arg(long, default_value_t = 6)]
+    grid_points: usize,
+    #[command(flatten)]
+    iterations: IterationArgs,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Tune the weights for the mean PSNR of the whole image or inside the head mask.
+    #[arg(long, value_enum, default_value = "whole")]
+    tune_on: Criterion,
+    /// Only rewrite the tables of --out-dir from this earlier eval.json (no reconstruction).
+    #[arg(long)]
+    from_json: Option<PathBuf>,
+    /// Skip the PNG figure grids.
+    #[arg(long)]
+    no_figures: bool,
+}
+
+#[derive(Args)]
+struct MethodArgs {
+    /// Methods to run, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "zero-filled,csc,tv,bart-wavelet,bart-tv"
+    )]
+    methods: Vec<Method>,
+}
+
+#[derive(Args)]
+struct IterationArgs {
+    #[arg(long, default_value_t = sparsemap_core::recon::ITERATIONS)]
+    csc_iterations: usize,
+    #[arg(long, default_value_t = 200)]
+    tv_iterations: usize,
+    #[arg(long, default_value_t = 100)]
+    bart_wavelet_iterations: usize,
+    /// BART's -i for ADMM (cumulative CG steps).
+    #[arg(long, default_value_t = 100)]
+    bart_tv_iterations: usize,
+}
+
+impl IterationArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            csc_iterations: self.csc_iterations,
+            csc_lowpass_weight: sparsemap_core::recon::LOWPASS_WEIGHT as f32,
+            tv_iterations: self.tv_iterations,
+            bart_wavelet_iterations: self.bart_wavelet_iterations,
+            bart_tv_iterations: self.bart_tv_iterations,
+        }
+    }
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Centred k-space .npy (complex64 [256, 256]); default: the bundled example
+    /// (examples/colin27: Colin27 axial slice, central 128x128 block, s = 0.15).
+    #[arg(long, requires = "mask")]
+    kspace: Option<PathBuf>,
+    #[arg(long, requires = "kspace")]
+    mask: Option<PathBuf>,
+    /// Target image .npy for a PSNR sanity column.
+    #[arg(long)]
+    target: Option<PathBuf>,
+    #[command(flatten)]
+    methods: MethodArgs,
+    /// Take the weights from an `eval.json` (tuned for block128@0.15); default: each
+    /// method's built-in weight.
+    #[arg(long)]
+    weights_from: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    #[command(flatten)]
+    iterations: IterationArgs,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Export(args) => run_export(args),
+        Command::Simulate(args) => run_simulate(args),
+        Command::SimulateScan(args) => run_simulate_scan(args),
+        Command::Eval(args) => run_eval(args),
+        Command::Bench(args) => run_bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sparsemap-host: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+fn counter(len: usize, what: &str) -> ProgressBar {
+    ProgressBar::new(len as u64).with_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {what} {{msg}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    )
+}
+
+fn run_export(args: ExportArgs) -> Result<()> {
+    let mni_dir = match args.mni_dir.as_str() {
+        "none" => None,
+        dir => {
+            let dir = PathBuf::from(dir);
+            if !dir.exists() {
+                bail!(
+                    "{}: not found; run scripts/fetch-data.sh to extract the MNI152 files from the \
+                     nilearn wheel, or pass --mni-dir none to export Colin27 only",
+                    dir.display()
+                );
+            }
+            Some(dir)
+        }
+    };
+    let config = ExportConfig {
+        colin27: args.colin27,
+        mni_dir,
+        out_dir: args.out_dir,
+        seed: args.seed,
+    };
+    let bar = counter(0, "planes");
+    let summary = export(&config, &bar)?;
+    bar.finish_and_clear();
+    for split in &summary.splits {
+        println!(
+            "{}: {} slices ({})",
+            split.name,
+            split.count,
+            split.npz.display()
+        );
+    }
+    if let Some(reason) = &summary.ood_skipped {
+        println!("out-of-distribution sets not exported: {reason}");
+    }
+    Ok(())
+}
+
+fn run_simulate(args: SimulateArgs) -> Result<()> {
+    let split = read_split(&args.split)?;
+    let acquisition = args.acquisition.acquisition(args.seed, &split.name);
+    let count = split.targets.dim().0;
+    let bar = counter(count, "slices");
+    let (kspace, masks, zero_filled, records) =
+        simulate_stack(split.targets.view(), &acquisition, |_| bar.inc(1))
+            .with_context(|| format!("simulating {}", args.split.display()))?;
+    bar.finish_and_clear();
+    let acquisition_json = serde_json::json!({
+        "label": args.acquisition.label,
+        "acquisition": acquisition,
+        "base_seed": args.seed,
+        "source": args.split,
+        "slices": records,
+    });
+    let set = SimulatedSet {
+        split,
+        kspace,
+        masks,
+        zero_filled,
+        acquisition: acquisition_json,
+    };
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    write_simulated(&args.out, &set)?;
+    println!(
+        "{}: {count} slices, {} (seed {})",
+        args.out.display(),
+        args.acquisition.label,
+        args.seed
+    );
+    Ok(())
+}
+
+fn run_simulate_scan(args: SimulateScanArgs) -> Result<()> {
+    let set = read_simulated(&args.input)?;
+    let count = set.kspace.dim().0;
+    let slices: Vec<usize> = if args.slices.is_empty() {
+        (0..count).collect()
+    } else {
+        args.slices.clone()
+    };
+    if let Some(&bad) = slices.iter().find(|&&s| s >= count) {
+        bail!(
+            "{}: has {count} slices, slice {bad} does not exist",
+            args.input.display()
+        );
+    }
+    let kspace = set.kspace.select(ndarray::Axis(0), &slices);
+    let masks = set.masks.select(ndarray::Axis(0), &slices);
+    let spec = ScanSpec {
+        scan_id: args.scan_id,
+        field_mt: args.field_mt,
+        fov_mm: [args.fov_mm, args.fov_mm],
+        samples: match args.format {
+            SampleFormatArg::I16 => SampleFormat::I16,
+            SampleFormatArg::F32 => SampleFormat::F32,
+        },
+    };
+    let faults = FaultSpec {
+        drop: args.drop,
+        duplicate: args.duplicate,
+        reorder: args.reorder,
+        corrupt: args.corrupt,
+        seed: args.fault_seed,
+    };
+    let (bytes, log) = simulate_scan(kspace.view(), masks.view(), &spec, &faults)
+        .with_context(|| format!("making a wire stream of {}", args.input.display()))?;
+    std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
+    let log_path = args.out.with_extension("faults.json");
+    let log_json = serde_json::json!({
+        "input": args.input,
+        "slices": slices,
+        "faults": log,
+    });
+    std::fs::write(&log_path, serde_json::to_string_pretty(&log_json)?)
+        .with_context(|| format!("writing {}", log_path.display()))?;
+    println!(
+        "{}: {} bytes, {} slices; injected faults in {}",
+        args.out.display(),
+        bytes.len(),
+        slices.len(),
+        log_path.display()
+    );
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    if let Some(json) = &args.from_json {
+        let report = eval::rerender(json, &args.out_dir)?;
+        for path in report
+            .outputs
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e != "png"))
+        {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
+    let ood_acquisition = match args.ood_acquisition.as_str() {
+        "none" => None,
+        text => {
+            let spec: AcquisitionSpec = text.parse()?;
+            if !args.acquisitions.contains(&spec) {
+                bail!("--ood-acquisition {text} must be one of --acquisitions (its weights are tuned there)");
+            }
+            Some(spec)
+        }
+    };
+    let config = EvalConfig {
+        data_dir: args.data_dir,
+        out_dir: args.out_dir,
+        acquisitions: args.acquisitions,
+        ood_acquisition,
+        methods: args.methods.methods,
+        settings: args.iterations.settings(),
+        validation_slices: args.validation_slices,
+        test_slices: args.test_slices,
+        grid_points: args.grid_points,
+        seed: args.seed,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        figures: !args.no_figures,
+        criterion: args.tune_on,
+    };
+    let report = eval::run(&config)?;
+    let table = config.out_dir.join("table.md");
+    let text =
+        std::fs::read_to_string(&table).with_context(|| format!("reading {}", table.display()))?;
+    println!("{text}");
+    for path in &report.outputs {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let example = Path::new(REPO_ROOT).join("examples/colin27");
+    let (kspace_path, mask_path, target_path) = match (&args.kspace, &args.mask) {
+        (Some(k), Some(m)) => (k.clone(), m.clone(), args.target.clone()),
+        _ => (
+            example.join("kspace.npy"),
+            example.join("mask.npy"),
+            Some(
+                args.target
+                    .clone()
+                    .unwrap_or_else(|| example.join("target.npy")),
+            ),
+        ),
+    };
+    let input = bench::BenchInput {
+        name: kspace_path.display().to_string(),
+        kspace: sparsemap_edge::npy::read_kspace(&kspace_path)?,
+        mask: sparsemap_edge::npy::read_mask(&mask_path)?,
+        target: target_path
+            .map(|p| sparsemap_edge::npy::read_image(&p))
+            .transpose()?,
+    };
+    let tuned: Vec<(Method, f32)> = match &args.weights_from {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let report: eval::EvalReport = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: not an eval.json written by `sparsemap-host eval`",
+                    path.display()
+                )
+            })?;
+            report
+                .tuned
+                .iter()
+                .filter(|t| t.acquisition == "block128@0.15")
+                .map(|t| (t.method, t.lambda))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let methods: Vec<(Method, f32)> = args
+        .methods
+        .methods
+        .iter()
+        .map(|&m| {
+            let lambda = tuned
+                .iter()
+                .find(|(t, _)| *t == m)
+                .map_or(m.default_lambda(), |t| t.1);
+            (m, lambda)
+        })
+        .collect();
+    let bar = spinner("benchmarking");
+    let report = bench::run(
+        &input,
+        &methods,
+        &args.iterations.settings(),
+        args.repeats,
+        |m| bar.set_message(m.to_string()),
+    )?;
+    bar.finish_and_clear();
+    println!("{}", bench::markdown(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

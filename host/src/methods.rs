@@ -1,0 +1,303 @@
+//! The reconstruction methods that `eval` and `bench` compare, behind one interface.
+//!
+//! Every method takes centred k-space and a mask (DESIGN §3.1–3.2) and returns an image on the
+//! scale of `F^H y`; every regularisation weight is in the *scaled* units of DESIGN §3.6
+//! (data divided by the 99th percentile of the zero-filled magnitude), so one weight means
+//! the same on every slice and can be tuned once on the validation split.
+//!
+//! | method | solver | iterations |
+//! |---|---|---|
+//! | zero-filled | `F^H y` | — |
+//! | CSC, scalar λ | the edge runtime (core FISTA, bundled dictionary, low-pass weight 1) | 64 |
+//! | TV | Chambolle–Pock in Rust ([`crate::baselines::tv`]) | 200 |
+//! | BART ℓ1-wavelet | `bart pics -R W` (FISTA) | 100 |
+//! | BART TV | `bart pics -R T` (ADMM; `-i` counts CG steps) | 100 |
+//!
+//! The iteration counts are fixed (as in the edge runtime) and recorded in every output.
+
+use crate::baselines::{tv_reconstruct, Bart};
+use anyhow::{Context, Result};
+use ndarray::{Array2, ArrayView2};
+use num_complex::Complex32;
+use serde::{Deserialize, Serialize};
+use sparsemap_core::fft::{Fft2, RustFft};
+use sparsemap_core::fista::Lambda;
+use sparsemap_core::ops::{CentredFourier, LinearOperator};
+use sparsemap_core::recon::ReconConfig;
+use sparsemap_core::Shape;
+use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
+
+/// A reconstruction method of the comparison.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// `F^H y`.
+    ZeroFilled,
+    /// Convolutional sparse coding with one scalar λ (the core solver).
+    Csc,
+    /// Isotropic total variation, Chambolle–Pock in Rust.
+    Tv,
+    /// BART `pics` with ℓ1-wavelet regularisation.
+    BartWavelet,
+    /// BART `pics` with total variation.
+    BartTv,
+}
+
+impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::ZeroFilled,
+        Method::Csc,
+        Method::Tv,
+        Method::BartWavelet,
+        Method::BartTv,
+    ];
+
+    /// Command-line and file name (kebab case).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::ZeroFilled => "zero-filled",
+            Method::Csc => "csc",
+            Method::Tv => "tv",
+            Method::BartWavelet => "bart-wavelet",
+            Method::BartTv => "bart-tv",
+        }
+    }
+
+    /// Name for tables and figures.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::ZeroFilled => "zero-filled",
+            Method::Csc => "CSC, scalar λ",
+            Method::Tv => "TV (Chambolle–Pock)",
+            Method::BartWavelet => "BART ℓ1-wavelet",
+            Method::BartTv => "BART TV",
+        }
+    }
+
+    /// Whether the method has a regularisation weight to tune.
+    pub fn is_tuned(self) -> bool {
+        self != Method::ZeroFilled
+    }
+
+    pub fn needs_bart(self) -> bool {
+        matches!(self, Method::BartWavelet | Method::BartTv)
+    }
+
+    /// The coarse search interval of the weight (scaled units), wide enough that the optimum
+    /// on our data lies strictly inside for every acquisition in `eval`'s default set (the
+    /// tuning report flags an optimum on the border).
+    pub fn lambda_range(self) -> (f32, f32) {
+        match self {
+            Method::ZeroFilled => (0.0, 0.0),
+            Method::Csc => (0.002, 0.08),
+            Method::Tv => (0.002, 0.08),
+            Method::BartWavelet => (0.0001, 0.03),
+            Method::BartTv => (0.002, 0.08),
+        }
+    }
+
+    /// The weight used when nothing was tuned (the values tuned on the validation slice of
+    /// examples/colin27 at n = 128, s = 0.15).
+    pub fn default_lambda(self) -> f32 {
+        match self {
+            Method::ZeroFilled => 0.0,
+            Method::Csc => 0.012,
+            Method::Tv => 0.02,
+            Method::BartWavelet => 0.001,
+            Method::BartTv => 0.02,
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Fixed iteration counts and the CSC solver's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub csc_iterations: usize,
+    pub csc_lowpass_weight: f32,
+    pub tv_iterations: usize,
+    pub bart_wavelet_iterations: usize,
+    pub bart_tv_iterations: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            csc_iterations: sparsemap_core::recon::ITERATIONS,
+            csc_lowpass_weight: sparsemap_core::recon::LOWPASS_WEIGHT as f32,
+            tv_iterations: 200,
+            bart_wavelet_iterations: 100,
+            bart_tv_iterations: 100,
+        }
+    }
+}
+
+impl Settings {
+    pub fn iterations(&self, method: Method) -> usize {
+        match method {
+            Method::ZeroFilled => 0,
+            Method::Csc => self.csc_iterations,
+            Method::Tv => self.tv_iterations,
+            Method::BartWavelet => self.bart_wavelet_iterations,
+            Method::BartTv => self.bart_tv_iterations,
+        }
+    }
+}
+
+/// A dictionary for the CSC method: `filters` row-major `[count][side][side]`.
+#[derive(Debug, Clone)]
+pub struct CscDictionary {
+    pub name: String,
+    pub filters: Vec<f32>,
+    pub count: usize,
+    pub side: usize,
+}
+
+impl CscDictionary {
+    /// The edge runtime's bundled dictionary (models/dictionaries/dct5.npy).
+    pub fn bundled() -> Result<Self> {
+        let array = sparsemap_edge::npy::dictionary_from_bytes(sparsemap_edge::BUNDLED_DICTIONARY)?;
+        let (count, side, _) = array.dim();
+        Ok(Self {
+            name: sparsemap_edge::BUNDLED_DICTIONARY_NAME.to_string(),
+            filters: array.iter().copied().collect(),
+            count,
+            side,
+        })
+    }
+}
+
+/// Runs any [`Method`] on one grid size; plans the CSC solver once and reuses its memory.
+/// One runner per thread.
+pub struct Runner {
+    shape: Shape,
+    settings: Settings,
+    csc: EdgeReconstructor,
+    fft: Fft2<RustFft<f32>>,
+    bart: Option<Bart>,
+    mask_weights: Vec<f32>,
+    scratch: Vec<Complex32>,
+}
+
+impl Runner {
+    /// `with_bart`: locate the `bart` executable now (an error if it is missing) so that a
+    /// long evaluation does not fail half-way.
+    pub fn new(
+        shape: Shape,
+        dictionary: &CscDictionary,
+        settings: Settings,
+        with_bart: bool,
+    ) -> Result<Self> {
+        let csc = EdgeReconstructor::new(
+            BackendKind::RustFft,
+            shape,
+            &dictionary.filters,
+            dictionary.count,
+            dictionary.side,
+        )
+        .with_context(|| {
+            format!(
+                "planning the CSC solver with dictionary {}",
+                dictionary.name
+            )
+        })?;
+        let fft = Fft2::new(RustFft::new(shape));
+        let scratch_len = LinearOperator::<f32>::scratch_len(&CentredFourier { fft: &fft });
+        let scratch = vec![Complex32::default(); scratch_len];
+        let bart = if with_bart { Some(Bart::new()?) } else { None };
+        Ok(Self {
+            shape,
+            settings,
+            csc,
+            fft,
+            bart,
+            mask_weights: vec![0.0; shape.len()],
+            scratch,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Reconstructs one slice with `method` at weight `lambda` (ignored by zero-filled).
+    pub fn run(
+        &mut self,
+        method: Method,
+        lambda: f32,
+        kspace: ArrayView2<'_, Complex32>,
+        mask: ArrayView2<'_, bool>,
+    ) -> Result<Array2<Complex32>> {
+        let dims = (self.shape.n_y(), self.shape.n_x());
+        anyhow::ensure!(
+            kspace.dim() == dims && mask.dim() == dims,
+            "k-space {:?} and mask {:?} must both be {dims:?}",
+            kspace.dim(),
+            mask.dim()
+        );
+        let masked: Vec<Complex32> = kspace
+            .iter()
+            .zip(mask.iter())
+            .map(|(&v, &m)| if m { v } else { Complex32::default() })
+            .collect();
+        match method {
+            Method::ZeroFilled => {
+                let mut image = vec![Complex32::default(); self.shape.len()];
+                CentredFourier { fft: &self.fft }.adjoint(&masked, &mut image, &mut self.scratch);
+                Ok(Array2::from_shape_vec(dims, image).expect("n_y * n_x values"))
+            }
+            Method::Csc => {
+                for (w, &m) in self.mask_weights.iter_mut().zip(mask.iter()) {
+                    *w = if m { 1.0 } else { 0.0 };
+                }
+                let config = ReconConfig {
+                    iterations: self.settings.csc_iterations,
+                    lowpass_weight: self.settings.csc_lowpass_weight,
+                };
+                let mut image = Array2::<Complex32>::zeros(dims);
+                self.csc.reconstruct(
+                    &masked,
+                    &self.mask_weights,
+                    Lambda::Scalar(lambda),
+                    &config,
+                    image.as_slice_mut().expect("fresh arrays are contiguous"),
+                )?;
+                Ok(image)
+            }
+            Method::Tv => tv_reconstruct(kspace, mask, lambda, self.settings.tv_iterations),
+            Method::BartWavelet => self.bart()?.pics_l1_wavelet(
+                kspace,
+                mask,
+                lambda,
+                self.settings.bart_wavelet_iterations,
+            ),
+            Method::BartTv => {
+                self.bart()?
+                    .pics_tv(kspace, mask, lambda, self.settings.bart_tv_iterations)
+            }
+        }
+    }
+
+    fn bart(&self) -> Result<&Bart> {
+        self.bart
+            .as_ref()
+            .context("this runner was created without BART (internal error)")
+    }
+}
