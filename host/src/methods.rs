@@ -25,7 +25,10 @@ use sparsemap_core::fista::Lambda;
 use sparsemap_core::ops::{CentredFourier, LinearOperator};
 use sparsemap_core::recon::ReconConfig;
 use sparsemap_core::Shape;
+use sparsemap_edge::lambda_net::LambdaModel;
+use sparsemap_edge::learned::LearnedReconstructor;
 use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
+use std::path::{Path, PathBuf};
 
 /// A reconstruction method of the comparison.
 #[derive(
@@ -53,15 +56,22 @@ pub enum Method {
     BartWavelet,
     /// BART `pics` with total variation.
     BartTv,
+    /// The learned method: Lambda maps from the f32 ONNX model, then the core solve with the
+    /// model's iteration count and low-pass weight ([`LearnedSettings`]).
+    LearnedF32,
+    /// The same with the int8 model (what the edge box runs by default).
+    LearnedInt8,
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 7] = [
         Method::ZeroFilled,
         Method::Csc,
         Method::Tv,
         Method::BartWavelet,
         Method::BartTv,
+        Method::LearnedF32,
+        Method::LearnedInt8,
     ];
 
     /// Command-line and file name (kebab case).
@@ -72,6 +82,8 @@ impl Method {
             Method::Tv => "tv",
             Method::BartWavelet => "bart-wavelet",
             Method::BartTv => "bart-tv",
+            Method::LearnedF32 => "learned-f32",
+            Method::LearnedInt8 => "learned-int8",
         }
     }
 
@@ -83,12 +95,22 @@ impl Method {
             Method::Tv => "TV (Chambolle–Pock)",
             Method::BartWavelet => "BART ℓ1-wavelet",
             Method::BartTv => "BART TV",
+            Method::LearnedF32 => "learned Λ maps, f32",
+            Method::LearnedInt8 => "learned Λ maps, int8",
         }
     }
 
-    /// Whether the method has a regularisation weight to tune.
+    /// Whether the method has a regularisation weight to tune (the learned methods predict
+    /// theirs).
     pub fn is_tuned(self) -> bool {
-        self != Method::ZeroFilled
+        !matches!(
+            self,
+            Method::ZeroFilled | Method::LearnedF32 | Method::LearnedInt8
+        )
+    }
+
+    pub fn is_learned(self) -> bool {
+        matches!(self, Method::LearnedF32 | Method::LearnedInt8)
     }
 
     pub fn needs_bart(self) -> bool {
@@ -100,7 +122,7 @@ impl Method {
     /// tuning report flags an optimum on the border).
     pub fn lambda_range(self) -> (f32, f32) {
         match self {
-            Method::ZeroFilled => (0.0, 0.0),
+            Method::ZeroFilled | Method::LearnedF32 | Method::LearnedInt8 => (0.0, 0.0),
             Method::Csc => (0.002, 0.08),
             Method::Tv => (0.002, 0.08),
             Method::BartWavelet => (0.0001, 0.03),
@@ -112,7 +134,7 @@ impl Method {
     /// examples/colin27 at n = 128, s = 0.15).
     pub fn default_lambda(self) -> f32 {
         match self {
-            Method::ZeroFilled => 0.0,
+            Method::ZeroFilled | Method::LearnedF32 | Method::LearnedInt8 => 0.0,
             Method::Csc => 0.012,
             Method::Tv => 0.02,
             Method::BartWavelet => 0.001,
@@ -135,6 +157,64 @@ pub struct Settings {
     pub tv_iterations: usize,
     pub bart_wavelet_iterations: usize,
     pub bart_tv_iterations: usize,
+    #[serde(default)]
+    pub learned: LearnedSettings,
+}
+
+/// The models and dictionary of the learned methods. Paths are relative to the working
+/// directory (the repository root in the documented commands).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LearnedSettings {
+    pub model_f32: PathBuf,
+    pub model_int8: PathBuf,
+    pub dictionary: PathBuf,
+}
+
+impl Default for LearnedSettings {
+    fn default() -> Self {
+        Self {
+            model_f32: "models/lambda/default.f32.onnx".into(),
+            model_int8: "models/lambda/default.int8.onnx".into(),
+            dictionary: "models/dictionaries/cdl_k32_s9.npy".into(),
+        }
+    }
+}
+
+impl LearnedSettings {
+    fn model(&self, method: Method) -> &Path {
+        if method == Method::LearnedInt8 {
+            &self.model_int8
+        } else {
+            &self.model_f32
+        }
+    }
+
+    /// Plans `method`'s model with the dictionary on `shape` (errors name the file).
+    fn plan(&self, method: Method, shape: Shape) -> Result<LearnedReconstructor> {
+        let model = LambdaModel::from_path(self.model(method))?;
+        let filters = sparsemap_edge::npy::read_dictionary(&self.dictionary)?;
+        let (count, side, _) = filters.dim();
+        LearnedReconstructor::new(
+            &model,
+            BackendKind::RustFft,
+            shape,
+            filters.as_slice().context("dictionary array is not contiguous")?,
+            count,
+            side,
+        )
+        .with_context(|| {
+            format!(
+                "planning {} with dictionary {}",
+                self.model(method).display(),
+                self.dictionary.display()
+            )
+        })
+    }
+
+    /// The model's iteration count (for the tables), checking on the way that the files load.
+    pub fn iterations(&self, method: Method) -> Result<usize> {
+        Ok(LambdaModel::from_path(self.model(method))?.info().iterations)
+    }
 }
 
 impl Default for Settings {
@@ -145,6 +225,7 @@ impl Default for Settings {
             tv_iterations: 200,
             bart_wavelet_iterations: 100,
             bart_tv_iterations: 100,
+            learned: LearnedSettings::default(),
         }
     }
 }
@@ -157,6 +238,8 @@ impl Settings {
             Method::Tv => self.tv_iterations,
             Method::BartWavelet => self.bart_wavelet_iterations,
             Method::BartTv => self.bart_tv_iterations,
+            // the model's own T, reported from the file by `LearnedSettings::iterations`
+            Method::LearnedF32 | Method::LearnedInt8 => 0,
         }
     }
 }
@@ -192,6 +275,8 @@ pub struct Runner {
     csc: EdgeReconstructor,
     fft: Fft2<RustFft<f32>>,
     bart: Option<Bart>,
+    /// Planned on first use: tract's optimisation takes a moment, and most runs use one model.
+    learned: Vec<(Method, LearnedReconstructor)>,
     mask_weights: Vec<f32>,
     scratch: Vec<Complex32>,
 }
@@ -228,6 +313,7 @@ impl Runner {
             csc,
             fft,
             bart,
+            learned: Vec::new(),
             mask_weights: vec![0.0; shape.len()],
             scratch,
         })
@@ -277,6 +363,26 @@ impl Runner {
                     &self.mask_weights,
                     Lambda::Scalar(lambda),
                     &config,
+                    image.as_slice_mut().expect("fresh arrays are contiguous"),
+                )?;
+                Ok(image)
+            }
+            Method::LearnedF32 | Method::LearnedInt8 => {
+                for (w, &m) in self.mask_weights.iter_mut().zip(mask.iter()) {
+                    *w = if m { 1.0 } else { 0.0 };
+                }
+                let position = match self.learned.iter().position(|(m, _)| *m == method) {
+                    Some(position) => position,
+                    None => {
+                        let planned = self.settings.learned.plan(method, self.shape)?;
+                        self.learned.push((method, planned));
+                        self.learned.len() - 1
+                    }
+                };
+                let mut image = Array2::<Complex32>::zeros(dims);
+                self.learned[position].1.reconstruct(
+                    kspace.as_slice().context("k-space array is not contiguous")?,
+                    &self.mask_weights,
                     image.as_slice_mut().expect("fresh arrays are contiguous"),
                 )?;
                 Ok(image)

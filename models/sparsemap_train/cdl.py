@@ -93,8 +93,12 @@ def learn(images, k: int, s: int, steps: int = 200, crop: int = 64, lam: float =
 
     history = []
     for i in range(steps):
-        x = scaled[rng.integers(len(scaled))]
-        oy, ox = rng.integers(0, x.shape[0] - crop + 1), rng.integers(0, x.shape[1] - crop + 1)
+        # Windows mostly outside the head teach nothing: draw until one is at least half object.
+        for _ in range(100):
+            x = scaled[rng.integers(len(scaled))]
+            oy, ox = rng.integers(0, x.shape[0] - crop + 1), rng.integers(0, x.shape[1] - crop + 1)
+            if np.mean(np.abs(x[oy:oy + crop, ox:ox + crop]) > 0.1) >= 0.5:
+                break
         window = jnp.asarray(highpass(x[oy:oy + crop, ox:ox + crop], a))
         d, state, obj, rel, nz = step(d, state, window)
         rec = {"step": i, "objective": float(obj), "relative_residual": float(rel), "nonzero": float(nz)}
@@ -104,6 +108,18 @@ def learn(images, k: int, s: int, steps: int = 200, crop: int = 64, lam: float =
     d = np.asarray(d, np.float64)
     d = d / np.sqrt(lipschitz_all(d))
     return d.astype(np.float32), history
+
+
+def load_targets(path) -> np.ndarray:
+    """The ``target`` images ``[n, N, N]`` of an exported split; errors name the file."""
+    try:
+        with np.load(path) as z:
+            targets = z["target"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"{path}: not an exported split with a 'target' array ({e})")
+    if targets.ndim != 3 or not np.all(np.isfinite(targets)):
+        raise SystemExit(f"{path}: 'target' must be finite [n, N_y, N_x], got shape {targets.shape}")
+    return targets
 
 
 def save_png(d: np.ndarray, path: pathlib.Path, zoom: int = 8) -> None:
@@ -131,10 +147,17 @@ def main(argv=None):
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--lam", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--images", nargs="+", required=True, help=".npy images [N, N] (complex or real)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="an exported split (data/train.npz from sparsemap-host export): its targets")
+    src.add_argument("--images", nargs="+", help=".npy images [N, N] (complex or real)")
     ap.add_argument("--out", required=True, help="output prefix: PREFIX.npy, PREFIX.json, PREFIX.png")
     args = ap.parse_args(argv)
-    images = [np.load(p) for p in args.images]
+    if args.data:
+        images = list(load_targets(args.data))
+        sources = [args.data]
+    else:
+        images = [np.load(p) for p in args.images]
+        sources = list(args.images)
     d, history = learn(images, args.k, args.s, args.steps, args.crop, args.lam, seed=args.seed)
     out = pathlib.Path(args.out)
     np.save(out.with_suffix(".npy"), d)
@@ -146,7 +169,8 @@ def main(argv=None):
         "how_learned": f"sparsemap_train.cdl: {args.steps} alternating steps (30 FISTA code iterations, lam "
                        f"{args.lam}; one Adam step on the filters) on random {args.crop}x{args.crop} high-pass "
                        f"windows (lowpass_weight {recon.LOWPASS_WEIGHT}), seed {args.seed}",
-        "training_data": [str(p) for p in args.images],
+        "training_data": sources,
+        "training_images": len(images),
         "made_by": "models/.venv/bin/python -m sparsemap_train.cdl " + " ".join(sys.argv[1:] if argv is None else argv),
         "final_relative_residual": history[-1]["relative_residual"],
         "K": args.k,

@@ -5,22 +5,36 @@ The loss runs the reconstruction of docs/design.md §3.7 exactly as the Rust cor
 frequencies, fixed-T FISTA) with Lambda maps predicted by :mod:`lambda_net` from the
 features of :mod:`features`, and compares the image with the target:
 
-    loss = ||x - target||^2 / ||target||^2       (complex, on the scale of F^H y)
+    loss = log(||x - target||^2 / ||target||^2)      (complex, on the scale of F^H y)
 
-The low-pass weight is learned too (as ``a = exp(log_a)``): ``x_low`` passes its
+The log makes a step's gradient independent of how hard the slice is, and its mean over
+slices is, up to a constant, minus the mean PSNR that the evaluation reports.
+
+The low-pass weight is learned too (``a = exp(log_a)``): ``x_low`` passes its
 low-frequency noise with no sparsity penalty, so ``a`` trades that noise against what the
-dictionary has to represent. Errors are reported separately inside the head mask and in the
-background.
+dictionary has to represent. Errors inside the head mask and in the background are logged
+separately.
 
-Each step draws one training slice, one dictionary and a random permutation of its
-filters (fixed seeds: a run is reproducible).
+Data (preset ``default``): the ``train`` split of ``sparsemap-host export`` (data/train.npz,
+targets and head masks). Each step draws one slice, a random ``crop x crop`` window of it
+(with a random flip/transpose), a relative noise level ``s`` (log-uniform in the project's
+range) and a central-block fraction, simulates the acquisition as the host does (complex
+Gaussian noise with ``E|n|^2 = (s rms(F target))^2``, the rms taken over the *whole* slice so
+that a crop sees the slice's noise level), then draws a dictionary and a random permutation
+of its filters. Two phases:
 
-Status: the pipeline runs on the two example slices (``--preset smoke``); the real
-training set (data/*.npz from the host crate) is not wired in yet.
+1. crops (``crop``, default 128 with a 64 block: the same resolution ratio as 128 of 256),
+   ``iterations`` = the model's T — 4x cheaper per step than the full grid;
+2. fine-tuning on whole 256x256 slices for ``finetune_steps`` (what the model meets at
+   inference: the full field of view and its background).
 
-Run (from models/)::
+Every ``validate_every`` steps the current parameters reconstruct validation slices at
+N = 256, block 128, s = 0.15 (the acceptance setting) and the best-scoring parameters are
+what is saved. All randomness comes from ``seed``: a run is reproducible.
 
-    .venv/bin/python -m sparsemap_train.train --preset smoke --out /tmp/smoke
+Run (from the repository root)::
+
+    models/.venv/bin/python -m sparsemap_train.train --preset default --out models/lambda/default
 """
 
 from __future__ import annotations
@@ -43,53 +57,56 @@ from . import features as feat  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
+_COMMON = dict(noise=(0.075, 0.3), blocks=(0.375, 0.5, 0.5, 0.625), seed=0, lr=2e-3, lr_final=1e-4,
+               validation="data/validation.npz", validation_slices=4, validate_every=250,
+               data="data/train.npz", dictionaries=["cdl_k16_s7", "cdl_k32_s9", "dct5"])
 PRESETS = {
-    # seconds: the test suite's check that one training step runs and changes the parameters
-    "test": dict(size=64, iterations=4, steps=2, lr=1e-3, noise=0.05, block=0.5, seed=0,
-                 dictionaries=["dct3"], slices=["examples/colin27"]),
-    # a few minutes on one core: the pipeline works and the loss goes down
-    "smoke": dict(size=128, iterations=16, steps=40, lr=3e-3, noise=0.05, block=0.5, seed=0,
-                  dictionaries=["dct3", "dct5"], slices=["examples/colin27", "examples/colin27/validation"]),
+    # the model that is committed (models/lambda/default.*): about 80 min on one core
+    "default": dict(_COMMON, crop=128, iterations=32, steps=2000, finetune_steps=150),
+    # seconds: the test suite's check that training steps run and change the parameters
+    "test": dict(_COMMON, crop=64, iterations=4, steps=2, finetune_steps=0, validate_every=0,
+                 data="examples", dictionaries=["dct3"]),
 }
 
 
-def downsample_slice(target: np.ndarray, size: int) -> np.ndarray:
-    """The same object on a ``size`` grid: central ``size x size`` of ``F target`` times size/N."""
-    full = np.asarray(recon.centred_fft2(jnp.asarray(target.astype(np.complex128))))
-    n = target.shape[0]
-    c = n // 2
-    k = full[c - size // 2: c + size // 2, c - size // 2: c + size // 2] * (size / n)
-    return np.asarray(recon.centred_ifft2(jnp.asarray(k)))
+def load_split(path: pathlib.Path):
+    """``(targets [n, N, N] complex64, head_masks [n, N, N] float32)`` of an exported split,
+    or of the two bundled example slices when ``path`` is ``examples`` (tests)."""
+    if path.name == "examples":
+        targets = np.stack([np.load(REPO / "examples/colin27" / s / "target.npy") for s in ("", "validation")])
+        return targets.astype(np.complex64), (np.abs(targets) > 0.05 * np.abs(targets).max()).astype(np.float32)
+    try:
+        with np.load(path) as z:
+            targets, heads = z["target"], z["head_mask"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"{path}: not an exported split with 'target' and 'head_mask' ({e}); "
+                         "run `sparsemap-host export --out-dir data` first")
+    if targets.ndim != 3 or targets.shape != heads.shape or not np.all(np.isfinite(targets)):
+        raise SystemExit(f"{path}: 'target' and 'head_mask' must be finite [n, N_y, N_x] of one shape")
+    return targets.astype(np.complex64), heads.astype(np.float32)
 
 
-def simulate(target: np.ndarray, rng: np.random.Generator, noise: float, block: float):
-    """Central-block k-space (side ``block * N``) with complex Gaussian noise of ``noise`` x rms."""
+def simulate(target: np.ndarray, rng: np.random.Generator, sigma: float, block: float):
+    """Central-block k-space (side ``block * N``, even) plus complex Gaussian noise with
+    ``E|n|^2 = sigma^2`` on the sampled samples (the host's model, docs/design.md §8.1)."""
     n = target.shape[0]
-    k = np.asarray(recon.centred_fft2(jnp.asarray(target)))
-    rms = np.sqrt(np.mean(np.abs(k) ** 2))
-    k = k + noise * rms / np.sqrt(2) * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
+    k = np.asarray(recon.centred_fft2(jnp.asarray(target, jnp.complex64)))
+    k = k + sigma / np.sqrt(2) * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
     b = int(round(block * n / 2)) * 2
     mask = np.zeros((n, n), np.uint8)
     mask[n // 2 - b // 2: n // 2 + b // 2, n // 2 - b // 2: n // 2 + b // 2] = 1
     return (k * mask).astype(np.complex64), mask
 
 
-def head_mask(target: np.ndarray) -> np.ndarray:
-    """Head = |target| above 5 % of its maximum (until data/*.npz brings the real head_mask)."""
-    mag = np.abs(target)
-    return (mag > 0.05 * mag.max()).astype(np.float32)
-
-
 def make_loss(iterations: int):
     def loss_fn(trainable, kspace, mask, d, target, head):
         a = jnp.exp(trainable["log_a"])
         pr = recon.prepare(kspace, mask, d, a)
-        x_in = feat.features(pr)
-        lam = lambda_net.apply(trainable["net"], x_in)[:, 0]
+        lam = lambda_net.apply(trainable["net"], feat.features(pr))[:, 0]
         out = recon.reconstruct(kspace, mask, d, lam, iterations, a, prepared=pr)
         err = jnp.abs(out["x"] - target) ** 2
         norm = jnp.sum(jnp.abs(target) ** 2)
-        loss = jnp.sum(err) / norm
+        loss = jnp.log(jnp.sum(err) / norm)
         aux = {"head": jnp.sum(err * head) / jnp.sum(jnp.abs(target * head) ** 2),
                "background": jnp.sum(err * (1 - head)) / norm,
                "lambda_mean": jnp.mean(lam)}
@@ -97,26 +114,79 @@ def make_loss(iterations: int):
     return loss_fn
 
 
-def train(preset: str, out: pathlib.Path, steps: int | None = None) -> dict:
+def psnr(x, target) -> float:
+    """PSNR of the magnitudes with the target's maximum as peak (model selection only; the
+    reported numbers come from ``sparsemap-host eval``)."""
+    ref = np.abs(target)
+    return float(10 * np.log10(ref.max() ** 2 / np.mean((np.abs(x) - ref) ** 2)))
+
+
+class Validator:
+    """Fixed validation problems (block 128 of 256, s = 0.15, fixed noise) and a jitted solve."""
+
+    def __init__(self, cfg, dictionary: np.ndarray):
+        targets, heads = load_split(REPO / cfg["validation"])
+        pick = np.linspace(0, len(targets) - 1, cfg["validation_slices"]).round().astype(int)
+        rng = np.random.default_rng(cfg["seed"] + 1)
+        self.cases = []
+        for i in pick:
+            sigma = 0.15 * np.sqrt(np.mean(np.abs(targets[i]) ** 2))
+            kspace, mask = simulate(targets[i], rng, sigma, 0.5)
+            self.cases.append((kspace, mask, targets[i], heads[i]))
+        self.d = jnp.asarray(dictionary)
+        t = cfg["iterations"]
+
+        @jax.jit
+        def solve(trainable, kspace, mask):
+            a = jnp.exp(trainable["log_a"])
+            pr = recon.prepare(kspace, mask, self.d, a)
+            lam = lambda_net.apply(trainable["net"], feat.features(pr))[:, 0]
+            return recon.reconstruct(kspace, mask, self.d, lam, t, a, prepared=pr)["x"]
+        self.solve = solve
+
+    def __call__(self, trainable) -> dict:
+        whole, head = [], []
+        for kspace, mask, target, hm in self.cases:
+            x = np.asarray(self.solve(trainable, kspace, mask))
+            whole.append(psnr(x, target))
+            head.append(psnr(x[hm > 0], target[hm > 0]))
+        return {"psnr": float(np.mean(whole)), "psnr_head": float(np.mean(head))}
+
+
+def train(preset: str, out: pathlib.Path, steps: int | None = None, finetune_steps: int | None = None) -> dict:
     cfg = dict(PRESETS[preset])
     if steps is not None:
         cfg["steps"] = steps
+    if finetune_steps is not None:
+        cfg["finetune_steps"] = finetune_steps
     rng = np.random.default_rng(cfg["seed"])
-    slices = []
-    for s in cfg["slices"]:
-        target = downsample_slice(np.load(REPO / s / "target.npy"), cfg["size"])
-        kspace, mask = simulate(target, rng, cfg["noise"], cfg["block"])
-        slices.append((kspace, mask, target.astype(np.complex64), head_mask(target)))
+    targets, heads = load_split(REPO / cfg["data"])
+    rms = np.sqrt(np.mean(np.abs(targets) ** 2, axis=(1, 2)))
     dicts = [np.load(REPO / "models" / "dictionaries" / f"{name}.npy") for name in cfg["dictionaries"]]
+    validate = Validator(cfg, dicts[len(dicts) // 2]) if cfg["validate_every"] else None
     trainable = {"net": lambda_net.init(seed=cfg["seed"]),
                  "log_a": jnp.asarray(np.log(recon.LOWPASS_WEIGHT), jnp.float32)}
-    opt = optax.adam(cfg["lr"])
+    total = cfg["steps"] + cfg["finetune_steps"]
+    schedule = optax.cosine_decay_schedule(cfg["lr"], total, cfg["lr_final"] / cfg["lr"])
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
     state = opt.init(trainable)
     grad_fn = jax.jit(jax.value_and_grad(make_loss(cfg["iterations"]), has_aux=True))
-    history = []
+    history, best = [], {"psnr": -np.inf}
     t0 = time.time()
-    for step in range(cfg["steps"]):
-        kspace, mask, target, head = slices[step % len(slices)]
+    for step in range(total):
+        i = rng.integers(len(targets))
+        sigma = np.exp(rng.uniform(*np.log(cfg["noise"]))) * rms[i]
+        target, head = targets[i], heads[i]
+        if step < cfg["steps"]:
+            crop = cfg["crop"]
+            for _ in range(20):  # a window that is mostly background teaches little
+                oy, ox = rng.integers(0, target.shape[0] - crop + 1, size=2)
+                if np.mean(head[oy:oy + crop, ox:ox + crop]) >= 0.25:
+                    break
+            target, head = target[oy:oy + crop, ox:ox + crop], head[oy:oy + crop, ox:ox + crop]
+        flip = rng.integers(8)
+        target, head = _orient(target, flip), _orient(head, flip)
+        kspace, mask = simulate(target, rng, sigma, cfg["blocks"][rng.integers(len(cfg["blocks"]))])
         d = dicts[rng.integers(len(dicts))]
         d = d[rng.permutation(d.shape[0])]
         (loss, aux), grads = grad_fn(trainable, kspace, mask, d, target, head)
@@ -125,26 +195,48 @@ def train(preset: str, out: pathlib.Path, steps: int | None = None) -> dict:
         rec = {"step": step, "loss": float(loss), "head": float(aux["head"]),
                "background": float(aux["background"]), "lambda_mean": float(aux["lambda_mean"]),
                "a": float(jnp.exp(trainable["log_a"])), "seconds": round(time.time() - t0, 1)}
+        if validate and ((step + 1) % cfg["validate_every"] == 0 or step + 1 in (cfg["steps"], total)):
+            rec.update(validate(trainable))
+            if rec["psnr"] > best["psnr"]:
+                best = {"psnr": rec["psnr"], "step": step, "trainable": trainable}
         history.append(rec)
-        print(json.dumps(rec), flush=True)
+        if step % 25 == 0 or "psnr" in rec:
+            print(json.dumps(rec), flush=True)
+    if validate is None:
+        best = {"step": total - 1, "trainable": trainable, "psnr": None}
+    chosen = best["trainable"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    info = {"iterations": cfg["iterations"],
-            "lowpass_weight": float(jnp.exp(trainable["log_a"])), "preset": preset, "config": cfg,
-            "dictionaries": ", ".join(cfg["dictionaries"]),
-            "description": f"sparsemap_train.train preset {preset} ({cfg['steps']} steps)"}
-    export.save_params(str(out) + ".params.npz", trainable["net"], info)
+    info = {"iterations": cfg["iterations"], "lowpass_weight": float(jnp.exp(chosen["log_a"])),
+            "preset": preset, "config": cfg, "chosen_step": best["step"], "validation_psnr": best["psnr"],
+            "train_seconds": round(time.time() - t0, 1), "dictionaries": ", ".join(cfg["dictionaries"]),
+            "description": f"sparsemap_train.train preset {preset}: {cfg['steps']} steps on {cfg['crop']}^2 crops "
+                           f"+ {cfg['finetune_steps']} on whole slices of {cfg['data']}, T = {cfg['iterations']}, "
+                           f"seed {cfg['seed']}; parameters of step {best['step']} (best validation PSNR)"}
+    export.save_params(str(out) + ".params.npz", chosen["net"], info)
     (pathlib.Path(str(out) + ".history.json")).write_text(json.dumps(history, indent=1) + "\n")
     return {"history": history, "info": info}
 
 
+def _orient(x: np.ndarray, code: int) -> np.ndarray:
+    """One of the 8 flips/transposes of a square array."""
+    if code & 1:
+        x = x[::-1]
+    if code & 2:
+        x = x[:, ::-1]
+    if code & 4:
+        x = x.T
+    return np.ascontiguousarray(x)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default="smoke", choices=sorted(PRESETS))
-    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    ap.add_argument("--steps", type=int, default=None, help="crop steps (default: the preset's)")
+    ap.add_argument("--finetune-steps", type=int, default=None, help="whole-slice steps (default: the preset's)")
     ap.add_argument("--out", required=True, help="output prefix: PREFIX.params.npz, PREFIX.history.json")
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", False)
-    train(args.preset, pathlib.Path(args.out), args.steps)
+    train(args.preset, pathlib.Path(args.out), args.steps, args.finetune_steps)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
 
 pub mod lambda_net;
+pub mod learned;
 pub mod metrics;
 pub mod npy;
 pub mod output;

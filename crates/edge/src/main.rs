@@ -7,6 +7,11 @@ use num_complex::Complex32;
 use sparsemap_core::fista::Lambda;
 use sparsemap_core::recon::{ReconConfig, ITERATIONS, LOWPASS_WEIGHT};
 use sparsemap_core::Shape;
+use sparsemap_edge::lambda_net::LambdaModel;
+use sparsemap_edge::learned::{
+    LearnedReconstructor, BUNDLED_MODEL, BUNDLED_MODEL_DICTIONARY, BUNDLED_MODEL_DICTIONARY_NAME,
+    BUNDLED_MODEL_NAME,
+};
 use sparsemap_edge::output::{sidecar_path, write_npy, write_png, write_sidecar, Provenance};
 use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
 use sparsemap_edge::{metrics, npy, BUNDLED_DICTIONARY, BUNDLED_DICTIONARY_NAME};
@@ -29,8 +34,11 @@ struct Cli {
 enum Command {
     /// Reconstruct one slice from centred k-space and a sampling mask.
     ///
-    /// Writes the complex image (`--out`, complex64 [n_y, n_x] on the scale of F^H y), a
-    /// JSON sidecar next to it saying what made it, and optionally a magnitude PNG.
+    /// By default the Lambda maps come from the bundled int8 model (or `--model`) and the
+    /// solve uses the model's iteration count and low-pass weight; `--lambda` replaces the
+    /// model by a fixed sparsity level. Writes the complex image (`--out`, complex64
+    /// [n_y, n_x] on the scale of F^H y), a JSON sidecar next to it saying what made it, and
+    /// optionally a magnitude PNG and the Lambda maps.
     Recon(ReconArgs),
 }
 
@@ -48,19 +56,28 @@ struct ReconArgs {
     /// Also write an 8-bit magnitude PNG.
     #[arg(long, value_name = "X.png")]
     png: Option<PathBuf>,
-    /// Dictionary filters, float32 [K, s, s] (s odd, <= 11). Default: the bundled dct5.
+    /// Lambda-network ONNX model (docs/design.md §4). Default: the bundled int8 model.
+    #[arg(long, value_name = "PATH.onnx", conflicts_with = "lambda")]
+    model: Option<PathBuf>,
+    /// Dictionary filters, float32 [K, s, s] (s odd, <= 11). Default: the bundled model's
+    /// cdl_k32_s9, or dct5 with --lambda.
     #[arg(long, value_name = "D.npy")]
     dictionary: Option<PathBuf>,
-    /// Sparsity level of the scaled problem: a number, or a float32 .npy of shape [K]
-    /// (per filter) or [K, n_y, n_x] (maps).
+    /// A fixed sparsity level of the scaled problem instead of a model: a number, or a
+    /// float32 .npy of shape [K] (per filter) or [K, n_y, n_x] (maps).
     #[arg(long, value_name = "VALUE|L.npy", allow_hyphen_values = true)]
     lambda: Option<String>,
-    /// Fixed number of FISTA iterations.
-    #[arg(long, default_value_t = ITERATIONS)]
-    iterations: usize,
-    /// Weight a of the low-pass split x_low = (I + a grad^H grad)^-1 F^H y.
-    #[arg(long, default_value_t = LOWPASS_WEIGHT as f32)]
-    lowpass_weight: f32,
+    /// Fixed number of FISTA iterations. Default: the model's (its maps were trained for
+    /// it), or 64 with --lambda.
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Weight a of the low-pass split x_low = (I + a grad^H grad)^-1 F^H y, with --lambda
+    /// only (default 1); a model fixes its own.
+    #[arg(long, requires = "lambda")]
+    lowpass_weight: Option<f32>,
+    /// Also write the Lambda maps, float32 [K, n_y, n_x] (scaled-problem units).
+    #[arg(long, value_name = "L.npy", conflicts_with = "lambda")]
+    lambda_out: Option<PathBuf>,
     /// FFT backend.
     #[arg(long, value_enum, default_value_t = Backend::Rustfft)]
     backend: Backend,
@@ -95,10 +112,7 @@ enum LambdaInput {
     File(PathBuf, ndarray::ArrayD<f32>),
 }
 
-fn parse_lambda(text: Option<&str>) -> Result<LambdaInput> {
-    let Some(text) = text else {
-        bail!("no sparsity level: pass --lambda VALUE or --lambda MAPS.npy (no learned Lambda model is bundled yet)");
-    };
+fn parse_lambda(text: &str) -> Result<LambdaInput> {
     if let Ok(value) = text.parse::<f32>() {
         if !value.is_finite() || value < 0.0 {
             bail!("--lambda {text}: must be a finite number >= 0");
@@ -111,6 +125,12 @@ fn parse_lambda(text: Option<&str>) -> Result<LambdaInput> {
     }
     let array = npy::read_lambda(&path)?;
     Ok(LambdaInput::File(path, array))
+}
+
+/// Where the sparsity levels come from.
+enum Sparsity {
+    Fixed(LambdaInput),
+    Model(LambdaModel),
 }
 
 fn recon(args: &ReconArgs) -> Result<()> {
@@ -128,32 +148,23 @@ fn recon(args: &ReconArgs) -> Result<()> {
         );
     }
     let shape = Shape::new(n_y, n_x).with_context(|| format!("{}", args.kspace.display()))?;
-
-    let (filters, dictionary_name) = match &args.dictionary {
-        Some(path) => (npy::read_dictionary(path)?, path.display().to_string()),
-        None => (
+    let sparsity = match (&args.lambda, &args.model) {
+        (Some(text), _) => Sparsity::Fixed(parse_lambda(text)?),
+        (None, Some(path)) => Sparsity::Model(LambdaModel::from_path(path)?),
+        (None, None) => Sparsity::Model(LambdaModel::from_bytes(BUNDLED_MODEL, BUNDLED_MODEL_NAME)?),
+    };
+    let (filters, dictionary_name) = match (&args.dictionary, &sparsity) {
+        (Some(path), _) => (npy::read_dictionary(path)?, path.display().to_string()),
+        (None, Sparsity::Fixed(_)) => (
             npy::dictionary_from_bytes(BUNDLED_DICTIONARY)?,
             BUNDLED_DICTIONARY_NAME.to_string(),
         ),
+        (None, Sparsity::Model(_)) => (
+            npy::dictionary_from_bytes(BUNDLED_MODEL_DICTIONARY)?,
+            BUNDLED_MODEL_DICTIONARY_NAME.to_string(),
+        ),
     };
     let (count, side, _) = filters.dim();
-    let lambda_input = parse_lambda(args.lambda.as_deref())?;
-    let (lambda, lambda_name) = match &lambda_input {
-        LambdaInput::Scalar(v) => (Lambda::Scalar(*v), format!("{v}")),
-        LambdaInput::File(path, array) => {
-            let expected_maps = [count, n_y, n_x];
-            let lambda = match array.shape() {
-                [k] if *k == count => Lambda::PerBlock(array.as_slice().context("lambda array is not contiguous")?),
-                s if s == expected_maps => Lambda::Maps(array.as_slice().context("lambda array is not contiguous")?),
-                s => bail!(
-                    "{}: lambda has shape {s:?}, but the dictionary has K={count} filters and the image is {n_y}x{n_x}: expected [{count}] or [{count}, {n_y}, {n_x}]",
-                    path.display()
-                ),
-            };
-            (lambda, path.display().to_string())
-        }
-    };
-
     let kind = match args.backend {
         Backend::Rustfft => BackendKind::RustFft,
         Backend::Microfft => BackendKind::MicroFft,
@@ -161,30 +172,71 @@ fn recon(args: &ReconArgs) -> Result<()> {
     let filters_slice = filters
         .as_slice()
         .context("dictionary array is not contiguous")?;
-    let mut reconstructor = EdgeReconstructor::new(kind, shape, filters_slice, count, side)
-        .with_context(|| format!("dictionary {dictionary_name}"))?;
-
     let kspace_slice = kspace
         .as_slice()
         .context("k-space array is not contiguous")?;
     let mask_f32: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-    let config = ReconConfig {
-        iterations: args.iterations,
-        lowpass_weight: args.lowpass_weight,
-    };
     let mut image = Array2::<Complex32>::zeros((n_y, n_x));
+    let image_slice = image
+        .as_slice_mut()
+        .expect("freshly allocated arrays are contiguous");
+    let reconstructing = || format!("reconstructing {}", args.kspace.display());
+
     let solve_started = Instant::now();
-    let report = reconstructor
-        .reconstruct(
-            kspace_slice,
-            &mask_f32,
-            lambda,
-            &config,
-            image
-                .as_slice_mut()
-                .expect("freshly allocated arrays are contiguous"),
-        )
-        .with_context(|| format!("reconstructing {}", args.kspace.display()))?;
+    let (report, lambda_name, config, memory_bytes) = match &sparsity {
+        Sparsity::Fixed(input) => {
+            let (lambda, lambda_name) = match input {
+                LambdaInput::Scalar(v) => (Lambda::Scalar(*v), format!("{v}")),
+                LambdaInput::File(path, array) => {
+                    let expected_maps = [count, n_y, n_x];
+                    let lambda = match array.shape() {
+                        [k] if *k == count => Lambda::PerBlock(array.as_slice().context("lambda array is not contiguous")?),
+                        s if s == expected_maps => Lambda::Maps(array.as_slice().context("lambda array is not contiguous")?),
+                        s => bail!(
+                            "{}: lambda has shape {s:?}, but the dictionary has K={count} filters and the image is {n_y}x{n_x}: expected [{count}] or [{count}, {n_y}, {n_x}]",
+                            path.display()
+                        ),
+                    };
+                    (lambda, path.display().to_string())
+                }
+            };
+            let config = ReconConfig {
+                iterations: args.iterations.unwrap_or(ITERATIONS),
+                lowpass_weight: args.lowpass_weight.unwrap_or(LOWPASS_WEIGHT as f32),
+            };
+            let mut reconstructor = EdgeReconstructor::new(kind, shape, filters_slice, count, side)
+                .with_context(|| format!("dictionary {dictionary_name}"))?;
+            let report = reconstructor
+                .reconstruct(kspace_slice, &mask_f32, lambda, &config, image_slice)
+                .with_context(reconstructing)?;
+            (report, lambda_name, config, reconstructor.memory_bytes())
+        }
+        Sparsity::Model(model) => {
+            let mut learned =
+                LearnedReconstructor::new(model, kind, shape, filters_slice, count, side)
+                    .with_context(|| {
+                        format!("model {} with dictionary {dictionary_name}", model.name())
+                    })?;
+            if let Some(iterations) = args.iterations {
+                learned = learned.with_iterations(iterations);
+            }
+            let report = learned
+                .reconstruct(kspace_slice, &mask_f32, image_slice)
+                .with_context(reconstructing)?;
+            if let Some(path) = &args.lambda_out {
+                let maps = ndarray::ArrayView3::from_shape((count, n_y, n_x), learned.lambda_maps())
+                    .expect("the maps are [K, n_y, n_x]");
+                write_f32_npy(path, &maps)?;
+            }
+            let lambda_name = format!(
+                "maps from {} (mean {:.4}, features + network {:.3} s)",
+                model.name(),
+                report.lambda_mean,
+                report.lambda_seconds
+            );
+            (report.solve, lambda_name, *learned.config(), learned.memory_bytes())
+        }
+    };
     let solve_seconds = solve_started.elapsed().as_secs_f64();
 
     let provenance = Provenance {
@@ -193,8 +245,8 @@ fn recon(args: &ReconArgs) -> Result<()> {
         filters: count,
         filter_side: side,
         lambda: lambda_name,
-        iterations: args.iterations,
-        lowpass_weight: args.lowpass_weight,
+        iterations: config.iterations,
+        lowpass_weight: config.lowpass_weight,
         fft_backend: kind.name().to_string(),
         scale_c: report.scale,
         lipschitz: report.lipschitz,
@@ -208,19 +260,28 @@ fn recon(args: &ReconArgs) -> Result<()> {
         write_png(png, &image, &provenance)?;
     }
     eprintln!(
-        "sparsemap: {n_y}x{n_x}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}): solve {:.3} s, total {:.3} s, {:.1} MB planned; wrote {}",
+        "sparsemap: {n_y}x{n_x}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}), lambda {}: {:.3} s, total {:.3} s, {:.1} MB planned; wrote {}",
         100.0 * provenance.sampled_fraction,
-        args.iterations,
+        config.iterations,
         kind.name(),
+        provenance.lambda,
         solve_seconds,
         started.elapsed().as_secs_f64(),
-        reconstructor.memory_bytes() as f64 / 1e6,
+        memory_bytes as f64 / 1e6,
         args.out.display()
     );
     if let Some(target) = &args.compare_to {
         compare(target, &kspace, &mask, &image, shape)?;
     }
     Ok(())
+}
+
+fn write_f32_npy(path: &Path, array: &ndarray::ArrayView3<'_, f32>) -> Result<()> {
+    use ndarray_npy::WriteNpyExt;
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    array
+        .write_npy(std::io::BufWriter::new(file))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Prints PSNR of the zero-filled and the reconstructed magnitude against `target`.
