@@ -302,17 +302,18 @@ fn measure(
     Ok((whole, head))
 }
 
-/// Runs `method` at `lambda` on every case, in parallel.
+/// Runs `method` at `lambda` on every case, in parallel; also returns the image of slice
+/// `keep` (for the figures) so that it need not be reconstructed twice.
 fn run_cases(
     pool: &RunnerPool,
     cases: &[Case],
-    method: Method,
-    lambda: f32,
+    (method, lambda): (Method, f32),
     dataset: &str,
     acquisition: &str,
+    keep: Option<usize>,
     progress: &ProgressBar,
-) -> Result<Vec<SliceResult>> {
-    cases
+) -> Result<(Vec<SliceResult>, Option<Array2<Complex32>>)> {
+    let measured: Vec<(SliceResult, Option<Array2<Complex32>>)> = cases
         .par_iter()
         .map(|case| {
             let started = Instant::now();
@@ -327,7 +328,7 @@ fn run_cases(
             let seconds = started.elapsed().as_secs_f64();
             let (whole, head) = measure(case, image.view())?;
             progress.inc(1);
-            Ok(SliceResult {
+            let result = SliceResult {
                 dataset: dataset.to_string(),
                 acquisition: acquisition.to_string(),
                 method,
@@ -340,9 +341,19 @@ fn run_cases(
                 ssim_head: head.ssim,
                 nrmse_head: head.nrmse,
                 seconds,
-            })
+            };
+            Ok((result, (keep == Some(case.index)).then_some(image)))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    let mut kept = None;
+    let results = measured
+        .into_iter()
+        .map(|(result, image)| {
+            kept = kept.take().or(image);
+            result
+        })
+        .collect();
+    Ok((results, kept))
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -397,12 +408,13 @@ fn tune(
             let results = run_cases(
                 pool,
                 cases,
-                method,
-                lambda,
+                (method, lambda),
                 "validation",
                 &spec.label,
+                None,
                 progress,
-            )?;
+            )?
+            .0;
             let mean_psnr = mean(results.iter().map(|r| r.psnr));
             let mean_psnr_head = mean(results.iter().map(|r| r.psnr_head));
             points.push(TuningPoint {
@@ -597,10 +609,10 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
             let mut figure_images: Vec<(Method, Array2<Complex32>)> = Vec::new();
             let shown = figure_slice(&test, &test_indices);
             for &(method, lambda) in &lambdas {
-                report.results.extend(run_cases(&pool, &test_cases, method, lambda, "test", &spec.label, &progress)?);
-                if config.figures {
-                    let case = test_cases.iter().find(|c| c.index == shown).expect("shown slice is simulated");
-                    let image = pool.with(|r| r.run(method, lambda, case.kspace.view(), case.mask.view()))?;
+                let keep = config.figures.then_some(shown);
+                let (results, image) = run_cases(&pool, &test_cases, (method, lambda), "test", &spec.label, keep, &progress)?;
+                report.results.extend(results);
+                if let Some(image) = image {
                     figure_images.push((method, image));
                 }
             }
@@ -615,7 +627,7 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
                     let indices = evenly_spaced(split.targets.dim().0, config.test_slices);
                     let cases = simulate_cases(split, &indices, spec, config.seed)?;
                     for &(method, lambda) in &lambdas {
-                        report.results.extend(run_cases(&pool, &cases, method, lambda, &split.name, &spec.label, &progress)?);
+                        report.results.extend(run_cases(&pool, &cases, (method, lambda), &split.name, &spec.label, None, &progress)?.0);
                     }
                 }
             }
@@ -629,17 +641,22 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
     Ok(report)
 }
 
-/// Rewrites `table.md`, `table.csv` and `tuning.csv` in `out_dir` from an earlier `eval.json`
-/// (no reconstruction is run), e.g. after a change to the table layout.
-pub fn rerender(json: &Path, out_dir: &Path) -> Result<EvalReport> {
+/// Reads an `eval.json` written by [`run`].
+pub fn read_report(json: &Path) -> Result<EvalReport> {
     let text =
         std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
-    let mut report: EvalReport = serde_json::from_str(&text).with_context(|| {
+    serde_json::from_str(&text).with_context(|| {
         format!(
             "{}: not an eval.json written by `sparsemap-host eval`",
             json.display()
         )
-    })?;
+    })
+}
+
+/// Rewrites `table.md`, `table.csv` and `tuning.csv` in `out_dir` from an earlier `eval.json`
+/// (no reconstruction is run), e.g. after a change to the table layout.
+pub fn rerender(json: &Path, out_dir: &Path) -> Result<EvalReport> {
+    let mut report = read_report(json)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     write_outputs(out_dir, &mut report)?;
     Ok(report)

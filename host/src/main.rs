@@ -469,22 +469,12 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             .transpose()?,
     };
     let tuned: Vec<(Method, f32)> = match &args.weights_from {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let report: eval::EvalReport = serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{}: not an eval.json written by `sparsemap-host eval`",
-                    path.display()
-                )
-            })?;
-            report
-                .tuned
-                .iter()
-                .filter(|t| t.acquisition == "block128@0.15")
-                .map(|t| (t.method, t.lambda))
-                .collect()
-        }
+        Some(path) => eval::read_report(path)?
+            .tuned
+            .iter()
+            .filter(|t| t.acquisition == "block128@0.15")
+            .map(|t| (t.method, t.lambda))
+            .collect(),
         None => Vec::new(),
     };
     let methods: Vec<(Method, f32)> = args

@@ -338,13 +338,15 @@ impl Runner {
             kspace.dim(),
             mask.dim()
         );
-        let masked: Vec<Complex32> = kspace
-            .iter()
-            .zip(mask.iter())
-            .map(|(&v, &m)| if m { v } else { Complex32::default() })
-            .collect();
+        // Every solver applies `y <- M (.) y` itself (DESIGN §3.7 step 1); only the zero-filled
+        // image is formed here.
         match method {
             Method::ZeroFilled => {
+                let masked: Vec<Complex32> = kspace
+                    .iter()
+                    .zip(mask.iter())
+                    .map(|(&v, &m)| if m { v } else { Complex32::default() })
+                    .collect();
                 let mut image = vec![Complex32::default(); self.shape.len()];
                 CentredFourier { fft: &self.fft }.adjoint(&masked, &mut image, &mut self.scratch);
                 Ok(Array2::from_shape_vec(dims, image).expect("n_y * n_x values"))
@@ -358,8 +360,16 @@ impl Runner {
                     lowpass_weight: self.settings.csc_lowpass_weight,
                 };
                 let mut image = Array2::<Complex32>::zeros(dims);
+                let copy: Vec<Complex32>;
+                let data = match kspace.as_slice() {
+                    Some(data) => data,
+                    None => {
+                        copy = kspace.iter().copied().collect();
+                        &copy
+                    }
+                };
                 self.csc.reconstruct(
-                    &masked,
+                    data,
                     &self.mask_weights,
                     Lambda::Scalar(lambda),
                     &config,
