@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reconstructs the bundled real example (examples/colin27: Colin27 T1 axial slice, central
-# 128x128 of 256x256 k-space, noise 0.15 x RMS) with the bundled dct5 dictionary and the
-# scalar lambda tuned on the validation slice, writes out/colin27_recon.{npy,json,png} and
-# prints PSNR against the ground truth next to zero-filled.
+# 128x128 of 256x256 k-space, noise 0.15 x RMS) with the bundled int8 Lambda model and its
+# dictionary (models/lambda/default.int8.onnx, models/dictionaries/cdl_k32_s9.npy), writes
+# out/colin27_recon.{npy,json,png} and the predicted maps out/colin27_lambda.npy, and prints
+# PSNR against the ground truth next to zero-filled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p out
@@ -10,8 +11,8 @@ cargo build --release --locked -p sparsemap-edge --bin sparsemap
 ./target/release/sparsemap recon \
     --kspace examples/colin27/kspace.npy \
     --mask examples/colin27/mask.npy \
-    --lambda 0.012 \
     --out out/colin27_recon.npy \
     --png out/colin27_recon.png \
+    --lambda-out out/colin27_lambda.npy \
     --compare-to examples/colin27/target.npy
-echo "wrote out/colin27_recon.npy, out/colin27_recon.json, out/colin27_recon.png"
+echo "wrote out/colin27_recon.npy, out/colin27_recon.json, out/colin27_recon.png, out/colin27_lambda.npy"

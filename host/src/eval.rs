@@ -139,6 +139,10 @@ pub struct EvalConfig {
     pub figures: bool,
     /// What the weights are tuned for.
     pub criterion: Criterion,
+    /// An earlier `eval.json` whose results for methods *not* in `methods` are carried over
+    /// (same seed, validation and test slices; checked), so that adding a method does not
+    /// re-tune and re-run the others. Their figure columns are reconstructed again.
+    pub reuse: Option<PathBuf>,
 }
 
 /// The tuning criterion: mean PSNR over the validation slices on the whole image (the
@@ -527,11 +531,21 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
     let (_, n_y, n_x) = test.targets.dim();
     let shape = Shape::new(n_y, n_x).map_err(|e| anyhow::anyhow!("grid {n_y}x{n_x}: {e:?}"))?;
     let dictionary = CscDictionary::bundled()?;
+    for &method in config.methods.iter().filter(|m| m.is_learned()) {
+        config.settings.learned.iterations(method)?;
+    }
+    let validation_indices = evenly_spaced(validation.targets.dim().0, config.validation_slices);
+    let test_indices = evenly_spaced(test.targets.dim().0, config.test_slices);
+    let reused = match &config.reuse {
+        Some(path) => Some(Reused::read(path, config, &validation_indices, &test_indices)?),
+        None => None,
+    };
+    let carried: Vec<Method> = reused.as_ref().map(|r| r.methods.clone()).unwrap_or_default();
     let pool = RunnerPool {
         shape,
         dictionary: dictionary.clone(),
         settings: config.settings.clone(),
-        with_bart: config.methods.iter().any(|m| m.needs_bart()),
+        with_bart: config.methods.iter().chain(&carried).any(|m| m.needs_bart()),
         idle: Mutex::new(Vec::new()),
     };
     let threads = rayon::ThreadPoolBuilder::new()
@@ -539,8 +553,6 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
         .build()
         .context("starting the worker threads")?;
 
-    let validation_indices = evenly_spaced(validation.targets.dim().0, config.validation_slices);
-    let test_indices = evenly_spaced(test.targets.dim().0, config.test_slices);
     let tuned_methods: Vec<Method> = config
         .methods
         .iter()
@@ -582,6 +594,10 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
         for spec in &config.acquisitions {
             let validation_cases = simulate_cases(&validation, &validation_indices, spec, config.seed)?;
             let mut lambdas: Vec<(Method, f32)> = vec![];
+            let mut carried_lambdas: Vec<(Method, f32)> = vec![];
+            if let Some(reused) = &reused {
+                carried_lambdas = reused.carry(&spec.label, &mut report);
+            }
             for &method in &config.methods {
                 if method.is_tuned() {
                     let tuned = tune(&pool, &validation_cases, method, spec, Search { grid_points: config.grid_points, criterion: config.criterion }, &progress, &mut report.tuning)?;
@@ -608,6 +624,13 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
             let test_cases = simulate_cases(&test, &test_indices, spec, config.seed)?;
             let mut figure_images: Vec<(Method, Array2<Complex32>)> = Vec::new();
             let shown = figure_slice(&test, &test_indices);
+            if config.figures {
+                let case = test_cases.iter().find(|c| c.index == shown).expect("the shown slice is simulated");
+                for &(method, lambda) in &carried_lambdas {
+                    let image = pool.with(|r| r.run(method, lambda, case.kspace.view(), case.mask.view()))?;
+                    figure_images.push((method, image));
+                }
+            }
             for &(method, lambda) in &lambdas {
                 let keep = config.figures.then_some(shown);
                 let (results, image) = run_cases(&pool, &test_cases, (method, lambda), "test", &spec.label, keep, &progress)?;
@@ -651,6 +674,101 @@ pub fn read_report(json: &Path) -> Result<EvalReport> {
             json.display()
         )
     })
+}
+
+/// The results of an earlier run that are carried over ([`EvalConfig::reuse`]).
+struct Reused {
+    report: EvalReport,
+    /// Methods of the earlier run that this run does not run, in the earlier order.
+    methods: Vec<Method>,
+}
+
+impl Reused {
+    fn read(
+        path: &Path,
+        config: &EvalConfig,
+        validation_indices: &[usize],
+        test_indices: &[usize],
+    ) -> Result<Self> {
+        let report = read_report(path)?;
+        let name = path.display();
+        ensure!(
+            report.seed == config.seed && report.criterion == config.criterion,
+            "{name}: made with seed {} and tuning criterion {:?}, this run uses {} and {:?}",
+            report.seed,
+            report.criterion,
+            config.seed,
+            config.criterion
+        );
+        ensure!(
+            report.validation_slices == validation_indices,
+            "{name}: tuned on validation slices {:?}, this run uses {:?}",
+            report.validation_slices,
+            validation_indices
+        );
+        let mut methods: Vec<Method> = Vec::new();
+        for r in &report.results {
+            if !config.methods.contains(&r.method) && !methods.contains(&r.method) {
+                methods.push(r.method);
+            }
+        }
+        for spec in &config.acquisitions {
+            for &method in &methods {
+                let mut slices: Vec<usize> = report
+                    .results
+                    .iter()
+                    .filter(|r| r.dataset == "test" && r.acquisition == spec.label && r.method == method)
+                    .map(|r| r.slice)
+                    .collect();
+                slices.sort_unstable();
+                ensure!(
+                    slices == test_indices,
+                    "{name}: {method} on {} has test slices {slices:?}, this run uses {test_indices:?}",
+                    spec.label
+                );
+            }
+        }
+        Ok(Self { report, methods })
+    }
+
+    /// Moves the carried methods' tuning and results for `acquisition` into `report`;
+    /// returns their weights.
+    fn carry(&self, acquisition: &str, report: &mut EvalReport) -> Vec<(Method, f32)> {
+        let carried = |m: Method| self.methods.contains(&m);
+        report.tuned.extend(
+            self.report
+                .tuned
+                .iter()
+                .filter(|t| t.acquisition == acquisition && carried(t.method))
+                .cloned(),
+        );
+        report.tuning.extend(
+            self.report
+                .tuning
+                .iter()
+                .filter(|t| t.acquisition == acquisition && carried(t.method))
+                .cloned(),
+        );
+        report.results.extend(
+            self.report
+                .results
+                .iter()
+                .filter(|r| r.acquisition == acquisition && carried(r.method))
+                .cloned(),
+        );
+        self.methods
+            .iter()
+            .map(|&m| {
+                let lambda = self
+                    .report
+                    .results
+                    .iter()
+                    .find(|r| r.acquisition == acquisition && r.method == m)
+                    .map_or(0.0, |r| r.lambda);
+                (m, lambda)
+            })
+            .collect()
+    }
 }
 
 /// Rewrites `table.md`, `table.csv` and `tuning.csv` in `out_dir` from an earlier `eval.json`
@@ -752,6 +870,17 @@ fn markdown(rows: &[Row], report: &EvalReport) -> String {
         report.settings.bart_tv_iterations,
         report.seed
     );
+    if report.results.iter().any(|r| r.method.is_learned()) {
+        let learned = &report.settings.learned;
+        let _ = writeln!(
+            out,
+            "Learned methods: Lambda models {} (f32) and {} (int8) with dictionary {}; the \
+             solve uses each model's iteration count and low-pass weight.",
+            learned.model_f32.display(),
+            learned.model_int8.display(),
+            learned.dictionary.display()
+        );
+    }
     let _ = writeln!(
         out,
         "Weights (λ, scaled units) tuned on {} validation slices by mean {} PSNR; \

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sparsemap_host::dataset::{read_simulated, read_split, write_simulated, SimulatedSet};
 use sparsemap_host::eval::{self, AcquisitionSpec, Criterion, EvalConfig};
 use sparsemap_host::export::{export, ExportConfig};
-use sparsemap_host::methods::{Method, Settings};
+use sparsemap_host::methods::{LearnedSettings, Method, Settings};
 use sparsemap_host::scan::{simulate_scan, FaultSpec, SampleFormat, ScanSpec};
 use sparsemap_host::simulate::simulate_stack;
 use sparsemap_host::{bench, REPO_ROOT};
@@ -169,6 +169,10 @@ struct EvalArgs {
     /// Skip the PNG figure grids.
     #[arg(long)]
     no_figures: bool,
+    /// Carry over the results of methods not in --methods from this earlier eval.json (same
+    /// seed and slices), e.g. `--methods learned-f32,learned-int8 --reuse results/eval.json`.
+    #[arg(long, value_name = "eval.json")]
+    reuse: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -178,7 +182,7 @@ struct MethodArgs {
         long,
         value_delimiter = ',',
         value_enum,
-        default_value = "zero-filled,csc,tv,bart-wavelet,bart-tv"
+        default_value = "zero-filled,csc,tv,bart-wavelet,bart-tv,learned-f32,learned-int8"
     )]
     methods: Vec<Method>,
 }
@@ -194,6 +198,15 @@ struct IterationArgs {
     /// BART's -i for ADMM (cumulative CG steps).
     #[arg(long, default_value_t = 100)]
     bart_tv_iterations: usize,
+    /// The f32 Lambda model of `learned-f32` (its T and low-pass weight come with it).
+    #[arg(long, default_value = "models/lambda/default.f32.onnx")]
+    model_f32: PathBuf,
+    /// The int8 Lambda model of `learned-int8`.
+    #[arg(long, default_value = "models/lambda/default.int8.onnx")]
+    model_int8: PathBuf,
+    /// The dictionary the learned methods run with (any K and odd filter size).
+    #[arg(long, default_value = "models/dictionaries/cdl_k32_s9.npy")]
+    model_dictionary: PathBuf,
 }
 
 impl IterationArgs {
@@ -204,6 +217,11 @@ impl IterationArgs {
             tv_iterations: self.tv_iterations,
             bart_wavelet_iterations: self.bart_wavelet_iterations,
             bart_tv_iterations: self.bart_tv_iterations,
+            learned: LearnedSettings {
+                model_f32: self.model_f32.clone(),
+                model_int8: self.model_int8.clone(),
+                dictionary: self.model_dictionary.clone(),
+            },
         }
     }
 }
@@ -434,6 +452,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         figures: !args.no_figures,
         criterion: args.tune_on,
+        reuse: args.reuse,
     };
     let report = eval::run(&config)?;
     let table = config.out_dir.join("table.md");

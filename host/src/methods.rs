@@ -161,8 +161,8 @@ pub struct Settings {
     pub learned: LearnedSettings,
 }
 
-/// The models and dictionary of the learned methods. Paths are relative to the working
-/// directory (the repository root in the documented commands).
+/// The models and dictionary of the learned methods. A relative path is looked up in the
+/// working directory, then in the repository (so the defaults work from anywhere in it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LearnedSettings {
     pub model_f32: PathBuf,
@@ -181,18 +181,19 @@ impl Default for LearnedSettings {
 }
 
 impl LearnedSettings {
-    fn model(&self, method: Method) -> &Path {
-        if method == Method::LearnedInt8 {
+    fn model(&self, method: Method) -> PathBuf {
+        resolve(if method == Method::LearnedInt8 {
             &self.model_int8
         } else {
             &self.model_f32
-        }
+        })
     }
 
     /// Plans `method`'s model with the dictionary on `shape` (errors name the file).
     fn plan(&self, method: Method, shape: Shape) -> Result<LearnedReconstructor> {
-        let model = LambdaModel::from_path(self.model(method))?;
-        let filters = sparsemap_edge::npy::read_dictionary(&self.dictionary)?;
+        let model = LambdaModel::from_path(&self.model(method))?;
+        let dictionary = resolve(&self.dictionary);
+        let filters = sparsemap_edge::npy::read_dictionary(&dictionary)?;
         let (count, side, _) = filters.dim();
         LearnedReconstructor::new(
             &model,
@@ -206,14 +207,23 @@ impl LearnedSettings {
             format!(
                 "planning {} with dictionary {}",
                 self.model(method).display(),
-                self.dictionary.display()
+                dictionary.display()
             )
         })
     }
 
     /// The model's iteration count (for the tables), checking on the way that the files load.
     pub fn iterations(&self, method: Method) -> Result<usize> {
-        Ok(LambdaModel::from_path(self.model(method))?.info().iterations)
+        Ok(LambdaModel::from_path(&self.model(method))?.info().iterations)
+    }
+}
+
+fn resolve(path: &Path) -> PathBuf {
+    let in_repo = Path::new(crate::REPO_ROOT).join(path);
+    if path.is_relative() && !path.exists() && in_repo.exists() {
+        in_repo
+    } else {
+        path.to_path_buf()
     }
 }
 
@@ -351,15 +361,15 @@ impl Runner {
                 CentredFourier { fft: &self.fft }.adjoint(&masked, &mut image, &mut self.scratch);
                 Ok(Array2::from_shape_vec(dims, image).expect("n_y * n_x values"))
             }
-            Method::Csc => {
+            Method::Csc | Method::LearnedF32 | Method::LearnedInt8 => {
+                let learned = if method.is_learned() {
+                    Some(self.learned_position(method)?)
+                } else {
+                    None
+                };
                 for (w, &m) in self.mask_weights.iter_mut().zip(mask.iter()) {
                     *w = if m { 1.0 } else { 0.0 };
                 }
-                let config = ReconConfig {
-                    iterations: self.settings.csc_iterations,
-                    lowpass_weight: self.settings.csc_lowpass_weight,
-                };
-                let mut image = Array2::<Complex32>::zeros(dims);
                 let copy: Vec<Complex32>;
                 let data = match kspace.as_slice() {
                     Some(data) => data,
@@ -368,33 +378,28 @@ impl Runner {
                         &copy
                     }
                 };
-                self.csc.reconstruct(
-                    data,
-                    &self.mask_weights,
-                    Lambda::Scalar(lambda),
-                    &config,
-                    image.as_slice_mut().expect("fresh arrays are contiguous"),
-                )?;
-                Ok(image)
-            }
-            Method::LearnedF32 | Method::LearnedInt8 => {
-                for (w, &m) in self.mask_weights.iter_mut().zip(mask.iter()) {
-                    *w = if m { 1.0 } else { 0.0 };
-                }
-                let position = match self.learned.iter().position(|(m, _)| *m == method) {
-                    Some(position) => position,
-                    None => {
-                        let planned = self.settings.learned.plan(method, self.shape)?;
-                        self.learned.push((method, planned));
-                        self.learned.len() - 1
-                    }
-                };
                 let mut image = Array2::<Complex32>::zeros(dims);
-                self.learned[position].1.reconstruct(
-                    kspace.as_slice().context("k-space array is not contiguous")?,
-                    &self.mask_weights,
-                    image.as_slice_mut().expect("fresh arrays are contiguous"),
-                )?;
+                let out = image.as_slice_mut().expect("fresh arrays are contiguous");
+                match learned {
+                    Some(position) => {
+                        self.learned[position]
+                            .1
+                            .reconstruct(data, &self.mask_weights, out)?;
+                    }
+                    None => {
+                        let config = ReconConfig {
+                            iterations: self.settings.csc_iterations,
+                            lowpass_weight: self.settings.csc_lowpass_weight,
+                        };
+                        self.csc.reconstruct(
+                            data,
+                            &self.mask_weights,
+                            Lambda::Scalar(lambda),
+                            &config,
+                            out,
+                        )?;
+                    }
+                }
                 Ok(image)
             }
             Method::Tv => tv_reconstruct(kspace, mask, lambda, self.settings.tv_iterations),
@@ -409,6 +414,16 @@ impl Runner {
                     .pics_tv(kspace, mask, lambda, self.settings.bart_tv_iterations)
             }
         }
+    }
+
+    /// Index in `self.learned` of `method`'s reconstructor, planned on first use.
+    fn learned_position(&mut self, method: Method) -> Result<usize> {
+        if let Some(position) = self.learned.iter().position(|(m, _)| *m == method) {
+            return Ok(position);
+        }
+        let planned = self.settings.learned.plan(method, self.shape)?;
+        self.learned.push((method, planned));
+        Ok(self.learned.len() - 1)
     }
 
     fn bart(&self) -> Result<&Bart> {

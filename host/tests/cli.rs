@@ -247,8 +247,8 @@ fn eval_writes_tables_and_figures() {
         .skip(1)
         .map(|l| l.split(',').collect())
         .collect();
-    // 3 datasets x 5 methods.
-    assert_eq!(rows.len(), 15, "{csv}");
+    // 3 datasets x 7 methods.
+    assert_eq!(rows.len(), 21, "{csv}");
     let psnr = |dataset: &str, method: &str| -> f64 {
         rows.iter()
             .find(|r| r[0] == dataset && r[2] == method)
@@ -270,20 +270,24 @@ fn eval_writes_tables_and_figures() {
         );
     }
     assert!(psnr("test", "bart-wavelet") > zero_filled - 0.2, "{csv}");
+    // The bundled models: well above zero-filled, and int8 within 0.1 dB of f32.
+    let (learned, int8) = (psnr("test", "learned-f32"), psnr("test", "learned-int8"));
+    assert!(learned > zero_filled + 1.5, "learned vs zero-filled:\n{csv}");
+    assert!((learned - int8).abs() < 0.1, "int8 vs f32:\n{csv}");
     let png = std::fs::File::open(out.path().join("figure_block128_s0.15.png")).unwrap();
     let info = png::Decoder::new(std::io::BufReader::new(png))
         .read_info()
         .unwrap();
     assert_eq!(
         (info.info().width, info.info().height),
-        (6 * 256 + 5 * 4, 2 * 256 + 4),
-        "target + 5 methods, image and error rows"
+        (8 * 256 + 7 * 4, 2 * 256 + 4),
+        "target + 7 methods, image and error rows"
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("eval.json")).unwrap())
             .unwrap();
     assert_eq!(report["tuned"].as_array().unwrap().len(), 4);
-    assert_eq!(report["results"].as_array().unwrap().len(), 30);
+    assert_eq!(report["results"].as_array().unwrap().len(), 42);
 
     // The tables can be re-rendered from eval.json alone, identically.
     let rerendered = tempfile::tempdir().unwrap();
@@ -298,6 +302,44 @@ fn eval_writes_tables_and_figures() {
         std::fs::read_to_string(rerendered.path().join("table.csv")).unwrap(),
         csv
     );
+
+    // Re-running one method on top of the earlier run carries the others over unchanged.
+    let again = tempfile::tempdir().unwrap();
+    let small_run = |out_dir: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--data-dir",
+            path_str(data),
+            "--out-dir",
+            path_str(out_dir),
+            "--acquisitions",
+            "block128@0.15",
+            "--validation-slices",
+            "2",
+            "--test-slices",
+            "2",
+            "--methods",
+            "learned-int8",
+            "--reuse",
+            path_str(&out.path().join("eval.json")),
+            "--no-figures",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let args = small_run(again.path(), &[]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let reused = std::fs::read_to_string(again.path().join("table.csv")).unwrap();
+    let mut sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect();
+        lines.sort();
+        lines
+    };
+    // identical up to the timing column
+    assert_eq!(sorted(&reused), sorted(&csv));
+    let args = small_run(again.path(), &["--seed", "2"]);
+    let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("eval.json") && err.contains("seed"), "{err}");
 
     let empty = tempfile::tempdir().unwrap();
     let err = fails(&[

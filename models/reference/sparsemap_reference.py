@@ -48,7 +48,7 @@ __all__ = [
 
 #: Default constants of docs/design.md §3.7 (``ReconConfig``).
 ITERATIONS = 64
-LOWPASS_WEIGHT = 4.0
+LOWPASS_WEIGHT = 1.0
 
 
 # ----------------------------------------------------------------------------- §3.2 FFT

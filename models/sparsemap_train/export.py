@@ -195,28 +195,47 @@ def calibration_features(dictionaries, slices, lowpass_weight: float) -> list:
     return out
 
 
+def calibration_problems(split, count: int, seed: int = 2) -> list:
+    """``count`` evenly spaced slices of an exported split, acquired as at the acceptance setting
+    (central 128 block of 256, s = 0.15) and at the ends of the noise range (0.075, 0.3), so
+    that the activation ranges cover what the model meets; fixed seed."""
+    from . import train
+
+    targets, _ = train.load_split(pathlib.Path(split))
+    rng = np.random.default_rng(seed)
+    out = []
+    for j, i in enumerate(np.linspace(0, len(targets) - 1, count).round().astype(int)):
+        s = (0.15, 0.075, 0.3)[j % 3]
+        sigma = s * np.sqrt(np.mean(np.abs(targets[i]) ** 2))
+        out.append(train.simulate(targets[i], rng, sigma, 0.5))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", required=True, help="parameters .npz (sparsemap_train.export.save_params)")
     ap.add_argument("--out", required=True, help="output prefix: writes PREFIX.f32.onnx and PREFIX.int8.onnx")
-    ap.add_argument("--calibration", nargs="+", default=["examples/colin27", "examples/colin27/validation"],
-                    help="directories holding kspace.npy + mask.npy")
-    ap.add_argument("--calibration-dictionaries", nargs="+", default=["models/dictionaries/dct5.npy"])
+    ap.add_argument("--calibration-data", default="data/train.npz",
+                    help="exported split whose slices calibrate the int8 activations (the training split)")
+    ap.add_argument("--calibration-slices", type=int, default=6)
+    ap.add_argument("--calibration-dictionaries", nargs="+",
+                    help="dictionaries of the calibration features (default: those the model was trained with)")
     args = ap.parse_args(argv)
     params, info = load_params(args.params)
     iterations = int(info.get("iterations", 64))
     a = float(info.get("lowpass_weight", 1.0))
     desc = info.get("description", "")
     dicts = info.get("dictionaries", "")
+    dict_paths = args.calibration_dictionaries or [f"models/dictionaries/{n.strip()}.npy" for n in dicts.split(",")]
     f32 = build_f32(params, metadata(iterations, a, "f32", desc, dicts))
-    slices = [(np.load(pathlib.Path(d) / "kspace.npy"), np.load(pathlib.Path(d) / "mask.npy"))
-              for d in args.calibration]
-    cal = calibration_features([np.load(p) for p in args.calibration_dictionaries], slices, a)
-    int8 = quantize_int8(f32, cal, metadata(iterations, a, "int8", desc, dicts))
+    problems = calibration_problems(args.calibration_data, args.calibration_slices)
+    cal = calibration_features([np.load(p) for p in dict_paths], problems, a)
+    int8 = quantize_int8(f32, cal, metadata(iterations, a, "int8", desc + f"; int8: MinMax calibration on "
+                                            f"{len(cal)} feature sets of {args.calibration_data}", dicts))
     onnx.save(f32, args.out + ".f32.onnx")
     onnx.save(int8, args.out + ".int8.onnx")
     print(f"wrote {args.out}.f32.onnx ({len(f32.graph.node)} nodes) and {args.out}.int8.onnx: "
-          f"{sorted(set(op_types(int8)))}")
+          f"{sorted(set(op_types(int8)))}; calibrated on {len(cal)} feature sets")
 
 
 if __name__ == "__main__":

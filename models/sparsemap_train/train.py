@@ -61,8 +61,8 @@ _COMMON = dict(noise=(0.075, 0.3), blocks=(0.375, 0.5, 0.5, 0.625), seed=0, lr=2
                validation="data/validation.npz", validation_slices=4, validate_every=250,
                data="data/train.npz", dictionaries=["cdl_k16_s7", "cdl_k32_s9", "dct5"])
 PRESETS = {
-    # the model that is committed (models/lambda/default.*): about 80 min on one core
-    "default": dict(_COMMON, crop=128, iterations=32, steps=2000, finetune_steps=150),
+    # the model that is committed (models/lambda/default.*): about 45 min on one core
+    "default": dict(_COMMON, crop=128, iterations=32, steps=1200, finetune_steps=100),
     # seconds: the test suite's check that training steps run and change the parameters
     "test": dict(_COMMON, crop=64, iterations=4, steps=2, finetune_steps=0, validate_every=0,
                  data="examples", dictionaries=["dct3"]),
@@ -160,6 +160,7 @@ def train(preset: str, out: pathlib.Path, steps: int | None = None, finetune_ste
     if finetune_steps is not None:
         cfg["finetune_steps"] = finetune_steps
     rng = np.random.default_rng(cfg["seed"])
+    out.parent.mkdir(parents=True, exist_ok=True)
     targets, heads = load_split(REPO / cfg["data"])
     rms = np.sqrt(np.mean(np.abs(targets) ** 2, axis=(1, 2)))
     dicts = [np.load(REPO / "models" / "dictionaries" / f"{name}.npy") for name in cfg["dictionaries"]]
@@ -168,30 +169,40 @@ def train(preset: str, out: pathlib.Path, steps: int | None = None, finetune_ste
                  "log_a": jnp.asarray(np.log(recon.LOWPASS_WEIGHT), jnp.float32)}
     total = cfg["steps"] + cfg["finetune_steps"]
     schedule = optax.cosine_decay_schedule(cfg["lr"], total, cfg["lr_final"] / cfg["lr"])
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+    # A non-finite gradient (should not happen; it would poison Adam's moments) skips the step.
+    opt = optax.apply_if_finite(optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)), 10)
     state = opt.init(trainable)
-    grad_fn = jax.jit(jax.value_and_grad(make_loss(cfg["iterations"]), has_aux=True))
+    grad_fn = jax.value_and_grad(make_loss(cfg["iterations"]), has_aux=True)
+
+    @jax.jit
+    def train_step(trainable, state, kspace, mask, d, target, head):
+        (loss, aux), grads = grad_fn(trainable, kspace, mask, d, target, head)
+        updates, state = opt.update(grads, state, trainable)
+        return optax.apply_updates(trainable, updates), state, loss, aux
+
     history, best = [], {"psnr": -np.inf}
     t0 = time.time()
     for step in range(total):
-        i = rng.integers(len(targets))
-        sigma = np.exp(rng.uniform(*np.log(cfg["noise"]))) * rms[i]
-        target, head = targets[i], heads[i]
-        if step < cfg["steps"]:
-            crop = cfg["crop"]
-            for _ in range(20):  # a window that is mostly background teaches little
+        # Windows that are mostly background teach little, and an all-zero one has no loss:
+        # draw slice and window until at least a quarter of it is head.
+        for _ in range(10_000):
+            i = rng.integers(len(targets))
+            target, head = targets[i], heads[i]
+            if step < cfg["steps"]:
+                crop = cfg["crop"]
                 oy, ox = rng.integers(0, target.shape[0] - crop + 1, size=2)
-                if np.mean(head[oy:oy + crop, ox:ox + crop]) >= 0.25:
-                    break
-            target, head = target[oy:oy + crop, ox:ox + crop], head[oy:oy + crop, ox:ox + crop]
+                target, head = target[oy:oy + crop, ox:ox + crop], head[oy:oy + crop, ox:ox + crop]
+            if np.mean(head) >= 0.25 or (step >= cfg["steps"] and np.any(head)):
+                break
+        else:
+            raise SystemExit(f"{cfg['data']}: no training window is a quarter head (head masks empty?)")
+        sigma = np.exp(rng.uniform(*np.log(cfg["noise"]))) * rms[i]
         flip = rng.integers(8)
         target, head = _orient(target, flip), _orient(head, flip)
         kspace, mask = simulate(target, rng, sigma, cfg["blocks"][rng.integers(len(cfg["blocks"]))])
         d = dicts[rng.integers(len(dicts))]
         d = d[rng.permutation(d.shape[0])]
-        (loss, aux), grads = grad_fn(trainable, kspace, mask, d, target, head)
-        updates, state = opt.update(grads, state, trainable)
-        trainable = optax.apply_updates(trainable, updates)
+        trainable, state, loss, aux = train_step(trainable, state, kspace, mask, d, target, head)
         rec = {"step": step, "loss": float(loss), "head": float(aux["head"]),
                "background": float(aux["background"]), "lambda_mean": float(aux["lambda_mean"]),
                "a": float(jnp.exp(trainable["log_a"])), "seconds": round(time.time() - t0, 1)}
@@ -199,13 +210,16 @@ def train(preset: str, out: pathlib.Path, steps: int | None = None, finetune_ste
             rec.update(validate(trainable))
             if rec["psnr"] > best["psnr"]:
                 best = {"psnr": rec["psnr"], "step": step, "trainable": trainable}
+                # kept on disk too, so that an interrupted run still leaves its best model
+                export.save_params(str(out) + ".best.params.npz", trainable["net"],
+                                   {"iterations": cfg["iterations"], "lowpass_weight": float(jnp.exp(trainable["log_a"])),
+                                    "step": step, "validation_psnr": rec["psnr"]})
         history.append(rec)
         if step % 25 == 0 or "psnr" in rec:
             print(json.dumps(rec), flush=True)
     if validate is None:
         best = {"step": total - 1, "trainable": trainable, "psnr": None}
     chosen = best["trainable"]
-    out.parent.mkdir(parents=True, exist_ok=True)
     info = {"iterations": cfg["iterations"], "lowpass_weight": float(jnp.exp(chosen["log_a"])),
             "preset": preset, "config": cfg, "chosen_step": best["step"], "validation_psnr": best["psnr"],
             "train_seconds": round(time.time() - t0, 1), "dictionaries": ", ".join(cfg["dictionaries"]),
@@ -214,6 +228,7 @@ def train(preset: str, out: pathlib.Path, steps: int | None = None, finetune_ste
                            f"seed {cfg['seed']}; parameters of step {best['step']} (best validation PSNR)"}
     export.save_params(str(out) + ".params.npz", chosen["net"], info)
     (pathlib.Path(str(out) + ".history.json")).write_text(json.dumps(history, indent=1) + "\n")
+    pathlib.Path(str(out) + ".best.params.npz").unlink(missing_ok=True)
     return {"history": history, "info": info}
 
 

@@ -126,6 +126,59 @@ fn scalar_csc_beats_zero_filled_on_a_real_slice() {
         .any(|t| t.text.contains("64 iterations")));
 }
 
+/// The learned method on the same real slice: the bundled int8 model with its dictionary
+/// (no `--lambda`, no `--model`) must beat the tuned scalar-lambda CSC, and the f32 model must
+/// agree with it. Measured: LEARNED_MEASURED.
+const LEARNED_OVER_CSC_DB: f64 = LEARNED_FLOOR;
+/// The PSNR of the tuned scalar CSC on this slice (the test above).
+const SCALAR_CSC_DB: f64 = 33.59;
+const INT8_VS_F32_DB: f64 = 0.1;
+
+#[test]
+fn bundled_learned_model_beats_scalar_csc_on_a_real_slice() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = repo().join("examples/colin27");
+    let out = dir.path().join("x.npy");
+    let maps_path = dir.path().join("lambda.npy");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "recon".to_string(),
+            "--kspace".into(),
+            example.join("kspace.npy").display().to_string(),
+            "--mask".into(),
+            example.join("mask.npy").display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--compare-to".into(),
+            example.join("target.npy").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let output = sparsemap(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(output.status.success(), "{}", stderr(&output));
+        psnr_lines(&String::from_utf8_lossy(&output.stdout))
+    };
+    let (zero_filled, int8) = run(&["--lambda-out", maps_path.to_str().unwrap()]);
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("x.json")).unwrap()).unwrap();
+    let f32_model = repo().join("models/lambda/default.f32.onnx");
+    let (_, f32) = run(&["--model", f32_model.to_str().unwrap()]);
+    println!("zero-filled {zero_filled:.3} dB, learned int8 {int8:.3} dB, f32 {f32:.3} dB");
+    assert!(
+        int8 >= SCALAR_CSC_DB + LEARNED_OVER_CSC_DB,
+        "learned int8 {int8} dB is not {LEARNED_OVER_CSC_DB} dB above scalar CSC {SCALAR_CSC_DB} dB"
+    );
+    assert!((int8 - f32).abs() <= INT8_VS_F32_DB, "int8 {int8} dB vs f32 {f32} dB");
+
+    assert!(sidecar["lambda"].as_str().unwrap().contains("default.int8"));
+    assert!(sidecar["dictionary"].as_str().unwrap().contains("cdl_k32_s9"));
+    let maps: Array3<f32> = read(&maps_path);
+    assert_eq!(maps.dim(), (32, 256, 256));
+    assert!(maps.iter().all(|v| v.is_finite() && (0.0..=0.1).contains(v)));
+    // Spatially adaptive: the maps are not one constant.
+    let (lo, hi) = maps.iter().fold((f32::MAX, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(hi > 2.0 * lo, "maps span only [{lo}, {hi}]");
+}
+
 /// A small valid problem in `dir`: 32x32 k-space, mask, a 3x3 dictionary.
 fn valid_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let mut kspace = Array2::<Complex32>::zeros((32, 32));
@@ -282,10 +335,13 @@ fn bad_inputs_fail_with_one_line_naming_the_problem() {
     );
     assert_fails_with(&run(&k, &m, &d, "abc"), &["abc", "neither a number"]);
 
-    // No lambda at all.
-    let mut no_lambda = recon_args(&k, &m, &d, &out, "0.1");
-    no_lambda.truncate(no_lambda.len() - 2);
-    assert_fails_with(&sparsemap(&no_lambda), &["--lambda"]);
+    // No --lambda means a model; a file that is not one is named.
+    std::fs::write(p("bad.onnx"), b"not an onnx file").unwrap();
+    let bad_model = p("bad.onnx");
+    let mut with_model = recon_args(&k, &m, &d, &out, "0.1");
+    with_model.truncate(with_model.len() - 2);
+    with_model.extend(["--model", bad_model.to_str().unwrap()]);
+    assert_fails_with(&sparsemap(&with_model), &["bad.onnx", "not an ONNX model"]);
 
     // Nothing measured.
     write(&p("empty.npy"), &Array2::<u8>::zeros((32, 32)));

@@ -24,3 +24,12 @@ def test_desktop_matches_jax_float32_pipeline():
     q = desktop.reconstruct(kspace, mask, FIX / "model.int8.onnx", d, iterations=1)
     assert np.max(np.abs(q["lambda_maps"] - lam)) < 0.02 * lambda_net.LAMBDA_MAX
     assert feat.FEATURES_V1 in open(FIX / "model.f32.onnx", "rb").read().decode("latin1")
+
+
+def test_committed_desktop_fixture_is_current():
+    """tests/fixtures/learned (the edge runtime's reference) is what the committed models give."""
+    from sparsemap_train import make_desktop_fixture as mdf
+
+    for precision, out in mdf.reconstructions().items():
+        stored = np.load(mdf.OUT / f"x_{precision}.npy")
+        assert np.linalg.norm(out["x"] - stored) / np.linalg.norm(out["x"]) < 1e-6, precision

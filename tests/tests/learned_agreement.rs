@@ -1,0 +1,97 @@
+//! The edge runtime's learned reconstruction (tract Lambda maps, f32 features, the core's f32
+//! solve) against the desktop float64 reference (`models/sparsemap_train/desktop.py`:
+//! onnxruntime maps from float64 features, the NumPy float64 solve) on the bundled example
+//! slice, for the committed default f32 and int8 models with their dictionary. The fixtures
+//! `tests/fixtures/learned/x_{f32,int8}.npy` are made by
+//! `models/sparsemap_train/make_desktop_fixture.py`; pytest checks they are current.
+//!
+//! Tolerances on the relative l2 error of the complex image (measured values are printed
+//! with `--nocapture` and listed in models/README.md):
+//! - f32 model: `F32_TOL` — f32 features and solve against float64 (the maps differ by
+//!   ~1e-7 relative, the solve by ~1e-6);
+//! - int8 model: `INT8_TOL` — additionally, an activation that lands within rounding of a
+//!   quantisation step may round the other way in f32 features than in float64 features.
+
+use ndarray::Array2;
+use ndarray_npy::ReadNpyExt;
+use num_complex::Complex32;
+use sparsemap_core::Shape;
+use sparsemap_edge::lambda_net::LambdaModel;
+use sparsemap_edge::learned::LearnedReconstructor;
+use sparsemap_edge::runtime::BackendKind;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+const F32_TOL: f64 = 1e-4;
+const INT8_TOL: f64 = 1e-3;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read<A: ReadNpyExt>(path: PathBuf) -> A {
+    A::read_npy(File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn edge_image(precision: &str) -> Array2<Complex32> {
+    let example = repo().join("examples/colin27");
+    let kspace: Array2<Complex32> = read(example.join("kspace.npy"));
+    let mask: Array2<u8> = read(example.join("mask.npy"));
+    let dictionary = sparsemap_edge::npy::read_dictionary(
+        &repo().join("models/dictionaries/cdl_k32_s9.npy"),
+    )
+    .unwrap();
+    let (count, side, _) = dictionary.dim();
+    let model =
+        LambdaModel::from_path(&repo().join(format!("models/lambda/default.{precision}.onnx")))
+            .unwrap();
+    let (n_y, n_x) = kspace.dim();
+    let mut learned = LearnedReconstructor::new(
+        &model,
+        BackendKind::RustFft,
+        Shape::new(n_y, n_x).unwrap(),
+        dictionary.as_slice().unwrap(),
+        count,
+        side,
+    )
+    .unwrap();
+    let mask: Vec<f32> = mask.iter().map(|&m| f32::from(m)).collect();
+    let mut image = Array2::<Complex32>::zeros((n_y, n_x));
+    learned
+        .reconstruct(
+            kspace.as_slice().unwrap(),
+            &mask,
+            image.as_slice_mut().unwrap(),
+        )
+        .unwrap();
+    image
+}
+
+fn relative_error(a: &Array2<Complex32>, b: &Array2<Complex32>) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from((x - y).norm_sqr())).sum();
+    let den: f64 = b.iter().map(|y| f64::from(y.norm_sqr())).sum();
+    (num / den).sqrt()
+}
+
+fn check(precision: &str, tolerance: f64) {
+    let edge = edge_image(precision);
+    let desktop: Array2<Complex32> =
+        read(repo().join(format!("tests/fixtures/learned/x_{precision}.npy")));
+    let error = relative_error(&edge, &desktop);
+    println!("{precision}: edge vs desktop float64, relative l2 error {error:.2e}");
+    assert!(
+        error <= tolerance,
+        "{precision}: relative error {error:.2e} > {tolerance:.0e}"
+    );
+}
+
+#[test]
+fn f32_model_matches_the_desktop_reference() {
+    check("f32", F32_TOL);
+}
+
+#[test]
+fn int8_model_matches_the_desktop_reference() {
+    check("int8", INT8_TOL);
+}
