@@ -337,6 +337,13 @@ pub struct FeaturePlan {
     /// `1 - G` on the centred grid.
     highpass: Vec<f32>,
     inverse: Fft2d,
+    /// Per-slice buffers, N values each, allocated with the plan and reused.
+    tmp: Vec<Complex32>,
+    masked: Vec<Complex32>,
+    work: Vec<Complex32>,
+    magnitude: Vec<f32>,
+    sorted: Vec<f32>,
+    mean: Vec<f32>,
 }
 
 impl FeaturePlan {
@@ -404,6 +411,12 @@ impl FeaturePlan {
             responses,
             highpass,
             inverse,
+            tmp,
+            masked: vec![Complex32::default(); n],
+            work: vec![Complex32::default(); n],
+            magnitude: vec![0.0; n],
+            sorted: vec![0.0; n],
+            mean: vec![0.0; n],
         })
     }
 
@@ -416,7 +429,7 @@ impl FeaturePlan {
     /// sampled where `mask` is non-zero. Errors when nothing is measured, a sample is not
     /// finite, or no sampled frequency sees the dictionary.
     pub fn compute(
-        &self,
+        &mut self,
         kspace: &[Complex32],
         mask: &[f32],
         out: &mut [f32],
@@ -434,19 +447,27 @@ impl FeaturePlan {
             self.features_len()
         );
         let sqrt_n = (n as f32).sqrt();
-        let mut tmp = vec![Complex32::default(); n];
+        let Self {
+            tmp,
+            masked: y,
+            work,
+            magnitude,
+            sorted,
+            mean,
+            ..
+        } = self;
         // 1-2: masked k-space, zero-filled magnitude, scale
-        let y: Vec<Complex32> = kspace
-            .iter()
-            .zip(mask)
-            .map(|(&v, &m)| if m != 0.0 { v } else { Complex32::default() })
-            .collect();
-        let mut work = y.clone();
-        checkerboard(&mut work, nx);
-        self.inverse.process(&mut work, &mut tmp);
-        let magnitude: Vec<f32> = work.iter().map(|v| v.norm() / sqrt_n).collect();
-        let mut sorted = magnitude.clone();
-        sorted.sort_by(|a, b| a.total_cmp(b));
+        for ((o, &v), &m) in y.iter_mut().zip(kspace).zip(mask) {
+            *o = if m != 0.0 { v } else { Complex32::default() };
+        }
+        work.copy_from_slice(y);
+        checkerboard(work, nx);
+        self.inverse.process(work, tmp);
+        for (o, v) in magnitude.iter_mut().zip(work.iter()) {
+            *o = v.norm() / sqrt_n;
+        }
+        sorted.copy_from_slice(magnitude);
+        sorted.sort_unstable_by(|a, b| a.total_cmp(b));
         let r = SCALE_PERCENTILE * (n - 1) as f64;
         let (lo, hi) = (r.floor() as usize, r.ceil() as usize);
         let p = sorted[lo] + (r - lo as f64) as f32 * (sorted[hi] - sorted[lo]);
@@ -473,11 +494,11 @@ impl FeaturePlan {
         );
         let norm = 1.0 / (sqrt_n * big_l.sqrt());
         // 3: y' = (1 - G) c y, with the checkerboard of the inverse transform applied once
-        let mut yp = y;
-        for (i, v) in yp.iter_mut().enumerate() {
-            *v *= c * self.highpass[i];
+        let yp = y;
+        for (v, &g) in yp.iter_mut().zip(&self.highpass) {
+            *v *= c * g;
         }
-        checkerboard(&mut yp, nx);
+        checkerboard(yp, nx);
         let plane = n;
         let stride = FEATURE_CHANNELS * plane;
         for kk in 0..k {
@@ -485,14 +506,14 @@ impl FeaturePlan {
             for i in 0..n {
                 work[i] = h[i].conj() * yp[i];
             }
-            self.inverse.process(&mut work, &mut tmp);
+            self.inverse.process(work, tmp);
             let dst = &mut out[kk * stride..kk * stride + plane];
-            for (o, v) in dst.iter_mut().zip(&work) {
+            for (o, v) in dst.iter_mut().zip(work.iter()) {
                 *o = v.norm() * norm;
             }
         }
         // channels 1 and 2
-        let mut mean = vec![0.0f32; n];
+        mean.fill(0.0);
         for kk in 0..k {
             for (m, v) in mean.iter_mut().zip(&out[kk * stride..kk * stride + plane]) {
                 *m += *v;

@@ -104,7 +104,7 @@ fn permute(maps: &[f32], perm: &[usize], plane: usize) -> Vec<f32> {
 fn features_equal_jax() {
     let inp = input();
     let d = dictionary("dct3");
-    let plan = FeaturePlan::new(&d.filters, d.count, d.side, inp.n, inp.n, 1.0).unwrap();
+    let mut plan = FeaturePlan::new(&d.filters, d.count, d.side, inp.n, inp.n, 1.0).unwrap();
     let mut f = vec![0.0; plan.features_len()];
     plan.compute(&inp.kspace, &inp.mask, &mut f).unwrap();
     let expected = maps("dct3", "features.npy");
