@@ -7,10 +7,10 @@
 //!
 //! Tolerances on the relative l2 error of the complex image (measured values are printed
 //! with `--nocapture` and listed in models/README.md):
-//! - f32 model: `F32_TOL` — f32 features and solve against float64 (the maps differ by
-//!   ~1e-7 relative, the solve by ~1e-6);
-//! - int8 model: `INT8_TOL` — additionally, an activation that lands within rounding of a
-//!   quantisation step may round the other way in f32 features than in float64 features.
+//! - f32 model: `F32_TOL` = 1e-5 — f32 features and solve against float64 [measured 1.6e-7];
+//! - int8 model: `INT8_TOL` = 1e-4 — additionally, an activation within rounding of a
+//!   quantisation step may round the other way from f32 features than from float64 ones
+//!   [measured 1.5e-7: no such flip on this slice].
 
 use ndarray::Array2;
 use ndarray_npy::ReadNpyExt;
@@ -22,8 +22,8 @@ use sparsemap_edge::runtime::BackendKind;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-const F32_TOL: f64 = 1e-4;
-const INT8_TOL: f64 = 1e-3;
+const F32_TOL: f64 = 1e-5;
+const INT8_TOL: f64 = 1e-4;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

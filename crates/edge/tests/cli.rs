@@ -128,8 +128,9 @@ fn scalar_csc_beats_zero_filled_on_a_real_slice() {
 
 /// The learned method on the same real slice: the bundled int8 model with its dictionary
 /// (no `--lambda`, no `--model`) must beat the tuned scalar-lambda CSC, and the f32 model must
-/// agree with it. Measured: LEARNED_MEASURED.
-const LEARNED_OVER_CSC_DB: f64 = 0.5;
+/// agree with it. Measured: zero-filled 31.77 dB, scalar CSC 33.59 dB, learned int8 35.01 dB,
+/// f32 35.01 dB (+1.42 dB over CSC).
+const LEARNED_OVER_CSC_DB: f64 = 1.0;
 /// The PSNR of the tuned scalar CSC on this slice (the test above).
 const SCALAR_CSC_DB: f64 = 33.59;
 const INT8_VS_F32_DB: f64 = 0.1;
