@@ -248,8 +248,10 @@ impl Settings {
             Method::Tv => self.tv_iterations,
             Method::BartWavelet => self.bart_wavelet_iterations,
             Method::BartTv => self.bart_tv_iterations,
-            // the model's own T, reported from the file by `LearnedSettings::iterations`
-            Method::LearnedF32 | Method::LearnedInt8 => 0,
+            // the model's own T (0 if its file cannot be read; running it says why)
+            Method::LearnedF32 | Method::LearnedInt8 => {
+                self.learned.iterations(method).unwrap_or(0)
+            }
         }
     }
 }
