@@ -537,15 +537,27 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
     let validation_indices = evenly_spaced(validation.targets.dim().0, config.validation_slices);
     let test_indices = evenly_spaced(test.targets.dim().0, config.test_slices);
     let reused = match &config.reuse {
-        Some(path) => Some(Reused::read(path, config, &validation_indices, &test_indices)?),
+        Some(path) => Some(Reused::read(
+            path,
+            config,
+            &validation_indices,
+            &test_indices,
+        )?),
         None => None,
     };
-    let carried: Vec<Method> = reused.as_ref().map(|r| r.methods.clone()).unwrap_or_default();
+    let carried: Vec<Method> = reused
+        .as_ref()
+        .map(|r| r.methods.clone())
+        .unwrap_or_default();
     let pool = RunnerPool {
         shape,
         dictionary: dictionary.clone(),
         settings: config.settings.clone(),
-        with_bart: config.methods.iter().chain(&carried).any(|m| m.needs_bart()),
+        with_bart: config
+            .methods
+            .iter()
+            .chain(&carried)
+            .any(|m| m.needs_bart()),
         idle: Mutex::new(Vec::new()),
     };
     let threads = rayon::ThreadPoolBuilder::new()
@@ -717,7 +729,9 @@ impl Reused {
                 let mut slices: Vec<usize> = report
                     .results
                     .iter()
-                    .filter(|r| r.dataset == "test" && r.acquisition == spec.label && r.method == method)
+                    .filter(|r| {
+                        r.dataset == "test" && r.acquisition == spec.label && r.method == method
+                    })
                     .map(|r| r.slice)
                     .collect();
                 slices.sort_unstable();

@@ -199,7 +199,9 @@ impl LearnedSettings {
             &model,
             BackendKind::RustFft,
             shape,
-            filters.as_slice().context("dictionary array is not contiguous")?,
+            filters
+                .as_slice()
+                .context("dictionary array is not contiguous")?,
             count,
             side,
         )
@@ -214,7 +216,9 @@ impl LearnedSettings {
 
     /// The model's iteration count (for the tables), checking on the way that the files load.
     pub fn iterations(&self, method: Method) -> Result<usize> {
-        Ok(LambdaModel::from_path(&self.model(method))?.info().iterations)
+        Ok(LambdaModel::from_path(&self.model(method))?
+            .info()
+            .iterations)
     }
 }
 

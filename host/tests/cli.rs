@@ -206,29 +206,39 @@ fn simulate_then_simulate_scan() {
 fn eval_writes_tables_and_figures() {
     let data = exported();
     let out = tempfile::tempdir().unwrap();
-    let stdout = ok(&[
-        "eval",
-        "--data-dir",
-        path_str(data),
-        "--out-dir",
-        path_str(out.path()),
-        "--acquisitions",
-        "block128@0.15",
-        "--validation-slices",
-        "2",
-        "--test-slices",
-        "2",
-        "--grid-points",
-        "2",
-        "--csc-iterations",
-        "16",
-        "--tv-iterations",
-        "40",
-        "--bart-wavelet-iterations",
-        "10",
-        "--bart-tv-iterations",
-        "20",
-    ]);
+    // block128@0.15 on 2 validation and 2 test slices, then `extra`
+    let small_eval = |out_dir: &Path, extra: &[&str]| -> String {
+        let mut args = vec![
+            "eval",
+            "--data-dir",
+            path_str(data),
+            "--out-dir",
+            path_str(out_dir),
+            "--acquisitions",
+            "block128@0.15",
+            "--validation-slices",
+            "2",
+            "--test-slices",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let stdout = small_eval(
+        out.path(),
+        &[
+            "--grid-points",
+            "2",
+            "--csc-iterations",
+            "16",
+            "--tv-iterations",
+            "40",
+            "--bart-wavelet-iterations",
+            "10",
+            "--bart-tv-iterations",
+            "20",
+        ],
+    );
     for name in [
         "table.md",
         "table.csv",
@@ -272,7 +282,10 @@ fn eval_writes_tables_and_figures() {
     assert!(psnr("test", "bart-wavelet") > zero_filled - 0.2, "{csv}");
     // The bundled models: well above zero-filled, and int8 within 0.1 dB of f32.
     let (learned, int8) = (psnr("test", "learned-f32"), psnr("test", "learned-int8"));
-    assert!(learned > zero_filled + 1.5, "learned vs zero-filled:\n{csv}");
+    assert!(
+        learned > zero_filled + 1.5,
+        "learned vs zero-filled:\n{csv}"
+    );
     assert!((learned - int8).abs() < 0.1, "int8 vs f32:\n{csv}");
     let png = std::fs::File::open(out.path().join("figure_block128_s0.15.png")).unwrap();
     let info = png::Decoder::new(std::io::BufReader::new(png))
@@ -305,40 +318,39 @@ fn eval_writes_tables_and_figures() {
 
     // Re-running one method on top of the earlier run carries the others over unchanged.
     let again = tempfile::tempdir().unwrap();
-    let small_run = |out_dir: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "--data-dir",
-            path_str(data),
-            "--out-dir",
-            path_str(out_dir),
-            "--acquisitions",
-            "block128@0.15",
-            "--validation-slices",
-            "2",
-            "--test-slices",
-            "2",
-            "--methods",
-            "learned-int8",
-            "--reuse",
-            path_str(&out.path().join("eval.json")),
-            "--no-figures",
-        ];
-        args.extend_from_slice(extra);
-        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-    };
-    let args = small_run(again.path(), &[]);
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let earlier = out.path().join("eval.json");
+    let reuse = [
+        "--methods",
+        "learned-int8",
+        "--reuse",
+        path_str(&earlier),
+        "--no-figures",
+    ];
+    small_eval(again.path(), &reuse);
     let reused = std::fs::read_to_string(again.path().join("table.csv")).unwrap();
-    let mut sorted = |text: &str| {
-        let mut lines: Vec<String> = text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect();
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect();
         lines.sort();
         lines
     };
     // identical up to the timing column
     assert_eq!(sorted(&reused), sorted(&csv));
-    let args = small_run(again.path(), &["--seed", "2"]);
-    let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut other_seed = vec![
+        "eval",
+        "--data-dir",
+        path_str(data),
+        "--out-dir",
+        path_str(again.path()),
+        "--acquisitions",
+        "block128@0.15",
+        "--seed",
+        "2",
+    ];
+    other_seed.extend_from_slice(&reuse);
+    let err = fails(&other_seed);
     assert!(err.contains("eval.json") && err.contains("seed"), "{err}");
 
     let empty = tempfile::tempdir().unwrap();

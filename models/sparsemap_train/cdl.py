@@ -16,10 +16,10 @@ scaled so that their 99th-percentile magnitude is 1 (as the reconstruction scale
 At the end the dictionary is scaled to ``L = 1`` over all frequencies of a 256x256 grid (the
 convention of models/dictionaries: the solver's step is then about 1 with any mask).
 
-Run (from models/)::
+Run (from the repository root; ``scripts/train-model.sh`` runs the four committed ones)::
 
-    .venv/bin/python -m sparsemap_train.cdl --k 32 --s 9 --steps 300 --out ../models/dictionaries/cdl_k32_s9 \
-        --images ../examples/colin27/target.npy ...
+    PYTHONPATH=models models/.venv/bin/python -m sparsemap_train.cdl --k 32 --s 9 --steps 1500 --seed 2 \
+        --data data/train.npz --out models/dictionaries/cdl_k32_s9
 """
 
 from __future__ import annotations

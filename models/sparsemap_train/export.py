@@ -8,7 +8,8 @@ optimising. ``metadata_props`` carry the contract (see :func:`metadata`).
 
 The int8 file is onnxruntime's static quantisation in the **QOperator** format
 (``QLinearConv`` with int8 per-output-channel weights, uint8 activations, int32 bias),
-calibrated with MinMax on features of real images. Only ``Conv`` and ``Relu`` are quantised:
+calibrated with MinMax on features of training slices (:func:`calibration_problems`).
+Only ``Conv`` and ``Relu`` are quantised:
 onnxruntime's quantised AveragePool / Add / Sigmoid are ``com.microsoft`` contrib ops that
 tract does not know, so those stay float between ``DequantizeLinear`` / ``QuantizeLinear``.
 tract 0.23 runs ``QLinearConv`` with integer kernels (QDQ-wrapped Conv would run in f32).
@@ -17,7 +18,8 @@ stopped tract from loading the model once K was bound (shared/design/DEPENDENCIE
 
 Run (writes PREFIX.f32.onnx and PREFIX.int8.onnx)::
 
-    models/.venv/bin/python -m sparsemap_train.export --params P.npz --out PREFIX [--calibration ...]
+    PYTHONPATH=models models/.venv/bin/python -m sparsemap_train.export --params P.npz --out PREFIX \
+        [--calibration-data data/train.npz] [--calibration-slices 6] [--calibration-dictionaries D.npy ...]
 """
 
 from __future__ import annotations

@@ -38,10 +38,9 @@ fn edge_image(precision: &str) -> Array2<Complex32> {
     let example = repo().join("examples/colin27");
     let kspace: Array2<Complex32> = read(example.join("kspace.npy"));
     let mask: Array2<u8> = read(example.join("mask.npy"));
-    let dictionary = sparsemap_edge::npy::read_dictionary(
-        &repo().join("models/dictionaries/cdl_k32_s9.npy"),
-    )
-    .unwrap();
+    let dictionary =
+        sparsemap_edge::npy::read_dictionary(&repo().join("models/dictionaries/cdl_k32_s9.npy"))
+            .unwrap();
     let (count, side, _) = dictionary.dim();
     let model =
         LambdaModel::from_path(&repo().join(format!("models/lambda/default.{precision}.onnx")))
@@ -69,7 +68,11 @@ fn edge_image(precision: &str) -> Array2<Complex32> {
 }
 
 fn relative_error(a: &Array2<Complex32>, b: &Array2<Complex32>) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from((x - y).norm_sqr())).sum();
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from((x - y).norm_sqr()))
+        .sum();
     let den: f64 = b.iter().map(|y| f64::from(y.norm_sqr())).sum();
     (num / den).sqrt()
 }

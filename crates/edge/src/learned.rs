@@ -100,13 +100,9 @@ impl LearnedReconstructor {
             .predict(kspace, mask, &mut self.maps)
             .context("predicting the Lambda maps")?;
         let lambda_seconds = started.elapsed().as_secs_f64();
-        let solve = self.solver.reconstruct(
-            kspace,
-            mask,
-            Lambda::Maps(&self.maps),
-            &self.config,
-            image,
-        )?;
+        let solve =
+            self.solver
+                .reconstruct(kspace, mask, Lambda::Maps(&self.maps), &self.config, image)?;
         let lambda_mean = self.maps.iter().sum::<f32>() / self.maps.len() as f32;
         Ok(LearnedReport {
             solve,

@@ -151,7 +151,9 @@ fn recon(args: &ReconArgs) -> Result<()> {
     let sparsity = match (&args.lambda, &args.model) {
         (Some(text), _) => Sparsity::Fixed(parse_lambda(text)?),
         (None, Some(path)) => Sparsity::Model(LambdaModel::from_path(path)?),
-        (None, None) => Sparsity::Model(LambdaModel::from_bytes(BUNDLED_MODEL, BUNDLED_MODEL_NAME)?),
+        (None, None) => {
+            Sparsity::Model(LambdaModel::from_bytes(BUNDLED_MODEL, BUNDLED_MODEL_NAME)?)
+        }
     };
     let (filters, dictionary_name) = match (&args.dictionary, &sparsity) {
         (Some(path), _) => (npy::read_dictionary(path)?, path.display().to_string()),
@@ -224,8 +226,9 @@ fn recon(args: &ReconArgs) -> Result<()> {
                 .reconstruct(kspace_slice, &mask_f32, image_slice)
                 .with_context(reconstructing)?;
             if let Some(path) = &args.lambda_out {
-                let maps = ndarray::ArrayView3::from_shape((count, n_y, n_x), learned.lambda_maps())
-                    .expect("the maps are [K, n_y, n_x]");
+                let maps =
+                    ndarray::ArrayView3::from_shape((count, n_y, n_x), learned.lambda_maps())
+                        .expect("the maps are [K, n_y, n_x]");
                 write_f32_npy(path, &maps)?;
             }
             let lambda_name = format!(
@@ -234,7 +237,12 @@ fn recon(args: &ReconArgs) -> Result<()> {
                 report.lambda_mean,
                 report.lambda_seconds
             );
-            (report.solve, lambda_name, *learned.config(), learned.memory_bytes())
+            (
+                report.solve,
+                lambda_name,
+                *learned.config(),
+                learned.memory_bytes(),
+            )
         }
     };
     let solve_seconds = solve_started.elapsed().as_secs_f64();
@@ -278,7 +286,8 @@ fn recon(args: &ReconArgs) -> Result<()> {
 
 fn write_f32_npy(path: &Path, array: &ndarray::ArrayView3<'_, f32>) -> Result<()> {
     use ndarray_npy::WriteNpyExt;
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     array
         .write_npy(std::io::BufWriter::new(file))
         .with_context(|| format!("cannot write {}", path.display()))

@@ -168,15 +168,25 @@ fn bundled_learned_model_beats_scalar_csc_on_a_real_slice() {
         int8 >= SCALAR_CSC_DB + LEARNED_OVER_CSC_DB,
         "learned int8 {int8} dB is not {LEARNED_OVER_CSC_DB} dB above scalar CSC {SCALAR_CSC_DB} dB"
     );
-    assert!((int8 - f32).abs() <= INT8_VS_F32_DB, "int8 {int8} dB vs f32 {f32} dB");
+    assert!(
+        (int8 - f32).abs() <= INT8_VS_F32_DB,
+        "int8 {int8} dB vs f32 {f32} dB"
+    );
 
     assert!(sidecar["lambda"].as_str().unwrap().contains("default.int8"));
-    assert!(sidecar["dictionary"].as_str().unwrap().contains("cdl_k32_s9"));
+    assert!(sidecar["dictionary"]
+        .as_str()
+        .unwrap()
+        .contains("cdl_k32_s9"));
     let maps: Array3<f32> = read(&maps_path);
     assert_eq!(maps.dim(), (32, 256, 256));
-    assert!(maps.iter().all(|v| v.is_finite() && (0.0..=0.1).contains(v)));
+    assert!(maps
+        .iter()
+        .all(|v| v.is_finite() && (0.0..=0.1).contains(v)));
     // Spatially adaptive: the maps are not one constant.
-    let (lo, hi) = maps.iter().fold((f32::MAX, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = maps
+        .iter()
+        .fold((f32::MAX, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
     assert!(hi > 2.0 * lo, "maps span only [{lo}, {hi}]");
 }
 
