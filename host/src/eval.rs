@@ -724,6 +724,16 @@ impl Reused {
                 methods.push(r.method);
             }
         }
+        for &method in &methods {
+            let (then, now) = (
+                report.settings.iterations(method),
+                config.settings.iterations(method),
+            );
+            ensure!(
+                then == now,
+                "{name}: {method} ran with {then} iterations, this run's settings say {now}"
+            );
+        }
         for spec in &config.acquisitions {
             for &method in &methods {
                 let mut slices: Vec<usize> = report

@@ -77,6 +77,10 @@ fn exported() -> &'static Path {
     .path()
 }
 
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -206,8 +210,8 @@ fn simulate_then_simulate_scan() {
 fn eval_writes_tables_and_figures() {
     let data = exported();
     let out = tempfile::tempdir().unwrap();
-    // block128@0.15 on 2 validation and 2 test slices, then `extra`
-    let small_eval = |out_dir: &Path, extra: &[&str]| -> String {
+    // block128@0.15 on 2 validation and 2 test slices with few iterations, then `extra`
+    let small_eval = |out_dir: &Path, extra: &[&str]| -> Vec<String> {
         let mut args = vec![
             "eval",
             "--data-dir",
@@ -222,23 +226,20 @@ fn eval_writes_tables_and_figures() {
             "2",
         ];
         args.extend_from_slice(extra);
-        ok(&args)
+        args.into_iter().map(String::from).collect()
     };
-    let stdout = small_eval(
-        out.path(),
-        &[
-            "--grid-points",
-            "2",
-            "--csc-iterations",
-            "16",
-            "--tv-iterations",
-            "40",
-            "--bart-wavelet-iterations",
-            "10",
-            "--bart-tv-iterations",
-            "20",
-        ],
-    );
+    let few_iterations = [
+        "--csc-iterations",
+        "16",
+        "--tv-iterations",
+        "40",
+        "--bart-wavelet-iterations",
+        "10",
+        "--bart-tv-iterations",
+        "20",
+    ];
+    let first = [&few_iterations[..], &["--grid-points", "2"]].concat();
+    let stdout = ok(&strs(&small_eval(out.path(), &first)));
     for name in [
         "table.md",
         "table.csv",
@@ -326,7 +327,10 @@ fn eval_writes_tables_and_figures() {
         path_str(&earlier),
         "--no-figures",
     ];
-    small_eval(again.path(), &reuse);
+    ok(&strs(&small_eval(
+        again.path(),
+        &[&reuse[..], &few_iterations].concat(),
+    )));
     let reused = std::fs::read_to_string(again.path().join("table.csv")).unwrap();
     let sorted = |text: &str| {
         let mut lines: Vec<String> = text
@@ -338,20 +342,13 @@ fn eval_writes_tables_and_figures() {
     };
     // identical up to the timing column
     assert_eq!(sorted(&reused), sorted(&csv));
-    let mut other_seed = vec![
-        "eval",
-        "--data-dir",
-        path_str(data),
-        "--out-dir",
-        path_str(again.path()),
-        "--acquisitions",
-        "block128@0.15",
-        "--seed",
-        "2",
-    ];
-    other_seed.extend_from_slice(&reuse);
-    let err = fails(&other_seed);
-    assert!(err.contains("eval.json") && err.contains("seed"), "{err}");
+    // ... but only onto a run made the same way.
+    let other_seed = [&reuse[..], &few_iterations, &["--seed", "2"]].concat();
+    let default_iterations = reuse.to_vec();
+    for (with, needle) in [(other_seed, "seed"), (default_iterations, "iterations")] {
+        let err = fails(&strs(&small_eval(again.path(), &with)));
+        assert!(err.contains("eval.json") && err.contains(needle), "{err}");
+    }
 
     let empty = tempfile::tempdir().unwrap();
     let err = fails(&[
