@@ -25,13 +25,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import recon  # noqa: E402
+from .train import psnr  # noqa: E402
 
 VALIDATION_SLICES = [0, 2, 4, 7, 9, 11, 13]
 
-
-def psnr(x, target) -> float:
-    ref = np.abs(target)
-    return float(10 * np.log10(ref.max() ** 2 / np.mean((np.abs(x) - ref) ** 2)))
 
 
 def main(argv=None):

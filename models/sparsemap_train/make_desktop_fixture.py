@@ -19,6 +19,7 @@ import pathlib
 import numpy as np
 
 from . import desktop
+from .train import psnr
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OUT = REPO / "tests" / "fixtures" / "learned"
@@ -26,10 +27,6 @@ EXAMPLE = REPO / "examples" / "colin27"
 MODELS = {"f32": REPO / "models/lambda/default.f32.onnx", "int8": REPO / "models/lambda/default.int8.onnx"}
 DICTIONARY = REPO / "models/dictionaries/cdl_k32_s9.npy"
 
-
-def psnr(x, target) -> float:
-    ref = np.abs(target)
-    return float(10 * np.log10(ref.max() ** 2 / np.mean((np.abs(x) - ref) ** 2)))
 
 
 def reconstructions() -> dict:

@@ -115,8 +115,8 @@ def make_loss(iterations: int):
 
 
 def psnr(x, target) -> float:
-    """PSNR of the magnitudes with the target's maximum as peak (model selection only; the
-    reported numbers come from ``sparsemap-host eval``)."""
+    """PSNR of the magnitudes with the target's maximum as peak, as ``sparsemap-host eval``
+    computes it (model selection and the Python-side checks; the tables come from the host)."""
     ref = np.abs(target)
     return float(10 * np.log10(ref.max() ** 2 / np.mean((np.abs(x) - ref) ** 2)))
 
