@@ -229,7 +229,7 @@ fn recon(args: &ReconArgs) -> Result<()> {
                 let maps =
                     ndarray::ArrayView3::from_shape((count, n_y, n_x), learned.lambda_maps())
                         .expect("the maps are [K, n_y, n_x]");
-                write_f32_npy(path, &maps)?;
+                write_npy(path, &maps)?;
             }
             let lambda_name = format!(
                 "maps from {} (mean {:.4}, features + network {:.3} s)",
@@ -282,15 +282,6 @@ fn recon(args: &ReconArgs) -> Result<()> {
         compare(target, &kspace, &mask, &image, shape)?;
     }
     Ok(())
-}
-
-fn write_f32_npy(path: &Path, array: &ndarray::ArrayView3<'_, f32>) -> Result<()> {
-    use ndarray_npy::WriteNpyExt;
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    array
-        .write_npy(std::io::BufWriter::new(file))
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Prints PSNR of the zero-filled and the reconstructed magnitude against `target`.

@@ -53,9 +53,10 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
     path.with_extension("json")
 }
 
-pub fn write_npy(path: &Path, image: &Array2<Complex32>) -> Result<()> {
+/// Any `.npy`-writable array (the complex image, the Lambda maps), errors naming the file.
+pub fn write_npy<A: WriteNpyExt>(path: &Path, array: &A) -> Result<()> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    image
+    array
         .write_npy(BufWriter::new(file))
         .with_context(|| format!("cannot write {}", path.display()))
 }
