@@ -98,13 +98,19 @@ def simulate(target: np.ndarray, rng: np.random.Generator, sigma: float, block: 
     return (k * mask).astype(np.complex64), mask
 
 
+def learned_reconstruction(trainable, kspace, mask, d, iterations: int):
+    """The model's forward pass: features with the learned ``a``, Lambda maps, the T-step solve.
+    Returns ``(x, lambda_maps)``."""
+    a = jnp.exp(trainable["log_a"])
+    pr = recon.prepare(kspace, mask, d, a)
+    lam = lambda_net.apply(trainable["net"], feat.features(pr))[:, 0]
+    return recon.reconstruct(kspace, mask, d, lam, iterations, a, prepared=pr)["x"], lam
+
+
 def make_loss(iterations: int):
     def loss_fn(trainable, kspace, mask, d, target, head):
-        a = jnp.exp(trainable["log_a"])
-        pr = recon.prepare(kspace, mask, d, a)
-        lam = lambda_net.apply(trainable["net"], feat.features(pr))[:, 0]
-        out = recon.reconstruct(kspace, mask, d, lam, iterations, a, prepared=pr)
-        err = jnp.abs(out["x"] - target) ** 2
+        x, lam = learned_reconstruction(trainable, kspace, mask, d, iterations)
+        err = jnp.abs(x - target) ** 2
         norm = jnp.sum(jnp.abs(target) ** 2)
         loss = jnp.log(jnp.sum(err) / norm)
         aux = {"head": jnp.sum(err * head) / jnp.sum(jnp.abs(target * head) ** 2),
@@ -136,13 +142,8 @@ class Validator:
         self.d = jnp.asarray(dictionary)
         t = cfg["iterations"]
 
-        @jax.jit
-        def solve(trainable, kspace, mask):
-            a = jnp.exp(trainable["log_a"])
-            pr = recon.prepare(kspace, mask, self.d, a)
-            lam = lambda_net.apply(trainable["net"], feat.features(pr))[:, 0]
-            return recon.reconstruct(kspace, mask, self.d, lam, t, a, prepared=pr)["x"]
-        self.solve = solve
+        self.solve = jax.jit(lambda trainable, kspace, mask:
+                             learned_reconstruction(trainable, kspace, mask, self.d, t)[0])
 
     def __call__(self, trainable) -> dict:
         whole, head = [], []
