@@ -13,13 +13,12 @@
 //!   [measured 1.5e-7: no such flip on this slice].
 
 use ndarray::Array2;
-use ndarray_npy::ReadNpyExt;
-use num_complex::Complex32;
+use num_complex::{Complex32, Complex64};
 use sparsemap_core::Shape;
+use sparsemap_e2e::{read_npy, relative_error};
 use sparsemap_edge::lambda_net::LambdaModel;
 use sparsemap_edge::learned::LearnedReconstructor;
 use sparsemap_edge::runtime::BackendKind;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 const F32_TOL: f64 = 1e-5;
@@ -29,15 +28,10 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn read<A: ReadNpyExt>(path: PathBuf) -> A {
-    A::read_npy(File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn edge_image(precision: &str) -> Array2<Complex32> {
     let example = repo().join("examples/colin27");
-    let kspace: Array2<Complex32> = read(example.join("kspace.npy"));
-    let mask: Array2<u8> = read(example.join("mask.npy"));
+    let kspace: Array2<Complex32> = read_npy(&example.join("kspace.npy"));
+    let mask: Array2<u8> = read_npy(&example.join("mask.npy"));
     let dictionary =
         sparsemap_edge::npy::read_dictionary(&repo().join("models/dictionaries/cdl_k32_s9.npy"))
             .unwrap();
@@ -67,21 +61,16 @@ fn edge_image(precision: &str) -> Array2<Complex32> {
     image
 }
 
-fn relative_error(a: &Array2<Complex32>, b: &Array2<Complex32>) -> f64 {
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from((x - y).norm_sqr()))
-        .sum();
-    let den: f64 = b.iter().map(|y| f64::from(y.norm_sqr())).sum();
-    (num / den).sqrt()
-}
-
 fn check(precision: &str, tolerance: f64) {
     let edge = edge_image(precision);
     let desktop: Array2<Complex32> =
-        read(repo().join(format!("tests/fixtures/learned/x_{precision}.npy")));
-    let error = relative_error(&edge, &desktop);
+        read_npy(&repo().join(format!("tests/fixtures/learned/x_{precision}.npy")));
+    let wide = |x: &Array2<Complex32>| -> Vec<Complex64> {
+        x.iter()
+            .map(|v| Complex64::new(v.re.into(), v.im.into()))
+            .collect()
+    };
+    let error = relative_error(&wide(&edge), &wide(&desktop));
     println!("{precision}: edge vs desktop float64, relative l2 error {error:.2e}");
     assert!(
         error <= tolerance,

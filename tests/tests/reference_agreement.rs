@@ -8,13 +8,13 @@
 //!   measured values are printed with `--nocapture`).
 
 use ndarray::ArrayD;
-use ndarray_npy::ReadNpyExt;
 use num_complex::{Complex, Complex64};
 use sparsemap_core::dictionary::{Dictionary, DictionaryPlan};
 use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
 use sparsemap_core::fista::Lambda;
 use sparsemap_core::recon::{reconstruct, ReconConfig, Workspace};
 use sparsemap_core::{Real, Shape};
+use sparsemap_e2e::{read_npy, relative_error};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -28,8 +28,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn read<T: ndarray_npy::ReadableElement>(path: &Path) -> ArrayD<T> {
-    ArrayD::<T>::read_npy(File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    read_npy(path)
 }
 
 struct Case {
@@ -102,12 +101,6 @@ fn cases() -> Vec<Case> {
         dirs.len()
     );
     dirs.iter().map(|d| load(d)).collect()
-}
-
-fn relative_error(a: &[Complex64], b: &[Complex64]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).norm_sqr()).sum();
-    let den: f64 = b.iter().map(|y| y.norm_sqr()).sum();
-    (num / den).sqrt()
 }
 
 struct Outcome {
