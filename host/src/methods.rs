@@ -21,6 +21,7 @@ use ndarray::{Array2, ArrayView2};
 use num_complex::Complex32;
 use serde::{Deserialize, Serialize};
 use sparsemap_core::fft::{Fft2, RustFft};
+use sparsemap_core::dictionary::Dictionary;
 use sparsemap_core::fista::Lambda;
 use sparsemap_core::ops::{CentredFourier, LinearOperator};
 use sparsemap_core::recon::ReconConfig;
@@ -194,16 +195,11 @@ impl LearnedSettings {
         let model = LambdaModel::from_path(&self.model(method))?;
         let dictionary = resolve(&self.dictionary);
         let filters = sparsemap_edge::npy::read_dictionary(&dictionary)?;
-        let (count, side, _) = filters.dim();
         LearnedReconstructor::new(
             &model,
             BackendKind::RustFft,
             shape,
-            filters
-                .as_slice()
-                .context("dictionary array is not contiguous")?,
-            count,
-            side,
+            sparsemap_edge::npy::dictionary_view(&filters)?,
         )
         .with_context(|| {
             format!(
@@ -309,9 +305,7 @@ impl Runner {
         let csc = EdgeReconstructor::new(
             BackendKind::RustFft,
             shape,
-            &dictionary.filters,
-            dictionary.count,
-            dictionary.side,
+            Dictionary::new(&dictionary.filters, dictionary.count, dictionary.side)?,
         )
         .with_context(|| {
             format!(

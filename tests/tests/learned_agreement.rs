@@ -35,7 +35,6 @@ fn edge_image(precision: &str) -> Array2<Complex32> {
     let dictionary =
         sparsemap_edge::npy::read_dictionary(&repo().join("models/dictionaries/cdl_k32_s9.npy"))
             .unwrap();
-    let (count, side, _) = dictionary.dim();
     let model =
         LambdaModel::from_path(&repo().join(format!("models/lambda/default.{precision}.onnx")))
             .unwrap();
@@ -44,9 +43,7 @@ fn edge_image(precision: &str) -> Array2<Complex32> {
         &model,
         BackendKind::RustFft,
         Shape::new(n_y, n_x).unwrap(),
-        dictionary.as_slice().unwrap(),
-        count,
-        side,
+        sparsemap_edge::npy::dictionary_view(&dictionary).unwrap(),
     )
     .unwrap();
     let mask: Vec<f32> = mask.iter().map(|&m| f32::from(m)).collect();

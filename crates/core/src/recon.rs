@@ -135,7 +135,7 @@ impl<'a, T: Real> Workspace<'a, T> {
     }
 }
 
-/// Reconstructs one slice (DESIGN §3.7).
+/// Reconstructs one slice (DESIGN §3.7): [`Workspace::prepare`] then [`Prepared::solve`].
 ///
 /// - `kspace`: centred k-space `[n_y][n_x]` in the unitary convention of §3.2; values off the
 ///   mask are ignored.
@@ -155,130 +155,267 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
     workspace: &mut Workspace<'_, T>,
     image: &mut [Complex<T>],
 ) -> Result<ReconReport<T>> {
-    let shape = plan.shape();
-    let n = shape.len();
-    if workspace.shape != shape || workspace.count != plan.count() {
-        return Err(Error::LengthMismatch {
-            what: "workspace (filters x pixels)",
-            expected: plan.count() * n,
-            actual: workspace.count * workspace.shape.len(),
-        });
-    }
-    check_len("k-space", kspace.len(), n)?;
-    check_len("mask", mask.len(), n)?;
+    // Sizes and lambda first, so that a bad call costs no FFT.
+    let n = plan.shape().len();
     check_len("image", image.len(), n)?;
-    if kspace
-        .iter()
-        .any(|v| !(v.re.is_finite() && v.im.is_finite()))
-    {
-        return Err(Error::NonFinite { what: "k-space" });
-    }
-    if mask.iter().any(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { what: "mask" });
-    }
-    if !config.lowpass_weight.is_finite() {
-        return Err(Error::NonFinite {
-            what: "low-pass weight",
-        });
-    }
-    if config.lowpass_weight < T::zero() {
-        return Err(Error::NegativeLowpassWeight);
-    }
     lambda.validate(plan.count() * n, n)?;
+    workspace
+        .prepare(plan, kspace, mask, config.lowpass_weight)?
+        .solve(lambda, config.iterations, image)
+}
 
-    let fft = plan.fft();
-    let ws = workspace;
-    let zero = Complex::new(T::zero(), T::zero());
+impl<'a, T: Real> Workspace<'a, T> {
+    /// Items 1–4 of DESIGN §3.7 for one slice: masks and scales the k-space
+    /// (`c = 1 / p99(|F^H y|)`), splits off the low-pass part (`y' = (1 - G) (.) y`) and
+    /// finds the step from the Lipschitz constant over the sampled frequencies. The returned
+    /// [`Prepared`] exposes these per-slice quantities (what a Lambda network's features are
+    /// made of) and solves; nothing is computed twice.
+    ///
+    /// Fails if a size does not match, an input is not finite, the low-pass weight is
+    /// negative, nothing was measured (`p99 = 0`), or no filter responds at any sampled
+    /// frequency (`L = 0`).
+    pub fn prepare<'w, 'p, B: FftBackend<T>>(
+        &'w mut self,
+        plan: &'w DictionaryPlan<'p, T, B>,
+        kspace: &[Complex<T>],
+        mask: &[T],
+        lowpass_weight: T,
+    ) -> Result<Prepared<'w, 'a, 'p, T, B>> {
+        let shape = plan.shape();
+        let n = shape.len();
+        if self.shape != shape || self.count != plan.count() {
+            return Err(Error::LengthMismatch {
+                what: "workspace (filters x pixels)",
+                expected: plan.count() * n,
+                actual: self.count * self.shape.len(),
+            });
+        }
+        check_len("k-space", kspace.len(), n)?;
+        check_len("mask", mask.len(), n)?;
+        if kspace
+            .iter()
+            .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+        {
+            return Err(Error::NonFinite { what: "k-space" });
+        }
+        if mask.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { what: "mask" });
+        }
+        if !lowpass_weight.is_finite() {
+            return Err(Error::NonFinite {
+                what: "low-pass weight",
+            });
+        }
+        if lowpass_weight < T::zero() {
+            return Err(Error::NegativeLowpassWeight);
+        }
 
-    // 1. Measured data, masked and modulated, in the transposed spectral layout.
-    let mut sampled = 0;
-    for y in 0..shape.n_y() {
-        for x in 0..shape.n_x() {
-            let t = shape.transposed(y, x);
-            if mask[shape.natural(y, x)] != T::zero() {
-                sampled += 1;
-                ws.mask[t] = T::one();
-                ws.measured[t] = kspace[shape.natural(y, x)].scale(checkerboard(y, x));
-            } else {
-                ws.mask[t] = T::zero();
-                ws.measured[t] = zero;
+        let fft = plan.fft();
+        let ws = self;
+        let zero = Complex::new(T::zero(), T::zero());
+
+        // 1. Measured data, masked and modulated, in the transposed spectral layout.
+        let mut sampled = 0;
+        for y in 0..shape.n_y() {
+            for x in 0..shape.n_x() {
+                let t = shape.transposed(y, x);
+                if mask[shape.natural(y, x)] != T::zero() {
+                    sampled += 1;
+                    ws.mask[t] = T::one();
+                    ws.measured[t] = kspace[shape.natural(y, x)].scale(checkerboard(y, x));
+                } else {
+                    ws.mask[t] = T::zero();
+                    ws.measured[t] = zero;
+                }
             }
         }
-    }
 
-    // 2. Scale (DESIGN §3.6): c = 1 / p99(|F^H y|); |C x| = |x|, so no demodulation.
-    let inverse_gain = fft.inverse_divisor::<T>() / T::lit(n as f64).sqrt();
-    fft.inverse_from_transposed(ws.measured, image, ws.scratch);
-    for (m, v) in ws.magnitudes.iter_mut().zip(image.iter()) {
-        *m = v.norm() * inverse_gain;
-    }
-    let p99 = percentile(ws.magnitudes, SCALE_PERCENTILE).ok_or(Error::NonFinite {
-        what: "zero-filled image",
-    })?;
-    // `partial_cmp` rather than `<=` so that NaN also fails.
-    if !is_positive(p99) || !p99.is_finite() {
-        return Err(Error::NothingMeasured);
-    }
-    let scale = T::one() / p99;
-    for v in ws.measured.iter_mut() {
-        *v = v.scale(scale);
-    }
-
-    // 3. Low-pass split: y' = (1 - G) y.
-    let weight = config.lowpass_weight;
-    crate::lowpass::for_each_gain(shape, weight, |t, gain| {
-        ws.data[t] = ws.measured[t].scale(T::one() - gain)
-    });
-
-    // 4. Step from the Lipschitz constant over the sampled frequencies.
-    let lipschitz = plan.lipschitz(ws.mask);
-    if !is_positive(lipschitz) {
-        return Err(Error::NoSampledResponse);
-    }
-    let step = T::one() / lipschitz;
-
-    // 5. FISTA on the modulated codes.
-    let op = MaskedSynthesis {
-        plan,
-        mask: Some(&*ws.mask),
-    };
-    fista(
-        &op,
-        ws.data,
-        lambda,
-        step,
-        config.iterations,
-        FistaBuffers {
-            z: ws.z,
-            previous: ws.v,
-            residual: ws.residual,
-            next_residual: ws.next_residual,
-            block: ws.block,
-            scratch: ws.scratch,
-        },
-    )?;
-
-    // 6. x = F^H (G y + sum_k h_k F z_k), unscaled.
-    let synthesis = MaskedSynthesis { plan, mask: None };
-    synthesis.apply(ws.z, ws.residual, ws.scratch);
-    crate::lowpass::for_each_gain(shape, weight, |t, gain| {
-        ws.residual[t] = ws.residual[t] + ws.measured[t].scale(gain)
-    });
-    fft.inverse_from_transposed(ws.residual, image, ws.scratch);
-    let output_gain = inverse_gain / scale;
-    for (y, row) in image.chunks_exact_mut(shape.n_x()).enumerate() {
-        for (x, v) in row.iter_mut().enumerate() {
-            *v = v.scale(output_gain * checkerboard(y, x));
+        // 2. Scale (DESIGN §3.6): c = 1 / p99(|F^H y|); |C x| = |x|, so no demodulation.
+        let inverse_gain = fft.inverse_divisor::<T>() / T::lit(n as f64).sqrt();
+        fft.inverse_from_transposed(ws.measured, ws.residual, ws.scratch);
+        for (m, v) in ws.magnitudes.iter_mut().zip(ws.residual.iter()) {
+            *m = v.norm() * inverse_gain;
         }
+        let p99 = percentile(ws.magnitudes, SCALE_PERCENTILE).ok_or(Error::NonFinite {
+            what: "zero-filled image",
+        })?;
+        // `partial_cmp` rather than `<=` so that NaN also fails.
+        if !is_positive(p99) || !p99.is_finite() {
+            return Err(Error::NothingMeasured);
+        }
+        let scale = T::one() / p99;
+        for v in ws.measured.iter_mut() {
+            *v = v.scale(scale);
+        }
+
+        // 3. Low-pass split: y' = (1 - G) y.
+        crate::lowpass::for_each_gain(shape, lowpass_weight, |t, gain| {
+            ws.data[t] = ws.measured[t].scale(T::one() - gain)
+        });
+
+        // 4. Step from the Lipschitz constant over the sampled frequencies.
+        let lipschitz = plan.lipschitz(ws.mask);
+        if !is_positive(lipschitz) {
+            return Err(Error::NoSampledResponse);
+        }
+        Ok(Prepared {
+            plan,
+            workspace: ws,
+            scale,
+            lipschitz,
+            sampled,
+            lowpass_weight,
+        })
+    }
+}
+
+/// One slice after [`Workspace::prepare`]: the scaled, masked data `y`, its high-pass part
+/// `y'`, the scale `c` and the Lipschitz constant `L`, held in the workspace. Read the
+/// per-slice quantities, then [`Prepared::solve`].
+pub struct Prepared<'w, 'a, 'p, T, B> {
+    plan: &'w DictionaryPlan<'p, T, B>,
+    workspace: &'w mut Workspace<'a, T>,
+    scale: T,
+    lipschitz: T,
+    sampled: usize,
+    lowpass_weight: T,
+}
+
+impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
+    /// `c = 1 / p99(|F^H y|)` (DESIGN §3.6).
+    pub fn scale(&self) -> T {
+        self.scale
     }
 
-    let nonzero_coefficients = ws.z.iter().filter(|v| **v != zero).count();
-    Ok(ReconReport {
-        scale,
-        lipschitz,
-        sampled,
-        nonzero_coefficients,
-    })
+    /// `L = max over sampled w of sum_k |h_k(w)|²` (DESIGN §3.3); the step is `1/L`.
+    pub fn lipschitz(&self) -> T {
+        self.lipschitz
+    }
+
+    /// Number of sampled k-space positions.
+    pub fn sampled(&self) -> usize {
+        self.sampled
+    }
+
+    /// Number of filters `K`.
+    pub fn count(&self) -> usize {
+        self.plan.count()
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.plan.shape()
+    }
+
+    /// `|x0|` of the scaled problem, `x0 = F^H y` (its 99th percentile is 1), natural layout
+    /// `[n_y][n_x]`. One inverse FFT.
+    pub fn zero_filled_abs(&mut self, out: &mut [T]) -> Result<()> {
+        let shape = self.plan.shape();
+        check_len("zero-filled magnitude", out.len(), shape.len())?;
+        let fft = self.plan.fft();
+        let ws = &mut *self.workspace;
+        fft.inverse_from_transposed(ws.measured, ws.residual, ws.scratch);
+        let gain = fft.inverse_divisor::<T>() / T::lit(shape.len() as f64).sqrt();
+        for (o, v) in out.iter_mut().zip(ws.residual.iter()) {
+            *o = v.norm() * gain;
+        }
+        Ok(())
+    }
+
+    /// `|F^H(conj(h_k) (.) y')|` = `|d_k^T (*) x0'|`, natural layout `[n_y][n_x]`: the
+    /// magnitude of filter `k`'s block of the first FISTA gradient (from `z = 0`), i.e. the
+    /// correlation of filter `k` with the high-pass zero-filled image. One inverse FFT.
+    pub fn gradient_abs(&mut self, k: usize, out: &mut [T]) -> Result<()> {
+        let n = self.plan.shape().len();
+        check_len("gradient magnitude", out.len(), n)?;
+        if k >= self.plan.count() {
+            return Err(Error::LengthMismatch {
+                what: "filter index (K)",
+                expected: self.plan.count(),
+                actual: k + 1,
+            });
+        }
+        let ws = &mut *self.workspace;
+        // Unmasked: y' is zero off the mask already.
+        let op = MaskedSynthesis {
+            plan: self.plan,
+            mask: None,
+        };
+        op.adjoint_block(ws.data, k, ws.residual, ws.scratch);
+        for (o, v) in out.iter_mut().zip(ws.residual.iter()) {
+            *o = v.norm();
+        }
+        Ok(())
+    }
+
+    /// Items 5–6 of DESIGN §3.7: `iterations` steps of FISTA with thresholds
+    /// `Lambda / L`, then `x = F^H (G (.) y + sum_k h_k (.) F z_k) / c` into `image`
+    /// (`[n_y][n_x]`, on the scale of `F^H y`). May be called again with other levels.
+    pub fn solve(
+        &mut self,
+        lambda: Lambda<'_, T>,
+        iterations: usize,
+        image: &mut [Complex<T>],
+    ) -> Result<ReconReport<T>> {
+        let plan = self.plan;
+        let shape = plan.shape();
+        let n = shape.len();
+        check_len("image", image.len(), n)?;
+        lambda.validate(plan.count() * n, n)?;
+        let fft = plan.fft();
+        let ws = &mut *self.workspace;
+        let step = T::one() / self.lipschitz;
+
+        // 5. FISTA on the modulated codes.
+        let op = MaskedSynthesis {
+            plan,
+            mask: Some(&*ws.mask),
+        };
+        fista(
+            &op,
+            ws.data,
+            lambda,
+            step,
+            iterations,
+            FistaBuffers {
+                z: ws.z,
+                previous: ws.v,
+                residual: ws.residual,
+                next_residual: ws.next_residual,
+                block: ws.block,
+                scratch: ws.scratch,
+            },
+        )?;
+
+        // 6. x = F^H (G y + sum_k h_k F z_k), unscaled.
+        let synthesis = MaskedSynthesis { plan, mask: None };
+        synthesis.apply(ws.z, ws.residual, ws.scratch);
+        crate::lowpass::for_each_gain(shape, self.lowpass_weight, |t, gain| {
+            ws.residual[t] = ws.residual[t] + ws.measured[t].scale(gain)
+        });
+        fft.inverse_from_transposed(ws.residual, image, ws.scratch);
+        let inverse_gain = fft.inverse_divisor::<T>() / T::lit(n as f64).sqrt();
+        let output_gain = inverse_gain / self.scale;
+        for (y, row) in image.chunks_exact_mut(shape.n_x()).enumerate() {
+            for (x, v) in row.iter_mut().enumerate() {
+                *v = v.scale(output_gain * checkerboard(y, x));
+            }
+        }
+
+        let zero = Complex::new(T::zero(), T::zero());
+        let nonzero_coefficients = ws.z.iter().filter(|v| **v != zero).count();
+        Ok(ReconReport {
+            scale: self.scale,
+            lipschitz: self.lipschitz,
+            sampled: self.sampled,
+            nonzero_coefficients,
+        })
+    }
+}
+
+impl<T, B> core::fmt::Debug for Prepared<'_, '_, '_, T, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Prepared").finish_non_exhaustive()
+    }
 }
 
 /// `value > 0`, false for NaN.

@@ -15,7 +15,9 @@ use num_complex::Complex32;
 use sparsemap_core::fista::Lambda;
 use sparsemap_core::recon::ReconConfig;
 use sparsemap_core::Shape;
-use sparsemap_edge::lambda_net::{FeaturePlan, LambdaModel};
+use sparsemap_core::dictionary::Dictionary;
+use sparsemap_edge::features::{compute_features, FEATURE_CHANNELS};
+use sparsemap_edge::lambda_net::LambdaModel;
 use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -80,8 +82,9 @@ fn main() -> Result<()> {
     let int8_model =
         LambdaModel::from_path(&PathBuf::from(format!("{}.int8.onnx", prefix.display())))?;
     let info = f32_model.info().clone();
-    let mut features = FeaturePlan::new(&filters, K, SIDE, ny, nx, info.lowpass_weight)?;
-    let mut x = vec![0.0f32; features.features_len()];
+    let shape = Shape::new(ny, nx).context("grid")?;
+    let dictionary = Dictionary::new(&filters, K, SIDE)?;
+    let mut x = vec![0.0f32; K * FEATURE_CHANNELS * ny * nx];
     let mut lambda = vec![0.0f32; K * ny * nx];
 
     let t_plan = Instant::now();
@@ -91,17 +94,18 @@ fn main() -> Result<()> {
     let int8_plan = int8_model.plan(K, ny, nx)?;
     let t_plan_int8 = t_plan.elapsed().as_secs_f64();
 
+    let mut recon = EdgeReconstructor::new(BackendKind::RustFft, shape, dictionary)?;
+    let a = info.lowpass_weight as f32;
     let t_features = time(runs, || {
-        features.compute(&kspace, &mask, &mut x).map(|_| ())
+        x = recon.with_prepared(&kspace, &mask, a, compute_features)?;
+        Ok(())
     })?;
     let t_f32 = time(runs, || f32_plan.run(&x, &mut lambda))?;
     let t_int8 = time(runs, || int8_plan.run(&x, &mut lambda))?;
 
-    let shape = Shape::new(ny, nx).context("grid")?;
-    let mut recon = EdgeReconstructor::new(BackendKind::RustFft, shape, &filters, K, SIDE)?;
     let config = ReconConfig {
         iterations: info.iterations,
-        lowpass_weight: info.lowpass_weight as f32,
+        lowpass_weight: a,
     };
     let mut image = vec![Complex32::default(); ny * nx];
     f32_plan.run(&x, &mut lambda)?;

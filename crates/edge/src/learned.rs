@@ -4,13 +4,15 @@
 //! `sparsemap.lowpass_weight`). Planned once per model, dictionary and grid; every buffer,
 //! including the Lambda maps, is owned here and reused for each slice.
 
-use crate::lambda_net::{LambdaModel, LambdaPredictor};
+use crate::lambda_net::{LambdaModel, LambdaPredictor, PredictTimes, DEFAULT_NETWORK_BATCH};
 use crate::runtime::{BackendKind, EdgeReconstructor};
 use anyhow::{Context, Result};
 use num_complex::Complex32;
+use sparsemap_core::dictionary::Dictionary;
 use sparsemap_core::fista::Lambda;
 use sparsemap_core::recon::{ReconConfig, ReconReport};
 use sparsemap_core::Shape;
+use std::time::Instant;
 
 /// The model bundled with the binary (DESIGN §7: used when no `--model` is given):
 /// `models/lambda/default.int8.onnx`, see its model card `models/README.md`.
@@ -26,8 +28,12 @@ pub const BUNDLED_MODEL_DICTIONARY_NAME: &str =
 #[derive(Debug, Clone, Copy)]
 pub struct LearnedReport {
     pub solve: ReconReport<f32>,
+    /// Seconds spent on preparing the slice (masking, scale, low-pass split; one FFT).
+    pub prepare_seconds: f64,
     /// Seconds spent on the features and the network.
-    pub lambda_seconds: f64,
+    pub times: PredictTimes,
+    /// Seconds spent in the FISTA solve and synthesis.
+    pub solve_seconds: f64,
     /// Mean of the predicted Lambda over all filters and pixels (scaled-problem units).
     pub lambda_mean: f32,
 }
@@ -41,24 +47,35 @@ pub struct LearnedReconstructor {
 }
 
 impl LearnedReconstructor {
-    /// `filters`: `[count][side][side]` row-major. Binds and optimises the network for this
-    /// `K` and grid (errors name the model).
+    /// Plans the dictionary on `shape` and binds and optimises the network for its `K`
+    /// and grid, run on [`DEFAULT_NETWORK_BATCH`] filters at a time (errors name the model).
     pub fn new(
         model: &LambdaModel,
         backend: BackendKind,
         shape: Shape,
-        filters: &[f32],
-        count: usize,
-        side: usize,
+        dictionary: Dictionary<'_, f32>,
     ) -> Result<Self> {
-        let (n_y, n_x) = (shape.n_y(), shape.n_x());
-        let predictor = LambdaPredictor::new(model, filters, count, side, n_y, n_x)?;
-        let solver = EdgeReconstructor::new(backend, shape, filters, count, side)?;
+        Self::with_network_batch(model, backend, shape, dictionary, DEFAULT_NETWORK_BATCH)
+    }
+
+    /// [`Self::new`] with `batch` filters per network run (the maps do not depend on it;
+    /// tract's memory grows with it).
+    pub fn with_network_batch(
+        model: &LambdaModel,
+        backend: BackendKind,
+        shape: Shape,
+        dictionary: Dictionary<'_, f32>,
+        batch: usize,
+    ) -> Result<Self> {
+        let count = dictionary.count();
+        let solver = EdgeReconstructor::new(backend, shape, dictionary)
+            .with_context(|| format!("{}: planning the dictionary", model.name()))?;
+        let predictor = LambdaPredictor::new(model, count, shape, batch)?;
         let info = model.info();
         Ok(Self {
             predictor,
             solver,
-            maps: vec![0.0; count * n_y * n_x],
+            maps: vec![0.0; count * shape.len()],
             config: ReconConfig {
                 iterations: info.iterations,
                 lowpass_weight: info.lowpass_weight as f32,
@@ -77,10 +94,18 @@ impl LearnedReconstructor {
         &self.config
     }
 
-    /// Bytes of the solver's plan and workspace plus the Lambda maps (tract's own buffers
-    /// are not counted).
+    /// Bytes planned: the solver's dictionary plan and workspace, the Lambda maps, the
+    /// shared feature channels and one network input. tract's intermediate tensors are not
+    /// planned by us; the process's peak RSS ([`crate::memory`]) covers them.
     pub fn memory_bytes(&self) -> usize {
-        self.solver.memory_bytes() + self.maps.len() * core::mem::size_of::<f32>()
+        self.solver.memory_bytes()
+            + self.maps.len() * core::mem::size_of::<f32>()
+            + self.predictor.planned_bytes()
+    }
+
+    /// Filters per network run.
+    pub fn network_batch(&self) -> usize {
+        self.predictor.batch()
     }
 
     /// The Lambda maps `[K][N_y][N_x]` of the last reconstruction.
@@ -88,25 +113,38 @@ impl LearnedReconstructor {
         &self.maps
     }
 
-    /// Reconstructs one slice into `image` (`kspace`, `mask` and `image` are `[N_y][N_x]`).
+    /// Reconstructs one slice into `image` (`kspace`, `mask` and `image` are `[N_y][N_x]`):
+    /// the core prepares the slice once, the features and maps are computed from it, and the
+    /// same prepared slice is solved.
     pub fn reconstruct(
         &mut self,
         kspace: &[Complex32],
         mask: &[f32],
         image: &mut [Complex32],
     ) -> Result<LearnedReport> {
-        let started = std::time::Instant::now();
-        self.predictor
-            .predict(kspace, mask, &mut self.maps)
-            .context("predicting the Lambda maps")?;
-        let lambda_seconds = started.elapsed().as_secs_f64();
-        let solve =
-            self.solver
-                .reconstruct(kspace, mask, Lambda::Maps(&self.maps), &self.config, image)?;
-        let lambda_mean = self.maps.iter().sum::<f32>() / self.maps.len() as f32;
+        let Self {
+            predictor,
+            solver,
+            maps,
+            config,
+        } = self;
+        let started = Instant::now();
+        let (times, prepare_seconds, solve, solve_seconds) =
+            solver.with_prepared(kspace, mask, config.lowpass_weight, |prepared| {
+                let prepare_seconds = started.elapsed().as_secs_f64();
+                let times = predictor
+                    .predict(prepared, maps)
+                    .context("predicting the Lambda maps")?;
+                let solve_started = Instant::now();
+                let solve = prepared.solve(Lambda::Maps(maps), config.iterations, image)?;
+                Ok((times, prepare_seconds, solve, solve_started.elapsed().as_secs_f64()))
+            })?;
+        let lambda_mean = maps.iter().sum::<f32>() / maps.len() as f32;
         Ok(LearnedReport {
             solve,
-            lambda_seconds,
+            prepare_seconds,
+            times,
+            solve_seconds,
             lambda_mean,
         })
     }

@@ -5,8 +5,11 @@
 //! images ([`output`]). The `sparsemap` binary
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
 
+pub mod features;
 pub mod lambda_net;
 pub mod learned;
+pub mod memory;
+pub mod method;
 pub mod metrics;
 pub mod npy;
 pub mod output;

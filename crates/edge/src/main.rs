@@ -171,9 +171,8 @@ fn recon(args: &ReconArgs) -> Result<()> {
         Backend::Rustfft => BackendKind::RustFft,
         Backend::Microfft => BackendKind::MicroFft,
     };
-    let filters_slice = filters
-        .as_slice()
-        .context("dictionary array is not contiguous")?;
+    let dictionary = npy::dictionary_view(&filters)
+        .with_context(|| format!("dictionary {dictionary_name}"))?;
     let kspace_slice = kspace
         .as_slice()
         .context("k-space array is not contiguous")?;
@@ -206,7 +205,7 @@ fn recon(args: &ReconArgs) -> Result<()> {
                 iterations: args.iterations.unwrap_or(ITERATIONS),
                 lowpass_weight: args.lowpass_weight.unwrap_or(LOWPASS_WEIGHT as f32),
             };
-            let mut reconstructor = EdgeReconstructor::new(kind, shape, filters_slice, count, side)
+            let mut reconstructor = EdgeReconstructor::new(kind, shape, dictionary)
                 .with_context(|| format!("dictionary {dictionary_name}"))?;
             let report = reconstructor
                 .reconstruct(kspace_slice, &mask_f32, lambda, &config, image_slice)
@@ -215,7 +214,7 @@ fn recon(args: &ReconArgs) -> Result<()> {
         }
         Sparsity::Model(model) => {
             let mut learned =
-                LearnedReconstructor::new(model, kind, shape, filters_slice, count, side)
+                LearnedReconstructor::new(model, kind, shape, dictionary)
                     .with_context(|| {
                         format!("model {} with dictionary {dictionary_name}", model.name())
                     })?;
@@ -235,7 +234,7 @@ fn recon(args: &ReconArgs) -> Result<()> {
                 "maps from {} (mean {:.4}, features + network {:.3} s)",
                 model.name(),
                 report.lambda_mean,
-                report.lambda_seconds
+                report.times.features + report.times.network
             );
             (
                 report.solve,
@@ -268,7 +267,7 @@ fn recon(args: &ReconArgs) -> Result<()> {
         write_png(png, &image, &provenance)?;
     }
     eprintln!(
-        "sparsemap: {n_y}x{n_x}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}), lambda {}: {:.3} s, total {:.3} s, {:.1} MB planned; wrote {}",
+        "sparsemap: {n_y}x{n_x}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}), lambda {}: {:.3} s, total {:.3} s, {:.1} MB planned, peak RSS {:.1} MB; wrote {}",
         100.0 * provenance.sampled_fraction,
         config.iterations,
         kind.name(),
@@ -276,6 +275,7 @@ fn recon(args: &ReconArgs) -> Result<()> {
         solve_seconds,
         started.elapsed().as_secs_f64(),
         memory_bytes as f64 / 1e6,
+        sparsemap_edge::memory::peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
         args.out.display()
     );
     if let Some(target) = &args.compare_to {

@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Array3, ArrayD};
 use ndarray_npy::ReadNpyExt;
 use num_complex::{Complex32, Complex64};
+use sparsemap_core::dictionary::Dictionary;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
@@ -273,4 +274,13 @@ pub fn read_image(path: &Path) -> Result<Array2<Complex32>> {
         );
     }
     Ok(array.into_dimensionality::<ndarray::Ix2>()?)
+}
+
+/// The core's validated view of a dictionary array `[K, s, s]` (odd `s <= 11`, finite taps).
+pub fn dictionary_view(filters: &Array3<f32>) -> Result<Dictionary<'_, f32>> {
+    let (count, side, _) = filters.dim();
+    let taps = filters
+        .as_slice()
+        .context("dictionary array is not contiguous")?;
+    Ok(Dictionary::new(taps, count, side)?)
 }

@@ -1,11 +1,12 @@
 //! The std runtime around `sparsemap-core`: owns the buffers, plans once per dictionary and
 //! grid, then reconstructs any number of slices without allocating.
 
+use crate::features::PreparedSlice;
 use num_complex::Complex;
 use sparsemap_core::dictionary::{Dictionary, DictionaryPlan, PlanInfo};
 use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
 use sparsemap_core::fista::Lambda;
-use sparsemap_core::recon::{reconstruct, ReconConfig, ReconReport, Workspace};
+use sparsemap_core::recon::{reconstruct, Prepared, ReconConfig, ReconReport, Workspace};
 use sparsemap_core::{Real, Result, Shape};
 
 /// A planned reconstructor for one grid and one dictionary.
@@ -21,16 +22,17 @@ pub struct Reconstructor<T: Real, B> {
 impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
     /// Plans the FFT and the dictionary responses and allocates the workspace (the only
     /// allocations; see [`Workspace`] for the memory formula).
-    pub fn new(backend: B, filters: &[T], count: usize, side: usize) -> Result<Self> {
+    pub fn new(backend: B, dictionary: Dictionary<'_, T>) -> Result<Self> {
         let fft = Fft2::new(backend);
         let shape = fft.shape();
-        let dictionary = Dictionary::new(filters, count, side)?;
+        let count = dictionary.count();
         let mut responses =
             vec![Complex::default(); DictionaryPlan::<T, B>::responses_len(shape, count)];
         let mut power = vec![T::zero(); DictionaryPlan::<T, B>::power_len(shape)];
         let mut scratch = vec![Complex::default(); DictionaryPlan::<T, B>::scratch_len(&fft)];
         let info =
             DictionaryPlan::compute(&fft, dictionary, &mut responses, &mut power, &mut scratch)?;
+        drop(scratch);
         let complex =
             vec![Complex::default(); Workspace::<T>::complex_len(shape, count, fft.scratch_len())];
         let real = vec![T::zero(); Workspace::<T>::real_len(shape)];
@@ -72,13 +74,35 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
     ) -> Result<ReconReport<T>> {
         let plan = DictionaryPlan::view(&self.fft, self.info, &self.responses, &self.power)?;
         let mut workspace = Workspace::new(
-            self.shape(),
+            self.fft.shape(),
             self.info.count(),
             self.fft.scratch_len(),
             &mut self.complex,
             &mut self.real,
         )?;
         reconstruct(&plan, kspace, mask, lambda, config, &mut workspace, image)
+    }
+
+    /// Prepares one slice ([`Workspace::prepare`]) and hands it to `f`, which reads the
+    /// per-slice quantities and solves.
+    pub fn with_prepared<R, E: From<sparsemap_core::Error>>(
+        &mut self,
+        kspace: &[Complex<T>],
+        mask: &[T],
+        lowpass_weight: T,
+        f: impl FnOnce(&mut Prepared<'_, '_, '_, T, B>) -> core::result::Result<R, E>,
+    ) -> core::result::Result<R, E> {
+        let plan = DictionaryPlan::view(&self.fft, self.info, &self.responses, &self.power)?;
+        let shape = self.fft.shape();
+        let mut workspace = Workspace::new(
+            shape,
+            self.info.count(),
+            self.fft.scratch_len(),
+            &mut self.complex,
+            &mut self.real,
+        )?;
+        let mut prepared = workspace.prepare(&plan, kspace, mask, lowpass_weight)?;
+        f(&mut prepared)
     }
 }
 
@@ -108,26 +132,15 @@ pub enum EdgeReconstructor {
 }
 
 impl EdgeReconstructor {
-    pub fn new(
-        kind: BackendKind,
-        shape: Shape,
-        filters: &[f32],
-        count: usize,
-        side: usize,
-    ) -> Result<Self> {
+    /// Plans `dictionary` on `shape` with the chosen FFT backend.
+    pub fn new(kind: BackendKind, shape: Shape, dictionary: Dictionary<'_, f32>) -> Result<Self> {
         Ok(match kind {
-            BackendKind::RustFft => Self::RustFft(Reconstructor::new(
-                RustFft::new(shape),
-                filters,
-                count,
-                side,
-            )?),
-            BackendKind::MicroFft => Self::MicroFft(Reconstructor::new(
-                MicroFft::new(shape),
-                filters,
-                count,
-                side,
-            )?),
+            BackendKind::RustFft => {
+                Self::RustFft(Reconstructor::new(RustFft::new(shape), dictionary)?)
+            }
+            BackendKind::MicroFft => {
+                Self::MicroFft(Reconstructor::new(MicroFft::new(shape), dictionary)?)
+            }
         })
     }
 
@@ -135,6 +148,13 @@ impl EdgeReconstructor {
         match self {
             Self::RustFft(r) => r.memory_bytes(),
             Self::MicroFft(r) => r.memory_bytes(),
+        }
+    }
+
+    pub fn shape(&self) -> Shape {
+        match self {
+            Self::RustFft(r) => r.shape(),
+            Self::MicroFft(r) => r.shape(),
         }
     }
 
@@ -149,6 +169,24 @@ impl EdgeReconstructor {
         match self {
             Self::RustFft(r) => r.reconstruct(kspace, mask, lambda, config, image),
             Self::MicroFft(r) => r.reconstruct(kspace, mask, lambda, config, image),
+        }
+    }
+
+    /// [`Reconstructor::with_prepared`] behind the run-time backend choice.
+    pub fn with_prepared<R>(
+        &mut self,
+        kspace: &[Complex<f32>],
+        mask: &[f32],
+        lowpass_weight: f32,
+        f: impl FnOnce(&mut dyn PreparedSlice) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        match self {
+            Self::RustFft(r) => {
+                r.with_prepared(kspace, mask, lowpass_weight, |p| f(p as &mut dyn PreparedSlice))
+            }
+            Self::MicroFft(r) => {
+                r.with_prepared(kspace, mask, lowpass_weight, |p| f(p as &mut dyn PreparedSlice))
+            }
         }
     }
 }

@@ -17,7 +17,12 @@
 use ndarray::{Array1, Array2, Array3, Array4};
 use ndarray_npy::ReadNpyExt;
 use num_complex::Complex32;
-use sparsemap_edge::lambda_net::{FeaturePlan, LambdaModel, LambdaPredictor, FEATURE_CHANNELS};
+use sparsemap_core::dictionary::Dictionary;
+use sparsemap_core::Shape;
+use sparsemap_edge::features::{compute_features, FEATURE_CHANNELS};
+use sparsemap_edge::lambda_net::LambdaModel;
+use sparsemap_edge::learned::LearnedReconstructor;
+use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -83,14 +88,46 @@ fn mean_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
 }
 
-fn predict(precision: &str, case: &str) -> Vec<f32> {
+impl Dict {
+    fn view(&self) -> Dictionary<'_, f32> {
+        Dictionary::new(&self.filters, self.count, self.side).unwrap()
+    }
+}
+
+/// The maps the learned reconstruction predicts, with `batch` filters per network run.
+fn predict_batched(precision: &str, case: &str, batch: usize) -> Vec<f32> {
     let inp = input();
     let d = dictionary(case);
-    let m = model(precision);
-    let mut p = LambdaPredictor::new(&m, &d.filters, d.count, d.side, inp.n, inp.n).unwrap();
-    let mut out = vec![0.0; d.count * inp.n * inp.n];
-    p.predict(&inp.kspace, &inp.mask, &mut out).unwrap();
-    out
+    let shape = Shape::new(inp.n, inp.n).unwrap();
+    let mut learned = LearnedReconstructor::with_network_batch(
+        &model(precision),
+        BackendKind::RustFft,
+        shape,
+        d.view(),
+        batch,
+    )
+    .unwrap();
+    let mut image = vec![Complex32::default(); shape.len()];
+    learned
+        .reconstruct(&inp.kspace, &inp.mask, &mut image)
+        .unwrap();
+    learned.lambda_maps().to_vec()
+}
+
+fn predict(precision: &str, case: &str) -> Vec<f32> {
+    predict_batched(precision, case, 8)
+}
+
+#[test]
+fn maps_do_not_depend_on_the_network_batch() {
+    // rand7 has K = 12: batches of 5 leave a tail of 2 (a second plan)
+    for precision in ["f32", "int8"] {
+        let whole = predict_batched(precision, "rand7", 12);
+        for batch in [1, 5] {
+            let err = max_abs(&predict_batched(precision, "rand7", batch), &whole);
+            assert!(err <= 1e-7, "{precision}, batch {batch}: {err}");
+        }
+    }
 }
 
 /// Maps `[K][N][N]` of filter order `perm` from maps of the original order.
@@ -104,9 +141,11 @@ fn permute(maps: &[f32], perm: &[usize], plane: usize) -> Vec<f32> {
 fn features_equal_jax() {
     let inp = input();
     let d = dictionary("dct3");
-    let mut plan = FeaturePlan::new(&d.filters, d.count, d.side, inp.n, inp.n, 1.0).unwrap();
-    let mut f = vec![0.0; plan.features_len()];
-    plan.compute(&inp.kspace, &inp.mask, &mut f).unwrap();
+    let shape = Shape::new(inp.n, inp.n).unwrap();
+    let mut solver = EdgeReconstructor::new(BackendKind::RustFft, shape, d.view()).unwrap();
+    let f = solver
+        .with_prepared(&inp.kspace, &inp.mask, 1.0, compute_features)
+        .unwrap();
     let expected = maps("dct3", "features.npy");
     assert_eq!(f.len(), d.count * FEATURE_CHANNELS * inp.n * inp.n);
     let scale = expected.iter().fold(0.0f32, |a, &b| a.max(b));
