@@ -49,6 +49,8 @@ fn start(scan_id: u32) -> ScanStart {
         n_slices: 1,
         field_mt: 50.0,
         fov_mm: [256.0; 2],
+        kx_first: 0,
+        kx_count: N as u16,
     }
 }
 
