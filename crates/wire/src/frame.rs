@@ -217,7 +217,8 @@ pub enum FaultKind {
     /// `detail` is the size in bytes of the encoded frame that was dropped.
     LinkOverrun,
     /// The scan plan handed to the acquisition side is inconsistent (a readout outside the
-    /// grid, `n_x` above the firmware's capacity); no scan starts. `detail` is the index of
-    /// the offending readout, or `n_x`.
+    /// grid, a zero dimension or `n_x` above `MAX_N_X`, a readout window that is empty,
+    /// leaves the grid or exceeds the firmware's capacity); no scan starts. `detail` is the
+    /// index of the offending readout, `n_x`, or `kx_count` (window).
     InvalidPlan,
 }
