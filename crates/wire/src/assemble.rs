@@ -45,11 +45,16 @@
 //!   `Error::ScanInterrupted` for this scan does the same) or
 //!   [`SliceAssembler::complete_oldest`] (the caller's slice timeout, [`ClosedBy::Timeout`]);
 //! * **(c) slots full**: a line of a slice that is not open needs a slot and none is free:
-//!   the oldest open slice is completed ([`ClosedBy::SlotsFull`]). A completed slice keeps
+//!   the oldest open slice is completed ([`ClosedBy::SlotsFull`]) — unless a completed
+//!   slice is already waiting for its pop, which will free a slot. A completed slice keeps
 //!   its slot until its [`Completed`] view is dropped, so that line is *not* placed: `line`
-//!   returns [`LineOutcome::NoSlot`], counts it in [`ScanSummary::no_slot`], and changes
-//!   nothing else — pop the completed slices and pass the line again
-//!   ([`SliceAssembler::line_then_pop`] does exactly that).
+//!   returns [`LineOutcome::NoSlot`] and counts it in [`ScanSummary::no_slot`], nothing
+//!   else (completions stand; the line is not counted as seen) — pop the completed slices
+//!   and pass the line again ([`SliceAssembler::line_then_pop`] does exactly that).
+//!
+//! Rule (a) is evaluated with an arriving line's `seq` before the line gets a slot, so a
+//! slice the stream has moved past completes (and frees its slot once popped) without rule
+//! (c) forcing out a slice that is still receiving lines.
 //!
 //! Slices complete in slice order (completing one completes every open slice before it).
 //! A slice that received nothing is never opened and never delivered. A line for a slice
@@ -365,9 +370,9 @@ pub enum LineOutcome {
     InvalidSamples,
     /// Its slice had completed (or the scan ended); not placed.
     Late,
-    /// Its slice needed a slot and none was free; not placed and nothing else changed
-    /// (except that rule (c) may have completed the oldest open slice). Pop the completed
-    /// slices and pass it again.
+    /// Its slice needed a slot and none was free; not placed and not counted as seen
+    /// (slices it completed by rules (a) and (c) stay completed). Pop the completed slices
+    /// and pass it again.
     NoSlot,
     /// It does not fit the scan's geometry; ignored.
     Invalid,
@@ -564,11 +569,20 @@ impl<'a> SliceAssembler<'a> {
             self.summary.invalid += 1;
             return LineOutcome::Invalid;
         }
+        // Rule (a) with this line's seq counted, before the line needs a slot: a slice the
+        // stream has moved past then frees (once popped) the slot a new slice needs,
+        // instead of rule (c) forcing one out.
+        let high = self.summary.seq_high.map_or(line.seq, |h| h.max(line.seq));
+        if !self.finished {
+            self.complete_moved_past(high);
+        }
         if self.finished || u32::from(line.slice) < self.closed_below {
             self.summary.late += 1;
             self.raise_high_water(line.seq);
             return LineOutcome::Late;
         }
+        // A refused line does not raise the high-water mark: passed again, it is counted
+        // (e.g. as reordered) exactly as if it had been placed the first time.
         let Some(i) = self.slot_for(line.slice) else {
             self.summary.no_slot += 1;
             return LineOutcome::NoSlot;
@@ -610,7 +624,8 @@ impl<'a> SliceAssembler<'a> {
             self.summary.lines_placed += 1;
             LineOutcome::Placed
         };
-        self.complete_moved_past();
+        // Again: a new slice's first seq may move earlier ones past.
+        self.complete_moved_past(high);
         outcome
     }
 
@@ -912,10 +927,7 @@ impl<'a> SliceAssembler<'a> {
 
     /// Rule (a): complete every open slice before the highest open slice whose first `seq`
     /// the high-water mark has passed by `settle_lines`.
-    fn complete_moved_past(&mut self) {
-        let Some(high) = self.summary.seq_high else {
-            return;
-        };
+    fn complete_moved_past(&mut self, high: u32) {
         let settle = u64::from(self.config.settle_lines);
         let passed = self
             .active()
@@ -1245,6 +1257,27 @@ mod tests {
         assert_eq!(outcome, LineOutcome::Placed);
         assert_eq!(a.summary().no_slot, 1);
         assert_eq!(a.slot_view(2).map(|(_, m)| m[at(0, 1, 2)]), Some(true));
+    }
+
+    #[test]
+    fn a_slice_moved_past_is_completed_before_slots_count_as_full() {
+        let (s, c) = (start(), config(2, 0));
+        let (mut k, mut m) = buffers(&s, &c);
+        let mut a = SliceAssembler::new(s, c, &mut k, &mut m).unwrap();
+        a.line(&line(0, 0, 0));
+        a.line(&line(1, 1, 0));
+        // Seq 2 moves the stream past slice 0 (rule a) before slice 2 asks for a slot, so
+        // it waits for slice 0's pop instead of forcing slice 1 out.
+        let mut popped = Vec::new();
+        let outcome = a.line_then_pop(&line(2, 2, 0), |c| popped.push(*c.stats()));
+        assert_eq!(outcome, LineOutcome::Placed);
+        // Slice 1 was then completed by the placed line (settle 0) and handed over too:
+        // nothing was forced out by full slots.
+        let closed: Vec<_> = popped.iter().map(|s| (s.slice, s.closed_by)).collect();
+        let moved = Some(ClosedBy::MovedPast);
+        assert_eq!(closed, [(0, moved), (1, moved)]);
+        assert_eq!(a.summary().no_slot, 0);
+        assert_eq!(a.open_slices().map(|s| s.slice).collect::<Vec<_>>(), [2]);
     }
 
     #[test]
