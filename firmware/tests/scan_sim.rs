@@ -464,10 +464,10 @@ fn an_invalid_plan_is_refused_with_a_fault() {
 #[test]
 fn an_invalid_readout_window_is_refused_with_a_fault() {
     for (n_x, kx_first, kx_count, detail) in [
-        (64, 0, 0, 0),                                       // empty window
-        (64, 17, 48, 48),                                    // leaves the grid
-        (128, 0, N as u16 + 1, N as u32 + 1),                // above the bridge's capacity
-        (513, 0, 48, 513),                                   // grid above MAX_N_X
+        (64, 0, 0, 0),                        // empty window
+        (64, 17, 48, 48),                     // leaves the grid
+        (128, 0, N as u16 + 1, N as u32 + 1), // above the bridge's capacity
+        (513, 0, 48, 513),                    // grid above MAX_N_X
     ] {
         let mut scan = scan16();
         (scan.n_x, scan.kx_first, scan.kx_count) = (n_x, kx_first, kx_count);
@@ -479,7 +479,10 @@ fn an_invalid_readout_window_is_refused_with_a_fault() {
             matches!(frames[..], [Frame::Fault(Fault { kind: FaultKind::InvalidPlan, detail: d, .. })] if d == detail),
             "{n_x} {kx_first} {kx_count}: {frames:?}"
         );
-        assert!(model.borrow().samples_read.iter().all(|&n| n == 0), "no readout");
+        assert!(
+            model.borrow().samples_read.iter().all(|&n| n == 0),
+            "no readout"
+        );
     }
     // The widest valid window still runs.
     let full = Scan::rows(&[0, 1], 64, 0, 64);

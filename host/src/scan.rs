@@ -444,15 +444,20 @@ pub fn simulate_scan(
 pub fn readout_window(masks: ArrayView3<'_, bool>) -> Result<std::ops::Range<usize>> {
     let n_x = masks.dim().2;
     let sampled = |kx: usize| masks.index_axis(Axis(2), kx).iter().any(|&m| m);
-    let (Some(first), Some(last)) = ((0..n_x).find(|&kx| sampled(kx)), (0..n_x).rfind(|&kx| sampled(kx)))
-    else {
+    let (Some(first), Some(last)) = (
+        (0..n_x).find(|&kx| sampled(kx)),
+        (0..n_x).rfind(|&kx| sampled(kx)),
+    ) else {
         bail!("the masks sample nothing: no readout window");
     };
     let window = first..last + 1;
     for (s, mask) in masks.axis_iter(Axis(0)).enumerate() {
         for (ky, row) in mask.axis_iter(Axis(0)).enumerate() {
             if row.iter().any(|&m| m)
-                && row.iter().enumerate().any(|(kx, &m)| m != window.contains(&kx))
+                && row
+                    .iter()
+                    .enumerate()
+                    .any(|(kx, &m)| m != window.contains(&kx))
             {
                 bail!(
                     "mask not acquirable line by line: slice {s} row {ky} samples other columns                      than the readout window {first}..{} (a 2-D mask such as Poisson-disc; use a                      row or block mask)",

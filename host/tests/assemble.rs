@@ -16,8 +16,8 @@ use sparsemap_host::scan::{
 };
 use sparsemap_host::simulate::{simulate_stack, Acquisition, MaskKind};
 use sparsemap_wire::{
-    AssemblerConfig, ClosedBy, EndStatus, Frame, FrameReader, LineOutcome, ReadError,
-    ScanSummary, SliceAssembler, SliceStats, MAX_SLOTS,
+    AssemblerConfig, ClosedBy, EndStatus, Frame, FrameReader, LineOutcome, ReadError, ScanSummary,
+    SliceAssembler, SliceStats, MAX_SLOTS,
 };
 
 const SLICES: usize = 6;
@@ -36,7 +36,11 @@ fn stack(block: bool) -> &'static Stack {
         let targets = Array3::from_shape_fn((SLICES, N, N), |(s, y, x)| {
             let u = (y as f32 - N as f32 / 2.0) / (N as f32 / 2.0);
             let v = (x as f32 - N as f32 / 2.0) / (N as f32 / 2.0);
-            let m = if u * u + v * v < 0.6 { 1.0 + s as f32 } else { 0.0 };
+            let m = if u * u + v * v < 0.6 {
+                1.0 + s as f32
+            } else {
+                0.0
+            };
             Complex32::from_polar(m, 0.3 * u - 0.2 * v)
         });
         let mask = if block {
@@ -160,7 +164,10 @@ fn predict(plan: &[PlannedLine], log: &FaultLog) -> (BTreeMap<u16, Expected>, u3
     for &m in &lost {
         let next = (m + 1..log.lines_sent).find(|s| !lost.contains(s));
         let slice = next.map_or(last, slice_of);
-        expected.get_mut(&slice).expect("slice of an intact line").missing += 1;
+        expected
+            .get_mut(&slice)
+            .expect("slice of an intact line")
+            .missing += 1;
     }
     (expected, corrupt_before_any_line)
 }
@@ -213,7 +220,10 @@ fn check(format: SampleFormat, block: bool, faults: FaultSpec) {
         if st.slice == last {
             assert_eq!(st.closed_by, end);
         } else {
-            assert!(st.closed_by == Some(ClosedBy::MovedPast) || st.closed_by == end, "{st:?}");
+            assert!(
+                st.closed_by == Some(ClosedBy::MovedPast) || st.closed_by == end,
+                "{st:?}"
+            );
         }
         assert!(st.complete);
         // Mask: the generator's mask minus the rows that never arrived intact. k-space: the
@@ -248,7 +258,12 @@ fn check(format: SampleFormat, block: bool, faults: FaultSpec) {
     assert_eq!(summary.corrupt_unattributed, corrupt_unattributed);
     assert_eq!(summary.lines_placed, log.lines_intact);
     assert_eq!(
-        (summary.late, summary.no_slot, summary.unknown_scan, summary.invalid),
+        (
+            summary.late,
+            summary.no_slot,
+            summary.unknown_scan,
+            summary.invalid
+        ),
         (0, 0, 0, 0)
     );
     assert_eq!(

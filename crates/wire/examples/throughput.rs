@@ -87,9 +87,7 @@ fn measure(name: &str, lines: &[Line<N>]) {
     let mut stream = Vec::new();
     // Every workload has lines of one length: that is the scan's window.
     let kx_count = lines.first().map_or(N, |l| l.samples.len()) as u16;
-    stream.extend_from_slice(
-        encode(&Frame::<N>::ScanStart(start(1, kx_count)), &mut buf).unwrap(),
-    );
+    stream.extend_from_slice(encode(&Frame::<N>::ScanStart(start(1, kx_count)), &mut buf).unwrap());
     for (seq, l) in lines.iter().enumerate() {
         let mut l = l.clone();
         l.scan_id = 1;

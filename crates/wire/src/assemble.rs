@@ -170,10 +170,7 @@ impl core::fmt::Display for AssembleError {
                 buffer,
                 needed,
                 len,
-            } => write!(
-                f,
-                "{buffer:?} buffer has {len} elements, {needed} needed"
-            ),
+            } => write!(f, "{buffer:?} buffer has {len} elements, {needed} needed"),
         }
     }
 }
@@ -468,7 +465,10 @@ fn per_slot(start: &ScanStart, config: &AssemblerConfig) -> Result<usize, Assemb
         return bad(Field::Window, window_end);
     }
     if !(1..=MAX_SLOTS).contains(&config.slots) {
-        return bad(Field::Slots, u32::try_from(config.slots).unwrap_or(u32::MAX));
+        return bad(
+            Field::Slots,
+            u32::try_from(config.slots).unwrap_or(u32::MAX),
+        );
     }
     // At most 32 * 512 * 512 = 2^23 per slot, 2^25 in all: fits any usize of 32 bits.
     Ok(usize::from(start.n_coils) * usize::from(start.n_y) * usize::from(start.n_x))
@@ -817,7 +817,12 @@ impl<'a> SliceAssembler<'a> {
     /// for a preview).
     pub fn open_slices(&self) -> impl Iterator<Item = &SliceStats> + '_ {
         let mut open: [Option<&SliceStats>; MAX_SLOTS] = [None; MAX_SLOTS];
-        for (n, slot) in self.slots.iter().filter(|s| s.state == SlotState::Open).enumerate() {
+        for (n, slot) in self
+            .slots
+            .iter()
+            .filter(|s| s.state == SlotState::Open)
+            .enumerate()
+        {
             // Insertion sort by slice: at most MAX_SLOTS entries.
             let mut j = n;
             while j > 0 && open[j - 1].is_some_and(|p| p.slice > slot.stats.slice) {
@@ -940,7 +945,9 @@ impl<'a> SliceAssembler<'a> {
             .map(|i| self.slots[i].stats.slice)
             .max();
         if let Some(limit) = passed {
-            while let Some(i) = self.oldest_open().filter(|&i| self.slots[i].stats.slice < limit)
+            while let Some(i) = self
+                .oldest_open()
+                .filter(|&i| self.slots[i].stats.slice < limit)
             {
                 self.close(i, ClosedBy::MovedPast);
             }
@@ -963,7 +970,10 @@ impl<'a> SliceAssembler<'a> {
     /// order, which the missing-line attribution relies on).
     fn close(&mut self, i: usize, why: ClosedBy) {
         let slice = self.slots[i].stats.slice;
-        while let Some(j) = self.oldest_open().filter(|&j| self.slots[j].stats.slice < slice) {
+        while let Some(j) = self
+            .oldest_open()
+            .filter(|&j| self.slots[j].stats.slice < slice)
+        {
             self.close_one(j, why);
         }
         self.close_one(i, why);
@@ -1119,7 +1129,11 @@ mod tests {
         assert_eq!(ks.len(), 2 * 4 * 6);
         let mut want_k = vec![Complex::new(0.0, 0.0); 48];
         let mut want_m = vec![false; 48];
-        for (kx, v) in [(2, (0.5, -0.5)), (3, (150.0, 0.0)), (4, (-16384.0, 16383.5))] {
+        for (kx, v) in [
+            (2, (0.5, -0.5)),
+            (3, (150.0, 0.0)),
+            (4, (-16384.0, 16383.5)),
+        ] {
             want_k[at(1, 3, kx)] = Complex::new(v.0, v.1);
             want_m[at(1, 3, kx)] = true;
         }
@@ -1213,7 +1227,12 @@ mod tests {
         assert_eq!((st.seq_first, st.seq_last), (Some(0), Some(2)));
         assert_eq!(st.lines_missing, 0);
         assert_eq!(st.reordered, 1, "2 arrived below 3");
-        assert_eq!(a.open_slices().map(|s| (s.slice, s.lines_received)).collect::<Vec<_>>(), [(1, 3)]);
+        assert_eq!(
+            a.open_slices()
+                .map(|s| (s.slice, s.lines_received))
+                .collect::<Vec<_>>(),
+            [(1, 3)]
+        );
         a.end(&end(6, EndStatus::Complete));
         let st1 = drain(&mut a)[0].0;
         assert_eq!((st1.slice, st1.reordered, st1.lines_received), (1, 0, 3));
@@ -1244,7 +1263,11 @@ mod tests {
         // Slice 2 needs a slot: slice 0 completes, the line waits for the pop.
         assert_eq!(a.line(&line(2, 2, 0)), LineOutcome::NoSlot);
         assert_eq!(a.summary().no_slot, 1);
-        assert_eq!(a.summary().seq_high, Some(1), "a refused line changes nothing");
+        assert_eq!(
+            a.summary().seq_high,
+            Some(1),
+            "a refused line changes nothing"
+        );
         let mut popped = Vec::new();
         let outcome = a.line_then_pop(&line(2, 2, 0), |c| popped.push(*c.stats()));
         assert_eq!(outcome, LineOutcome::Placed);
@@ -1288,7 +1311,10 @@ mod tests {
         a.line(&line(0, 0, 0));
         a.line(&line(2, 1, 0)); // completes slice 0 (settle 0)
         let first = drain(&mut a);
-        assert_eq!(first[0].0.lines_missing, 0, "seq 1 is attributed to slice 1");
+        assert_eq!(
+            first[0].0.lines_missing, 0,
+            "seq 1 is attributed to slice 1"
+        );
         assert_eq!(a.line(&line(1, 0, 1)), LineOutcome::Late);
         assert_eq!(a.summary().late, 1);
         a.end(&end(3, EndStatus::Complete));
@@ -1400,7 +1426,11 @@ mod tests {
         assert_eq!(sum.corrupt_unattributed, 1);
         assert_eq!(sum.invalid, 1);
         assert_eq!(
-            (sum.decoder.crc, sum.decoder.truncated, sum.decoder.sequence_gap),
+            (
+                sum.decoder.crc,
+                sum.decoder.truncated,
+                sum.decoder.sequence_gap
+            ),
             (1, 1, 1)
         );
     }
@@ -1519,7 +1549,11 @@ mod tests {
             },
             ..line(0, 0, 0)
         };
-        assert_eq!(a.line(&wide), LineOutcome::Invalid, "n_x samples, not kx_count");
+        assert_eq!(
+            a.line(&wide),
+            LineOutcome::Invalid,
+            "n_x samples, not kx_count"
+        );
         assert_eq!(a.summary().invalid, 4);
         assert_eq!(a.summary().unknown_scan, 1);
         assert_eq!(a.summary().seq_high, None);

@@ -15,8 +15,8 @@ mod frame;
 mod io;
 
 pub use assemble::{
-    AssembleError, AssemblerConfig, Buffer, ClosedBy, Completed, DecoderErrors, FaultKinds,
-    Field, LineOutcome, ScanSummary, SliceAssembler, SliceStats, MAX_COILS, MAX_SLOTS,
+    AssembleError, AssemblerConfig, Buffer, ClosedBy, Completed, DecoderErrors, FaultKinds, Field,
+    LineOutcome, ScanSummary, SliceAssembler, SliceStats, MAX_COILS, MAX_SLOTS,
 };
 pub use decode::{Decoder, FeedResult, SEQ_WINDOW};
 pub use encode::{

@@ -68,14 +68,19 @@ fn error() -> impl Strategy<Value = Error> {
         Just(Error::Malformed),
         Just(Error::InvalidFrame),
         Just(Error::BufferTooSmall),
-        (any::<u32>(), any::<u32>()).prop_map(|(expected, computed)| Error::Crc { expected, computed }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(expected, computed)| Error::Crc { expected, computed }),
         any::<u16>().prop_map(|version| Error::UnknownVersion { version }),
         (0u32..40, 0u32..40).prop_map(|(expected, got)| Error::SequenceGap { expected, got }),
-        (prop_oneof![Just(SCAN), any::<u32>()], prop::option::of(0u32..40))
+        (
+            prop_oneof![Just(SCAN), any::<u32>()],
+            prop::option::of(0u32..40)
+        )
             .prop_map(|(scan_id, seq)| Error::Duplicate { scan_id, seq }),
         any::<u32>().prop_map(|seq| Error::Stale { seq }),
         any::<u32>().prop_map(|scan_id| Error::UnknownScan { scan_id }),
-        prop_oneof![Just(SCAN), any::<u32>()].prop_map(|scan_id| Error::ScanInterrupted { scan_id }),
+        prop_oneof![Just(SCAN), any::<u32>()]
+            .prop_map(|scan_id| Error::ScanInterrupted { scan_id }),
         (any::<u32>(), any::<u32>()).prop_map(|(lines_sent, lines_received)| Error::Incomplete {
             scan_id: SCAN,
             lines_sent,

@@ -204,8 +204,8 @@ fn version_1_scan_start_is_an_unknown_version() {
     // postcard: variant 0, version 1, scan_id 5, n_y 4, n_x 2, n_coils 1, n_slices 1,
     // field_mt 47.0, fov_mm [200.0, 200.0].
     let v1: [u8; 19] = [
-        0x00, 0x01, 0x05, 0x04, 0x02, 0x01, 0x01, 0x00, 0x00, 0x3C, 0x42, 0x00, 0x00, 0x48,
-        0x43, 0x00, 0x00, 0x48, 0x43,
+        0x00, 0x01, 0x05, 0x04, 0x02, 0x01, 0x01, 0x00, 0x00, 0x3C, 0x42, 0x00, 0x00, 0x48, 0x43,
+        0x00, 0x00, 0x48, 0x43,
     ];
     assert_eq!(
         outcomes(&mut dec, &frame_raw(&v1)),
@@ -240,28 +240,85 @@ fn readout_window_must_fit_grid_and_capacity() {
     };
     let base = start(1); // n_x 2, window 0..2
     assert!(ok(base));
-    assert!(!ok(ScanStart { kx_count: 0, ..base }), "empty window");
-    assert!(!ok(ScanStart { kx_first: 1, ..base }), "window past the grid");
-    assert!(ok(ScanStart { kx_first: 1, kx_count: 1, ..base }));
-    assert!(!ok(ScanStart { kx_first: u16::MAX, kx_count: 2, ..base }), "no u16 overflow");
+    assert!(
+        !ok(ScanStart {
+            kx_count: 0,
+            ..base
+        }),
+        "empty window"
+    );
+    assert!(
+        !ok(ScanStart {
+            kx_first: 1,
+            ..base
+        }),
+        "window past the grid"
+    );
+    assert!(ok(ScanStart {
+        kx_first: 1,
+        kx_count: 1,
+        ..base
+    }));
+    assert!(
+        !ok(ScanStart {
+            kx_first: u16::MAX,
+            kx_count: 2,
+            ..base
+        }),
+        "no u16 overflow"
+    );
     // kx_count above the decoder's capacity N = 8, even in a grid wide enough.
-    let wide = ScanStart { n_x: 64, kx_first: 10, kx_count: N as u16, ..base };
+    let wide = ScanStart {
+        n_x: 64,
+        kx_first: 10,
+        kx_count: N as u16,
+        ..base
+    };
     assert!(ok(wide), "n_x may exceed N: only the window travels");
-    assert!(!ok(ScanStart { kx_count: N as u16 + 1, ..wide }), "window above capacity");
+    assert!(
+        !ok(ScanStart {
+            kx_count: N as u16 + 1,
+            ..wide
+        }),
+        "window above capacity"
+    );
     // n_x above MAX_N_X even with a small window.
-    assert!(ok(ScanStart { n_x: MAX_N_X as u16, ..wide }));
-    assert!(!ok(ScanStart { n_x: MAX_N_X as u16 + 1, ..wide }), "grid above MAX_N_X");
+    assert!(ok(ScanStart {
+        n_x: MAX_N_X as u16,
+        ..wide
+    }));
+    assert!(
+        !ok(ScanStart {
+            n_x: MAX_N_X as u16 + 1,
+            ..wide
+        }),
+        "grid above MAX_N_X"
+    );
     // Lines must carry exactly kx_count samples, not n_x.
     let mut dec = Dec::new();
-    let s = ScanStart { n_x: 6, kx_first: 2, kx_count: 2, ..base };
-    assert_eq!(outcomes(&mut dec, &enc(Frame::ScanStart(s))), vec![Ok(Frame::ScanStart(s))]);
+    let s = ScanStart {
+        n_x: 6,
+        kx_first: 2,
+        kx_count: 2,
+        ..base
+    };
+    assert_eq!(
+        outcomes(&mut dec, &enc(Frame::ScanStart(s))),
+        vec![Ok(Frame::ScanStart(s))]
+    );
     let mut six = line(1, 0, 1);
     six.samples = Samples::F32 {
         iq: heapless::Vec::from_slice(&[[1.0, 2.0]; 6]).unwrap(),
     };
-    assert_eq!(outcomes(&mut dec, &enc(Frame::Line(six))), vec![Err(Error::InvalidFrame)]);
+    assert_eq!(
+        outcomes(&mut dec, &enc(Frame::Line(six))),
+        vec![Err(Error::InvalidFrame)]
+    );
     let two = line(1, 0, 1);
-    assert_eq!(outcomes(&mut dec, &enc(Frame::Line(two.clone()))), vec![Ok(Frame::Line(two))]);
+    assert_eq!(
+        outcomes(&mut dec, &enc(Frame::Line(two.clone()))),
+        vec![Ok(Frame::Line(two))]
+    );
 }
 
 #[test]

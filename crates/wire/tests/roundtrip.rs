@@ -255,7 +255,6 @@ fn cobs_decode(enc: &[u8]) -> Vec<u8> {
     out
 }
 
-
 /// postcard bytes of `Frame::Line(l)` written by hand from the layout in the README.
 fn postcard_bytes(l: &Line<N>) -> Vec<u8> {
     fn varint(mut v: u64, out: &mut Vec<u8>) {
