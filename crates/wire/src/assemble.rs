@@ -558,7 +558,7 @@ impl<'a> SliceAssembler<'a> {
     pub fn line<const N: usize>(&mut self, line: &Line<N>) -> LineOutcome {
         let st = self.start;
         if line.scan_id != st.scan_id {
-            self.summary.unknown_scan += 1;
+            bump(&mut self.summary.unknown_scan);
             return LineOutcome::UnknownScan;
         }
         if line.slice >= st.n_slices
@@ -566,7 +566,7 @@ impl<'a> SliceAssembler<'a> {
             || line.ky >= st.n_y
             || line.samples.len() != usize::from(st.kx_count)
         {
-            self.summary.invalid += 1;
+            bump(&mut self.summary.invalid);
             return LineOutcome::Invalid;
         }
         // Rule (a) with this line's seq counted, before the line needs a slot: a slice the
@@ -577,14 +577,14 @@ impl<'a> SliceAssembler<'a> {
             self.complete_moved_past(high);
         }
         if self.finished || u32::from(line.slice) < self.closed_below {
-            self.summary.late += 1;
+            bump(&mut self.summary.late);
             self.raise_high_water(line.seq);
             return LineOutcome::Late;
         }
         // A refused line does not raise the high-water mark: passed again, it is counted
         // (e.g. as reordered) exactly as if it had been placed the first time.
         let Some(i) = self.slot_for(line.slice) else {
-            self.summary.no_slot += 1;
+            bump(&mut self.summary.no_slot);
             return LineOutcome::NoSlot;
         };
 
@@ -596,7 +596,7 @@ impl<'a> SliceAssembler<'a> {
         stats.seq_first = Some(stats.seq_first.map_or(line.seq, |s| s.min(line.seq)));
         stats.seq_last = Some(stats.seq_last.map_or(line.seq, |s| s.max(line.seq)));
         if below_high {
-            stats.reordered += 1;
+            bump(&mut stats.reordered);
         }
 
         let row = i * self.per_slot
@@ -607,10 +607,10 @@ impl<'a> SliceAssembler<'a> {
         let outcome = if self.mask[row] {
             // kx_count >= 1 and a written line sets its whole window: the first column
             // tells whether the row was written.
-            stats.duplicates += 1;
+            bump(&mut stats.duplicates);
             LineOutcome::Duplicate
         } else if !(0..count).all(|k| sample(&line.samples, k).is_some_and(finite)) {
-            stats.invalid_samples += 1;
+            bump(&mut stats.invalid_samples);
             LineOutcome::InvalidSamples
         } else {
             let cells = self.kspace[row..row + count].iter_mut();
@@ -620,8 +620,8 @@ impl<'a> SliceAssembler<'a> {
                 *v = Complex::new(re, im);
                 *m = true;
             }
-            stats.lines_received += 1;
-            self.summary.lines_placed += 1;
+            bump(&mut stats.lines_received);
+            bump(&mut self.summary.lines_placed);
             LineOutcome::Placed
         };
         // Again: a new slice's first seq may move earlier ones past.
@@ -632,7 +632,8 @@ impl<'a> SliceAssembler<'a> {
     /// [`line`](Self::line), and when it returns [`LineOutcome::NoSlot`] hand every
     /// completed slice to `sink` (in slice order; each slot is freed after `sink` returns)
     /// and pass the line once more. Then hand over whatever else completed. So no line is
-    /// lost for want of a slot.
+    /// lost for want of a slot — except one of a slice older than every open slice, for
+    /// which rule (c) completes nothing: it stays [`LineOutcome::NoSlot`] and counted.
     pub fn line_then_pop<const N: usize>(
         &mut self,
         line: &Line<N>,
@@ -646,7 +647,7 @@ impl<'a> SliceAssembler<'a> {
             outcome = self.line(line);
             if outcome != LineOutcome::NoSlot {
                 // The first attempt was not a lost line after all.
-                self.summary.no_slot -= 1;
+                self.summary.no_slot = self.summary.no_slot.saturating_sub(1);
             }
         }
         while let Some(c) = self.pop_complete() {
@@ -658,14 +659,14 @@ impl<'a> SliceAssembler<'a> {
     /// Record a `Fault` frame on its slice (module docs).
     pub fn fault(&mut self, fault: &Fault) {
         if fault.scan_id != self.start.scan_id {
-            self.summary.unknown_scan += 1;
+            bump(&mut self.summary.unknown_scan);
             return;
         }
         if fault.slice >= self.start.n_slices
             || fault.coil >= self.start.n_coils
             || fault.ky >= self.start.n_y
         {
-            self.summary.invalid += 1;
+            bump(&mut self.summary.invalid);
             return;
         }
         let open = self.open_slot(fault.slice);
@@ -683,10 +684,10 @@ impl<'a> SliceAssembler<'a> {
         match slot {
             Some(i) => {
                 let stats = &mut self.slots[i].stats;
-                stats.faults += 1;
+                bump(&mut stats.faults);
                 stats.fault_kinds.insert(fault.kind);
             }
-            None => self.summary.faults_unattributed += 1,
+            None => bump(&mut self.summary.faults_unattributed),
         }
     }
 
@@ -696,68 +697,68 @@ impl<'a> SliceAssembler<'a> {
         let d = &mut self.summary.decoder;
         let corrupt = match *error {
             Error::Oversize => {
-                d.oversize += 1;
+                bump(&mut d.oversize);
                 true
             }
             Error::Truncated => {
-                d.truncated += 1;
+                bump(&mut d.truncated);
                 true
             }
             Error::Crc { .. } => {
-                d.crc += 1;
+                bump(&mut d.crc);
                 true
             }
             Error::Malformed => {
-                d.malformed += 1;
+                bump(&mut d.malformed);
                 true
             }
             Error::UnknownVersion { .. } => {
-                d.unknown_version += 1;
+                bump(&mut d.unknown_version);
                 false
             }
             Error::InvalidFrame => {
-                d.invalid_frame += 1;
+                bump(&mut d.invalid_frame);
                 false
             }
             Error::SequenceGap { .. } => {
-                d.sequence_gap += 1;
+                bump(&mut d.sequence_gap);
                 false
             }
             Error::Duplicate { scan_id, seq } => {
-                d.duplicate += 1;
+                bump(&mut d.duplicate);
                 if let (true, Some(seq)) = (scan_id == self.start.scan_id, seq) {
                     self.duplicate_report(seq);
                 }
                 false
             }
             Error::Stale { .. } => {
-                d.stale += 1;
+                bump(&mut d.stale);
                 false
             }
             Error::UnknownScan { .. } => {
-                d.unknown_scan += 1;
+                bump(&mut d.unknown_scan);
                 false
             }
             Error::ScanInterrupted { scan_id } => {
-                d.scan_interrupted += 1;
+                bump(&mut d.scan_interrupted);
                 if scan_id == self.start.scan_id {
                     self.interrupt();
                 }
                 false
             }
             Error::Incomplete { .. } => {
-                d.incomplete += 1;
+                bump(&mut d.incomplete);
                 false
             }
             Error::BufferTooSmall => {
-                d.other += 1;
+                bump(&mut d.other);
                 false
             }
         };
         if corrupt {
             match self.newest_open() {
-                Some(i) => self.slots[i].stats.corrupt += 1,
-                None => self.summary.corrupt_unattributed += 1,
+                Some(i) => bump(&mut self.slots[i].stats.corrupt),
+                None => bump(&mut self.summary.corrupt_unattributed),
             }
         }
     }
@@ -767,7 +768,7 @@ impl<'a> SliceAssembler<'a> {
     /// [`ScanSummary::unknown_scan`]; a second one changes nothing.
     pub fn end(&mut self, end: &ScanEnd) {
         if end.scan_id != self.start.scan_id {
-            self.summary.unknown_scan += 1;
+            bump(&mut self.summary.unknown_scan);
             return;
         }
         if self.finished {
@@ -995,7 +996,7 @@ impl<'a> SliceAssembler<'a> {
         );
         slot.state = SlotState::Done;
         self.closed_below = self.closed_below.max(u32::from(slot.stats.slice) + 1);
-        self.summary.slices_completed += 1;
+        bump(&mut self.summary.slices_completed);
     }
 
     /// A decoder duplicate report for `seq`: on the open slice with the greatest
@@ -1006,10 +1007,15 @@ impl<'a> SliceAssembler<'a> {
             .filter(|&i| self.slots[i].stats.seq_first.is_some_and(|f| f <= seq))
             .max_by_key(|&i| self.slots[i].stats.seq_first);
         match target {
-            Some(i) => self.slots[i].stats.duplicates += 1,
-            None => self.summary.duplicates_unattributed += 1,
+            Some(i) => bump(&mut self.slots[i].stats.duplicates),
+            None => bump(&mut self.summary.duplicates_unattributed),
         }
     }
+}
+
+/// Count one more (saturating: a counter never panics or wraps, however long the scan).
+fn bump(counter: &mut u32) {
+    *counter = counter.saturating_add(1);
 }
 
 /// Sample `k` in k-space units.
