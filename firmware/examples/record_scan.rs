@@ -13,10 +13,12 @@
 //! Options: `--scan-id ID` (default 27), `--field-mt F` (default 50), `--fov-mm F` (default
 //! 256: the Colin27 slice is 1 mm voxels on a 256 grid).
 //!
-//! One readout per k-space row with any sampled entry, in ascending `ky`, each with all
-//! `n_x` samples (`y <- M (.) y`: zeros off the mask). The per-scan scale maps the largest
-//! |re| or |im| of the sampled k-space to code 32767; decoding gives `scale * code`, within
-//! `scale / 2` of the input per component.
+//! One readout per k-space row with any sampled entry, in ascending `ky`. The readout window
+//! (`kx_first`, `kx_count` of `ScanStart`) is the union of the sampled columns of the mask,
+//! and every line carries exactly those columns. A mask that cannot be acquired line by line
+//! — a sampled row whose sampled columns differ from the window, e.g. 2-D Poisson-disc — is
+//! refused. The per-scan scale maps the largest |re| or |im| of the sampled k-space to code
+//! 32767; decoding gives `scale * code`, within `scale / 2` of the input per component.
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
@@ -75,25 +77,43 @@ fn main() -> Result<()> {
     );
     let (n_y, n_x) = kspace.dim();
     ensure!(
-        n_x <= N && n_y <= usize::from(u16::MAX),
-        "n_x {n_x} above {N}"
+        n_x <= sparsemap_wire::MAX_N_X && n_y <= usize::from(u16::MAX),
+        "grid {n_y}x{n_x}: n_x above {} or n_y above {}",
+        sparsemap_wire::MAX_N_X,
+        u16::MAX
     );
 
-    // y <- M (.) y, the rows to acquire, and the per-scan quantisation scale.
+    // The rows to acquire, the readout window, and the per-scan quantisation scale.
     let rows: Vec<usize> = (0..n_y)
         .filter(|&ky| mask.row(ky).iter().any(|&m| m != 0))
         .collect();
-    let masked = |ky: usize, kx: usize| {
-        if mask[[ky, kx]] != 0 {
-            kspace[[ky, kx]]
-        } else {
-            Complex32::new(0.0, 0.0)
-        }
+    let sampled_cols: Vec<usize> = (0..n_x)
+        .filter(|&kx| mask.column(kx).iter().any(|&m| m != 0))
+        .collect();
+    let (Some(&kx_first), Some(&kx_last)) = (sampled_cols.first(), sampled_cols.last()) else {
+        bail!("{mask_path}: the mask samples nothing");
     };
+    let window = kx_first..kx_last + 1;
+    ensure!(
+        window.len() <= N,
+        "{mask_path}: readout window of {} columns above {N}",
+        window.len()
+    );
+    if let Some(&ky) = rows
+        .iter()
+        .find(|&&ky| (0..n_x).any(|kx| (mask[[ky, kx]] != 0) != window.contains(&kx)))
+    {
+        bail!(
+            "{mask_path}: not acquirable line by line: row {ky} samples other columns than the readout window {kx_first}..{}",
+            window.end
+        );
+    }
     let peak = rows
         .iter()
-        .flat_map(|&ky| (0..n_x).map(move |kx| (ky, kx)))
-        .map(|(ky, kx)| masked(ky, kx))
+        .flat_map(|&ky| {
+            let kspace = &kspace;
+            window.clone().map(move |kx| kspace[[ky, kx]])
+        })
         .fold(0.0f32, |m, v| m.max(v.re.abs()).max(v.im.abs()));
     ensure!(
         peak > 0.0 && peak.is_finite(),
@@ -104,9 +124,10 @@ fn main() -> Result<()> {
     let codes: Vec<Vec<[i16; 2]>> = rows
         .iter()
         .map(|&ky| {
-            (0..n_x)
+            window
+                .clone()
                 .map(|kx| {
-                    let v = masked(ky, kx);
+                    let v = kspace[[ky, kx]];
                     [quantise(v.re), quantise(v.im)]
                 })
                 .collect()
@@ -126,6 +147,8 @@ fn main() -> Result<()> {
         scan_id,
         n_y: n_y as u16,
         n_x: n_x as u16,
+        kx_first: kx_first as u16,
+        kx_count: window.len() as u16,
         n_coils: 1,
         n_slices: 1,
         field_mt,
@@ -162,8 +185,10 @@ fn main() -> Result<()> {
         .and_then(|mut f| f.write_all(bytes))
         .with_context(|| format!("writing {out_path}"))?;
     println!(
-        "{out_path}: scan {scan_id}, {n_y}x{n_x}, {} lines of {n_x} samples, {} bytes ({:.0} per line), scale {scale:e} per code",
+        "{out_path}: scan {scan_id}, {n_y}x{n_x}, {} lines of {} samples (columns {kx_first}..{}), {} bytes ({:.0} per line), scale {scale:e} per code",
         summary.lines_sent,
+        window.len(),
+        window.end,
         bytes.len(),
         bytes.len() as f64 / f64::from(summary.lines_sent),
     );

@@ -1,5 +1,5 @@
-//! The acquisition state machine: configure → wait for trigger → one readout of `n_x` I/Q
-//! samples (one per `DRDY`) → `Line` frame → … → `ScanEnd`.
+//! The acquisition state machine: configure → wait for trigger → one readout of `kx_count`
+//! I/Q samples (one per `DRDY`) → `Line` frame → … → `ScanEnd`.
 
 use embedded_hal::digital::InputPin;
 use embedded_hal::spi::SpiDevice;
@@ -7,7 +7,7 @@ use embedded_io::{Write, WriteReady};
 use heapless::Vec;
 use sparsemap_wire::{
     encode_fault, encode_line, encode_scan_end, encode_scan_start, max_encoded_len, EndStatus,
-    Fault, FaultKind, Line, Samples, ScanEnd, ScanStart, VERSION,
+    Fault, FaultKind, Line, Samples, ScanEnd, ScanStart, MAX_N_X, VERSION,
 };
 
 use crate::ads131a02::{AdcError, Ads131a02};
@@ -43,8 +43,13 @@ pub struct ScanPlan<'a> {
     pub scan_id: u32,
     /// Grid rows (`N_y`).
     pub n_y: u16,
-    /// Samples per readout (`N_x`), `1..=N` of the bridge.
+    /// Columns of the reconstruction grid (`N_x`), `1..=MAX_N_X`.
     pub n_x: u16,
+    /// First grid column a readout measures.
+    pub kx_first: u16,
+    /// Samples per readout, `1..=N` of the bridge, with `kx_first + kx_count <= n_x`: a
+    /// readout measures the grid columns `kx_first .. kx_first + kx_count`.
+    pub kx_count: u16,
     /// Receive coils.
     pub n_coils: u8,
     /// Slices.
@@ -293,6 +298,8 @@ where
                         n_slices: plan.n_slices,
                         field_mt: plan.field_mt,
                         fov_mm: plan.fov_mm,
+                        kx_first: plan.kx_first,
+                        kx_count: plan.kx_count,
                     };
                     // A bare delimiter first: whatever the receiver had half-decoded is
                     // flushed, so the ScanStart is never glued to old bytes.
@@ -468,11 +475,11 @@ where
         match self.adc.read_sample() {
             Ok(iq) => {
                 if let Samples::I16 { iq: v, .. } = &mut self.line.samples {
-                    // Capacity N >= n_x was checked at Start.
+                    // Capacity N >= kx_count was checked at Start.
                     let _ = v.push(iq);
                 }
                 let k = k + 1;
-                if k < plan.n_x {
+                if k < plan.kx_count {
                     return Ok(State::Read { index, k });
                 }
                 self.send_line(plan, readout);
@@ -547,16 +554,25 @@ where
     }
 }
 
-/// Why `plan` cannot run on a bridge of capacity `N`: `Some(n_x)` for a bad `n_x` or a zero
-/// dimension, `Some(index)` of the first readout outside the grid; `None` if it is fine.
+/// Why `plan` cannot run on a bridge of capacity `N` (the `Fault.detail` of
+/// `InvalidPlan`): `Some(n_x)` for `n_x` above `MAX_N_X` or a zero dimension,
+/// `Some(kx_count)` for a readout window that is empty, leaves the grid or exceeds `N`,
+/// `Some(index)` of the first readout outside the grid; `None` if it is fine. These are
+/// the decoder's `ScanStart` checks: a plan that passes gives a stream the edge accepts.
 fn plan_error<const N: usize>(plan: &ScanPlan<'_>) -> Option<u32> {
     if plan.n_x == 0
-        || usize::from(plan.n_x) > N
+        || usize::from(plan.n_x) > MAX_N_X
         || plan.n_y == 0
         || plan.n_coils == 0
         || plan.n_slices == 0
     {
         return Some(u32::from(plan.n_x));
+    }
+    if plan.kx_count == 0
+        || usize::from(plan.kx_count) > N
+        || u32::from(plan.kx_first) + u32::from(plan.kx_count) > u32::from(plan.n_x)
+    {
+        return Some(u32::from(plan.kx_count));
     }
     plan.readouts
         .iter()

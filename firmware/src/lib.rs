@@ -1,6 +1,6 @@
 //! The acquisition bridge of sparsemap: firmware for a Cortex-M4F next to the scanner's
 //! receive chain. It configures a TI ADS131A02 dual-channel I/Q ADC, waits for the
-//! sequencer's readout trigger, reads one readout of `n_x` complex samples (one per ADC
+//! sequencer's readout trigger, reads one readout of `kx_count` complex samples (one per ADC
 //! data-ready), and streams it to the edge box as `sparsemap-wire` frames over any
 //! `embedded_io` link (UART, USB-CDC), with increasing `seq`, then a `ScanEnd`.
 //!

@@ -145,6 +145,9 @@ fn mocked_scan_decodes_into_exactly_the_known_kspace() {
         scan_id: 0x5CA7,
         n_y: N_Y as u16,
         n_x: N_X as u16,
+        // The whole row: the mock's SPI transactions are one per grid column.
+        kx_first: 0,
+        kx_count: N_X as u16,
         n_coils: 1,
         n_slices: 1,
         field_mt: 47.0,
@@ -177,10 +180,12 @@ fn mocked_scan_decodes_into_exactly_the_known_kspace() {
             start.scan_id,
             start.n_y,
             start.n_x,
+            start.kx_first,
+            start.kx_count,
             start.n_coils,
             start.n_slices
         ),
-        (0x5CA7, 8, 16, 1, 1)
+        (0x5CA7, 8, 16, 0, 16, 1, 1)
     );
     let mut seqs = Vec::new();
     for f in &frames[1..frames.len() - 1] {

@@ -27,11 +27,14 @@ fn code(ky: u16, kx: usize) -> [i16; 2] {
 struct Scan {
     plan_readouts: Vec<Readout>,
     n_x: u16,
+    kx_first: u16,
+    kx_count: u16,
 }
 
 impl Scan {
-    /// Rows `ky` of slice 0, coil 0 in the given order.
-    fn rows(kys: &[u16], n_x: u16) -> Self {
+    /// Rows `ky` of slice 0, coil 0 in the given order, each measuring grid columns
+    /// `kx_first .. kx_first + kx_count` of `n_x`.
+    fn rows(kys: &[u16], n_x: u16, kx_first: u16, kx_count: u16) -> Self {
         Self {
             plan_readouts: kys
                 .iter()
@@ -42,12 +45,21 @@ impl Scan {
                 })
                 .collect(),
             n_x,
+            kx_first,
+            kx_count,
         }
+    }
+    /// The model's codes of one readout: the window's columns of row `ky`.
+    fn window_codes(&self, ky: u16) -> Vec<[i16; 2]> {
+        let first = usize::from(self.kx_first);
+        (first..first + usize::from(self.kx_count))
+            .map(|kx| code(ky, kx))
+            .collect()
     }
     fn samples(&self) -> Vec<Vec<[i16; 2]>> {
         self.plan_readouts
             .iter()
-            .map(|r| (0..self.n_x as usize).map(|kx| code(r.ky, kx)).collect())
+            .map(|r| self.window_codes(r.ky))
             .collect()
     }
     fn plan(&self, scan_id: u32) -> ScanPlan<'_> {
@@ -55,6 +67,8 @@ impl Scan {
             scan_id,
             n_y: 32,
             n_x: self.n_x,
+            kx_first: self.kx_first,
+            kx_count: self.kx_count,
             n_coils: 1,
             n_slices: 1,
             field_mt: 47.0,
@@ -122,7 +136,9 @@ fn check_stream(
             n_coils: 1,
             n_slices: 1,
             field_mt: 47.0,
-            fov_mm: [220.0, 220.0]
+            fov_mm: [220.0, 220.0],
+            kx_first: scan.kx_first,
+            kx_count: scan.kx_count,
         })
     );
     let lines: Vec<_> = frames
@@ -144,7 +160,8 @@ fn check_stream(
             panic!("i16 samples")
         };
         assert_eq!(*scale, 2.5e-4);
-        let want: Vec<[i16; 2]> = (0..scan.n_x as usize).map(|kx| code(line.ky, kx)).collect();
+        // Exactly the window's columns, in order.
+        let want = scan.window_codes(line.ky);
         assert_eq!(iq.as_slice(), want.as_slice(), "samples of ky {}", line.ky);
     }
     match frames.last() {
@@ -171,9 +188,12 @@ fn faults(frames: &[Frame<N>]) -> Vec<Fault> {
 }
 
 fn scan16() -> Scan {
-    // 16 of 32 rows, centre out (the order a low-field sequence might use).
+    // 16 of 32 rows, centre out (the order a low-field sequence might use), each readout
+    // measuring the 48 columns 8..56 of a 64-column grid.
     Scan::rows(
         &[16, 15, 17, 14, 18, 13, 19, 12, 20, 11, 21, 10, 22, 9, 23, 8],
+        64,
+        8,
         48,
     )
 }
@@ -392,7 +412,7 @@ fn a_dead_link_is_the_only_error() {
 #[test]
 fn two_scans_share_one_configuration() {
     let a = scan16();
-    let b = Scan::rows(&[0, 31, 1, 30], 48);
+    let b = Scan::rows(&[0, 31, 1, 30], 48, 0, 48);
     let mut readouts = a.samples();
     readouts.extend(b.samples());
     let (model, spi, drdy, trig) = hardware(readouts, vec![]);
@@ -436,6 +456,41 @@ fn an_invalid_plan_is_refused_with_a_fault() {
             detail: 3
         })]
     );
+}
+
+/// The readout window is checked like the decoder checks it: a plan whose `ScanStart` the
+/// edge would refuse never starts. `detail` is `kx_count` for a bad window, `n_x` for a
+/// bad grid.
+#[test]
+fn an_invalid_readout_window_is_refused_with_a_fault() {
+    for (n_x, kx_first, kx_count, detail) in [
+        (64, 0, 0, 0),                        // empty window
+        (64, 17, 48, 48),                     // leaves the grid
+        (128, 0, N as u16 + 1, N as u32 + 1), // above the bridge's capacity
+        (513, 0, 48, 513),                    // grid above MAX_N_X
+    ] {
+        let mut scan = scan16();
+        (scan.n_x, scan.kx_first, scan.kx_count) = (n_x, kx_first, kx_count);
+        let (r, bytes, model) = run::<8192>(&scan, vec![], SimLink::new(64, 1));
+        assert!(!r.unwrap().started);
+        let (frames, errors) = decode(&bytes);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            matches!(frames[..], [Frame::Fault(Fault { kind: FaultKind::InvalidPlan, detail: d, .. })] if d == detail),
+            "{n_x} {kx_first} {kx_count}: {frames:?}"
+        );
+        assert!(
+            model.borrow().samples_read.iter().all(|&n| n == 0),
+            "no readout"
+        );
+    }
+    // The widest valid window still runs.
+    let full = Scan::rows(&[0, 1], 64, 0, 64);
+    let (r, bytes, _) = run::<8192>(&full, vec![], SimLink::new(64, 1));
+    assert_eq!(r.unwrap().lines_sent, 2);
+    let (frames, errors) = decode(&bytes);
+    assert!(errors.is_empty(), "{errors:?}");
+    check_stream(&full, &frames, &[], EndStatus::Complete, 2);
 }
 
 /// The RAM cost stated in the docs: line buffer + encoder scratch + queue + a little state.

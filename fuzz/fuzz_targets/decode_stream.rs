@@ -35,7 +35,8 @@ fn drain(dec: &mut Dec, mut input: &[u8], out: &mut Vec<Result<Vec<u8>, Error>>)
                 .expect("a line is only delivered inside a scan");
             assert_eq!(s.scan_id, l.scan_id);
             assert!(l.ky < s.n_y && l.coil < s.n_coils && l.slice < s.n_slices);
-            assert_eq!(l.samples.len(), usize::from(s.n_x));
+            assert_eq!(l.samples.len(), usize::from(s.kx_count));
+            assert!(u32::from(s.kx_first) + u32::from(s.kx_count) <= u32::from(s.n_x));
         }
         out.push(r.map(|f| bytes_of(&f)));
         input = rest;
@@ -122,7 +123,7 @@ fn context_for(bytes: &[u8]) -> ScanStart {
     }
     let mut p = 1;
     let scan_id = varint(&raw, &mut p) as u32;
-    let n_x = if raw[0] == 1 {
+    let kx_count = if raw[0] == 1 {
         let _seq = varint(&raw, &mut p);
         let _slice = varint(&raw, &mut p);
         p += 1; // coil
@@ -140,11 +141,14 @@ fn context_for(bytes: &[u8]) -> ScanStart {
         version: VERSION,
         scan_id,
         n_y: u16::MAX,
-        n_x,
+        // The widest grid; the window is exactly the line.
+        n_x: sparsemap_wire::MAX_N_X as u16,
         n_coils: u8::MAX,
         n_slices: u16::MAX,
         field_mt: 0.0,
         fov_mm: [0.0; 2],
+        kx_first: 0,
+        kx_count,
     }
 }
 

@@ -54,15 +54,22 @@ fn build(t: &mut Tape) -> (Vec<Frame<CAP>>, Vec<Op>, Vec<usize>) {
     let base = t.u32();
     for k in 0..1 + t.below(3) {
         let scan_id = base.wrapping_add(k);
+        let n_y = 1 + t.below(8) as u16;
+        let kx_count = 1 + t.below(CAP as u32) as u16;
+        // The window inside a grid up to 3 columns wider, derived from the scan id rather
+        // than drawn from the tape, so that existing inputs keep their meaning.
+        let pad = (scan_id % 4) as u16;
         let s = ScanStart {
             version: VERSION,
             scan_id,
-            n_y: 1 + t.below(8) as u16,
-            n_x: 1 + t.below(CAP as u32) as u16,
+            n_y,
+            n_x: kx_count + pad,
             n_coils: 1 + t.below(2) as u8,
             n_slices: 1 + t.below(2) as u16,
             field_mt: t.f32(),
             fov_mm: [t.f32(), t.f32()],
+            kx_first: pad / 2,
+            kx_count,
         };
         frames.push(Frame::ScanStart(s));
         let mut seq = 0;
@@ -83,7 +90,7 @@ fn build(t: &mut Tape) -> (Vec<Frame<CAP>>, Vec<Op>, Vec<usize>) {
                 }));
             }
             let samples = if t.below(2) == 0 {
-                let iq: Vec<[i16; 2]> = (0..s.n_x)
+                let iq: Vec<[i16; 2]> = (0..s.kx_count)
                     .map(|_| [t.u16() as i16, t.u16() as i16])
                     .collect();
                 Samples::I16 {
@@ -91,7 +98,7 @@ fn build(t: &mut Tape) -> (Vec<Frame<CAP>>, Vec<Op>, Vec<usize>) {
                     iq: heapless::Vec::from_slice(&iq).unwrap(),
                 }
             } else {
-                let iq: Vec<[f32; 2]> = (0..s.n_x).map(|_| [t.f32(), t.f32()]).collect();
+                let iq: Vec<[f32; 2]> = (0..s.kx_count).map(|_| [t.f32(), t.f32()]).collect();
                 Samples::F32 {
                     iq: heapless::Vec::from_slice(&iq).unwrap(),
                 }

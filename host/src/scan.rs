@@ -2,10 +2,17 @@
 //! (DESIGN §5), with optional, logged link faults.
 //!
 //! The stream is a bare `0x00` delimiter (as the firmware sends before every scan), then
-//! `ScanStart` (`n_slices = S`, one coil), then for each slice, for each
-//! k-space row `ky` with any sampled entry, in ascending `ky`, one `Line` carrying the whole
-//! row (`y <- M (.) y`: zeros off the mask), `seq` counting `Line` frames from 0 over the
-//! whole scan, then `ScanEnd { lines_sent, Complete }`. This is what
+//! `ScanStart` (`n_slices = S`, one coil, readout window `kx_first`, `kx_count`), then for
+//! each slice, for each k-space row `ky` with any sampled entry, in ascending `ky`, one
+//! `Line` carrying the `kx_count` samples of the window, `seq` counting `Line` frames from 0
+//! over the whole scan, then `ScanEnd { lines_sent, Complete }`.
+//!
+//! The readout window is the union of the sampled columns of all masks
+//! (`kx_first = ` the first sampled column, `kx_count` up to the last). A readout measures
+//! the whole window, so every sampled row must sample exactly the window's columns; a mask
+//! that does not — 2-D Poisson-disc, which samples scattered `(ky, kx)` points — cannot be
+//! acquired line by line and is refused. Row masks (1-D variable density: whole rows) and
+//! the central block are fine. This is what
 //! `firmware/examples/record_scan.rs` emits for one slice; with [`SampleFormat::I16`] the
 //! samples are quantised the same way: one scale per scan mapping the largest `|re|` or
 //! `|im|` of the sampled k-space to code 32767, so that the decoded `scale * code` is within
@@ -264,8 +271,10 @@ fn corrupt_frame(frame: &mut [u8], rng: &mut ChaCha8Rng) -> Result<()> {
 ///
 /// # Errors
 /// Mismatched or empty shapes, `n_x` above `sparsemap_wire::MAX_N_X`, `S` or `n_y` above
-/// `u16::MAX`, non-finite sampled k-space or geometry, nothing sampled, fault fractions outside
-/// `[0, 1]` or adding up to more lines than there are.
+/// `u16::MAX`, non-finite sampled k-space or geometry, nothing sampled, a mask that is not
+/// acquirable line by line (a sampled row whose sampled columns differ from the readout
+/// window, module docs), fault fractions outside `[0, 1]` or adding up to more lines than
+/// there are.
 pub fn simulate_scan(
     kspace: ArrayView3<'_, Complex32>,
     masks: ArrayView3<'_, bool>,
@@ -286,7 +295,7 @@ pub fn simulate_scan(
     );
     ensure!(
         n_x <= MAX_N_X,
-        "n_x {n_x} above the wire format's maximum of {MAX_N_X} samples per line"
+        "n_x {n_x} above the wire format's maximum of {MAX_N_X} grid columns"
     );
     let (Ok(n_slices), Ok(n_y16), Ok(n_x16)) = (
         u16::try_from(slices),
@@ -332,6 +341,7 @@ pub fn simulate_scan(
         bail!("{} lines do not fit a scan", plan.len());
     };
     ensure!(lines < u32::MAX, "{lines} lines do not fit a scan");
+    let window = readout_window(masks)?;
 
     // One scale per scan (record_scan.rs); an all-zero k-space keeps scale 1.
     let scale = if peak > 0.0 { peak / 32767.0 } else { 1.0 };
@@ -341,17 +351,12 @@ pub fn simulate_scan(
     let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(plan.len());
     for (seq, line) in plan.iter().enumerate() {
         let (slice, ky) = (usize::from(line.slice), usize::from(line.ky));
-        let sample = |kx: usize| {
-            if masks[[slice, ky, kx]] {
-                kspace[[slice, ky, kx]]
-            } else {
-                Complex32::new(0.0, 0.0)
-            }
-        };
+        // readout_window checked that the row samples exactly the window.
+        let sample = |kx: usize| kspace[[slice, ky, kx]];
         let samples = match spec.samples {
             SampleFormat::I16 => {
                 let mut iq = heapless::Vec::<[i16; 2], MAX_N_X>::new();
-                for kx in 0..n_x {
+                for kx in window.clone() {
                     let v = sample(kx);
                     iq.push([quantise(v.re), quantise(v.im)])
                         .map_err(|_| anyhow::anyhow!("line longer than {MAX_N_X}"))?;
@@ -360,7 +365,7 @@ pub fn simulate_scan(
             }
             SampleFormat::F32 => {
                 let mut iq = heapless::Vec::<[f32; 2], MAX_N_X>::new();
-                for kx in 0..n_x {
+                for kx in window.clone() {
                     let v = sample(kx);
                     iq.push([v.re, v.im])
                         .map_err(|_| anyhow::anyhow!("line longer than {MAX_N_X}"))?;
@@ -405,6 +410,9 @@ pub fn simulate_scan(
         n_slices,
         field_mt: spec.field_mt,
         fov_mm: spec.fov_mm,
+        // n_x <= MAX_N_X was checked, so the window bounds fit u16.
+        kx_first: window.start as u16,
+        kx_count: window.len() as u16,
     };
     out.extend_from_slice(
         encode_scan_start(&start, &mut buf).map_err(|e| anyhow::anyhow!("ScanStart: {e}"))?,
@@ -428,6 +436,37 @@ pub fn simulate_scan(
         encode_scan_end(&end, &mut buf).map_err(|e| anyhow::anyhow!("ScanEnd: {e}"))?,
     );
     Ok((out, log))
+}
+
+/// The readout window of `masks` (`[S][n_y][n_x]`, something sampled): the columns from
+/// the first to the last sampled one, over all slices. Fails if a sampled row does not
+/// sample exactly those columns (module docs).
+pub fn readout_window(masks: ArrayView3<'_, bool>) -> Result<std::ops::Range<usize>> {
+    let n_x = masks.dim().2;
+    let sampled = |kx: usize| masks.index_axis(Axis(2), kx).iter().any(|&m| m);
+    let (Some(first), Some(last)) = (
+        (0..n_x).find(|&kx| sampled(kx)),
+        (0..n_x).rfind(|&kx| sampled(kx)),
+    ) else {
+        bail!("the masks sample nothing: no readout window");
+    };
+    let window = first..last + 1;
+    for (s, mask) in masks.axis_iter(Axis(0)).enumerate() {
+        for (ky, row) in mask.axis_iter(Axis(0)).enumerate() {
+            if row.iter().any(|&m| m)
+                && row
+                    .iter()
+                    .enumerate()
+                    .any(|(kx, &m)| m != window.contains(&kx))
+            {
+                bail!(
+                    "mask not acquirable line by line: slice {s} row {ky} samples other columns                      than the readout window {first}..{} (a 2-D mask such as Poisson-disc; use a                      row or block mask)",
+                    window.end
+                );
+            }
+        }
+    }
+    Ok(window)
 }
 
 /// Choose the faulted lines (module docs).

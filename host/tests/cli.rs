@@ -156,9 +156,10 @@ fn simulate_then_simulate_scan() {
     ]);
     assert!(stdout.contains("2 slices"), "{stdout}");
     let bytes = std::fs::read(&scan).unwrap();
-    // At least one byte per I and Q (postcard varints) for 2 x 96 lines of 256 samples.
+    // At least one byte per I and Q (postcard varints) for 2 x 96 lines of 96 samples (the
+    // readout window of the block), and less than the worst case of 3 bytes each.
     assert!(
-        bytes.len() > 2 * 96 * 256 * 2,
+        bytes.len() > 2 * 96 * 96 * 2 && bytes.len() < 2 * 96 * (96 * 6 + 40),
         "{} bytes for 192 lines",
         bytes.len()
     );
@@ -182,6 +183,30 @@ fn simulate_then_simulate_scan() {
         err.contains("slice 99") && err.contains("test_block96.npz"),
         "{err}"
     );
+    // A 2-D Poisson-disc mask cannot be acquired line by line: refused in one line that
+    // names the input.
+    let poisson = out.path().join("sim/test_poisson4.npz");
+    ok(&[
+        "simulate",
+        "--split",
+        path_str(&test_split),
+        "--acquisition",
+        "poisson4@0.1",
+        "--out",
+        path_str(&poisson),
+    ]);
+    let err = fails(&[
+        "simulate-scan",
+        "--input",
+        path_str(&poisson),
+        "--out",
+        path_str(&scan),
+    ]);
+    assert!(
+        err.contains("test_poisson4.npz") && err.contains("not acquirable line by line"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     for (split, acquisition, expected) in [
         (
             Path::new("/nonexistent/test.npz"),

@@ -196,6 +196,9 @@ fn without_faults_every_sampled_row_arrives_once_within_half_a_code() {
             n_slices: 3,
             field_mt: 47.0,
             fov_mm: [220.0, 200.0],
+            // Row masks sample whole rows: the window is the grid.
+            kx_first: 0,
+            kx_count: 64,
         }
     );
     let Some(Frame::ScanEnd(end)) = frames.last() else {
@@ -424,6 +427,76 @@ fn every_frame_corrupted_or_dropped_leaves_start_and_end() {
         assert_eq!(o.end.len(), 1, "decoder back in sync for ScanEnd");
         assert_eq!(o.incomplete, vec![(log.lines_sent, 0)]);
     }
+}
+
+/// A block mask sends only its columns (the readout window); a 2-D Poisson-disc mask, whose
+/// sampled rows sample scattered columns, cannot be acquired line by line and is refused.
+#[test]
+fn block_masks_send_their_window_and_2d_masks_are_refused() {
+    let targets = Array3::from_shape_fn((2, 32, 32), |(s, y, x)| {
+        Complex32::new((y * 32 + x) as f32 / 1024.0 + s as f32, 0.5)
+    });
+    let acquisition = |mask| Acquisition {
+        mask,
+        noise: 0.0,
+        seed: 3,
+    };
+    let (kspace, masks, _, _) = simulate_stack(
+        targets.view(),
+        &acquisition(MaskKind::CentralBlock { size: 12 }),
+        |_| {},
+    )
+    .unwrap();
+    let (bytes, log) = simulate_scan(
+        kspace.view(),
+        masks.view(),
+        &spec(SampleFormat::F32),
+        &FaultSpec::none(),
+    )
+    .unwrap();
+    assert_eq!(log.lines_sent, 2 * 12);
+    let o = outcome(decode(&bytes, 4096));
+    assert!(o.other.is_empty(), "{:?}", o.other);
+    assert_eq!((o.start[0].kx_first, o.start[0].kx_count), (10, 12));
+    for copies in o.lines.values() {
+        let l = &copies[0];
+        assert_eq!(l.samples.len(), 12, "only the window's columns travel");
+        let (s, ky) = (usize::from(l.slice), usize::from(l.ky));
+        for k in 0..12 {
+            assert!(masks[[s, ky, 10 + k]]);
+            assert_eq!(sample(l, k), kspace[[s, ky, 10 + k]]);
+        }
+    }
+
+    let (kspace, masks, _, _) = simulate_stack(
+        targets.view(),
+        &acquisition(MaskKind::PoissonDisc2d {
+            acceleration: 3.0,
+            centre: 8,
+        }),
+        |_| {},
+    )
+    .unwrap();
+    let err = simulate_scan(
+        kspace.view(),
+        masks.view(),
+        &spec(SampleFormat::I16),
+        &FaultSpec::none(),
+    )
+    .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("not acquirable line by line"), "{message}");
+    assert!(!message.contains('\n'), "one line: {message}");
+    // Two rows sampling different columns of the same window are refused too.
+    let mut masks = Array3::from_elem((1, 4, 8), false);
+    masks[[0, 0, 2]] = true;
+    masks[[0, 0, 3]] = true;
+    masks[[0, 1, 3]] = true;
+    let kspace = Array3::<Complex32>::zeros((1, 4, 8));
+    let none = FaultSpec::none();
+    assert!(simulate_scan(kspace.view(), masks.view(), &spec(SampleFormat::F32), &none).is_err());
+    masks[[0, 1, 2]] = true;
+    assert!(simulate_scan(kspace.view(), masks.view(), &spec(SampleFormat::F32), &none).is_ok());
 }
 
 #[test]

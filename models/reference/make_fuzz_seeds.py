@@ -30,8 +30,10 @@ def cobs(data):
 def frame(body): return cobs(body + struct.pack("<I", zlib.crc32(body)))
 
 def start(sid, ny, nx, nc=1, ns=1):
-    return frame(bytes([0]) + varint(1) + varint(sid) + varint(ny) + varint(nx) + bytes([nc]) + varint(ns)
-                 + struct.pack("<fff", 47.0, 220.0, 220.0))
+    # Version 2: the readout window (kx_first, kx_count) follows fov_mm; the lines carry nx
+    # samples, centred in a grid 4 columns wider.
+    return frame(bytes([0]) + varint(2) + varint(sid) + varint(ny) + varint(nx + 4) + bytes([nc]) + varint(ns)
+                 + struct.pack("<fff", 47.0, 220.0, 220.0) + varint(2) + varint(nx))
 
 def line(sid, seq, ky, iq, coil=0, sl=0, f32=False):
     b = bytes([1]) + varint(sid) + varint(seq) + varint(sl) + bytes([coil]) + varint(ky)

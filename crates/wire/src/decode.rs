@@ -85,7 +85,7 @@ enum Sync {
 /// A fixed-capacity streaming decoder for the wire format, in the manner of postcard's
 /// `CobsAccumulator`.
 ///
-/// * `N`: largest readout it accepts (complex samples per line); `ScanStart.n_x > N` is
+/// * `N`: largest readout it accepts (complex samples per line); `ScanStart.kx_count > N` is
 ///   [`Error::InvalidFrame`].
 /// * `B`: bytes of the accumulation buffer, at least [`max_raw_len`]`(N)` (checked at compile
 ///   time). With the defaults (`N = 512`, `B = 4121`) a `Decoder` takes about 8.4 KiB: the
@@ -330,7 +330,7 @@ impl<const N: usize, const B: usize> Decoder<N, B> {
         if s.version != VERSION {
             return Err(Error::UnknownVersion { version: s.version });
         }
-        if s.n_x == 0 || usize::from(s.n_x) > N || s.n_y == 0 || s.n_coils == 0 || s.n_slices == 0 {
+        if !window_fits::<N>(&s) || s.n_y == 0 || s.n_coils == 0 || s.n_slices == 0 {
             return Err(Error::InvalidFrame);
         }
         let new = ScanState {
@@ -370,7 +370,7 @@ impl<const N: usize, const B: usize> Decoder<N, B> {
         if l.ky >= st.n_y
             || l.coil >= st.n_coils
             || l.slice >= st.n_slices
-            || l.samples.len() != usize::from(st.n_x)
+            || l.samples.len() != usize::from(st.kx_count)
             || l.seq == u32::MAX
         {
             return Err(Error::InvalidFrame);
@@ -427,6 +427,17 @@ impl<const N: usize, const B: usize> Decoder<N, B> {
     }
 }
 
+/// The readout window of `s` is inside a grid the format allows and a line of it fits a
+/// decoder of capacity `N`: `1 <= kx_count <= N`, `kx_first + kx_count <= n_x <= MAX_N_X`.
+/// (`n_x` itself may exceed `N`: only the window travels.)
+fn window_fits<const N: usize>(s: &ScanStart) -> bool {
+    let end = u32::from(s.kx_first) + u32::from(s.kx_count);
+    s.kx_count >= 1
+        && usize::from(s.kx_count) <= N
+        && end <= u32::from(s.n_x)
+        && usize::from(s.n_x) <= MAX_N_X
+}
+
 /// If `body` starts like a `ScanStart` (variant 0), the version varint that follows.
 fn announced_version(body: &[u8]) -> Option<u16> {
     let (&tag, rest) = body.split_first()?;
@@ -452,6 +463,8 @@ mod tests {
                 n_slices: 1,
                 field_mt: 0.0,
                 fov_mm: [0.0; 2],
+                kx_first: 0,
+                kx_count: 1,
             },
             next_seq: 0,
             received: 0,

@@ -34,10 +34,12 @@ const fn varint_len(mut v: usize) -> usize {
 /// variant 1 + `scan_id` 5 + `seq` 5 + `slice` 3 + `coil` 1 + `ky` 3 + samples variant 1 +
 /// length varint + `8 n_x` + CRC 4 = `23 + varint_len(n_x) + 8 n_x` (4121 bytes for 512).
 /// An `i16` line is at most `27 + varint_len(n_x) + 6 n_x` (1565 bytes for 256), a
-/// `ScanStart` 35. `n_x = 0` still leaves room for every non-line frame.
+/// `ScanStart` 41 (variant 1 + `version` 3 + `scan_id` 5 + `n_y`, `n_x` 3 each + `n_coils`
+/// 1 + `n_slices` 3 + `field_mt` 4 + `fov_mm` 8 + `kx_first`, `kx_count` 3 each + CRC 4).
+/// `n_x = 0` still leaves room for every non-line frame.
 pub const fn max_raw_len(n_x: usize) -> usize {
     let line = 23 + varint_len(n_x) + 8 * n_x;
-    let other = 35;
+    let other = 41;
     if line > other {
         line
     } else {

@@ -36,9 +36,11 @@ pub enum Error {
         version: u16,
     },
     /// A frame is well-formed but inconsistent with its scan: a `ScanStart` with a zero
-    /// dimension or `n_x` above the decoder's capacity, a `ScanStart` reusing the active
-    /// `scan_id` with different geometry, or a `Line` whose `ky`, `coil`, `slice` or sample
-    /// count does not fit the scan, or whose `seq` is `u32::MAX` (a scan has fewer lines).
+    /// dimension, `n_x` above `MAX_N_X`, a readout window that is empty, leaves the grid
+    /// or exceeds the decoder's capacity, a `ScanStart` reusing the active `scan_id` with
+    /// different geometry, or a `Line` whose `ky`, `coil`, `slice` or sample count
+    /// (`!= kx_count`) does not fit the scan, or whose `seq` is `u32::MAX` (a scan has
+    /// fewer lines).
     InvalidFrame,
     /// `Line.seq` jumped: the lines `expected..got` were lost on the link (so far — a late,
     /// reordered one is still delivered if it arrives). The line `got` itself is delivered

@@ -12,11 +12,11 @@ use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 /// The version of the frame layout this crate writes and accepts (`ScanStart::version`).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
-/// Largest readout length the format allows (design §3.1: N_x is a power of two in
-/// 32..=512). A [`Line`] holds at most this many complex samples unless a smaller
-/// const-generic capacity is chosen.
+/// Largest reconstruction grid width the format allows (design §3.1: N_x is a power of
+/// two in 32..=512), and so the largest readout. A [`Line`] holds at most this many complex
+/// samples unless a smaller const-generic capacity is chosen.
 pub const MAX_N_X: usize = 512;
 
 /// One frame of the stream.
@@ -42,7 +42,16 @@ pub enum Frame<const N: usize = MAX_N_X> {
 
 /// A scan begins. The geometry here is what the edge reconstructs into; the sampling mask is
 /// implied by which lines arrive (design §5: a line that never arrives is a k-space line
-/// that was not sampled).
+/// that was not sampled) and by the readout window: only the columns
+/// `kx_first .. kx_first + kx_count` of a row are ever measured, the others are not sampled.
+///
+/// A real readout acquires a number of samples that covers a window of the reconstruction
+/// grid (ISMRMRD's encoded vs. reconstruction matrix). Sending only that window is what
+/// lets a receiver tell a measured zero from an unmeasured column.
+///
+/// The decoder accepts a `ScanStart` only if `n_y`, `n_coils`, `n_slices` are `>= 1`,
+/// `n_x <= MAX_N_X`, `kx_count >= 1`, `kx_first + kx_count <= n_x` and `kx_count <= N`
+/// (its line capacity); otherwise it reports [`crate::Error::InvalidFrame`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ScanStart {
@@ -53,8 +62,8 @@ pub struct ScanStart {
     pub scan_id: u32,
     /// Phase-encode lines of the full grid (k-space rows, `N_y`).
     pub n_y: u16,
-    /// Complex samples per readout (k-space columns, `N_x`); every `Line` has exactly this
-    /// many samples. `1..=N` for a decoder of capacity `N`.
+    /// Columns of the centred reconstruction grid (`N_x`), `1..=MAX_N_X`. A readout covers
+    /// the window `kx_first .. kx_first + kx_count` of them.
     pub n_x: u16,
     /// Receive coils (`>= 1`).
     pub n_coils: u8,
@@ -64,10 +73,16 @@ pub struct ScanStart {
     pub field_mt: f32,
     /// Field of view in millimetres, `[y (phase encode), x (readout)]`.
     pub fov_mm: [f32; 2],
+    /// First grid column a readout measures (index into the centred `N_x` columns).
+    pub kx_first: u16,
+    /// Samples per readout: every `Line` has exactly this many, for columns
+    /// `kx_first .. kx_first + kx_count`. `>= 1`, and at most the decoder's capacity `N`.
+    pub kx_count: u16,
 }
 
-/// One readout: `n_x` complex samples of k-space row `ky` of one slice and coil, centred
-/// (the DC sample of a full readout is at index `n_x / 2`, design §3.1).
+/// One readout: `kx_count` complex samples of k-space row `ky` of one slice and coil, for
+/// the grid columns `kx_first .. kx_first + kx_count` of the scan's [`ScanStart`] (the grid
+/// is centred: its DC column is `n_x / 2`, design §3.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Line<const N: usize = MAX_N_X> {
@@ -84,7 +99,7 @@ pub struct Line<const N: usize = MAX_N_X> {
     pub coil: u8,
     /// Phase-encode row, `< n_y` (row index into the centred `[N_y][N_x]` grid).
     pub ky: u16,
-    /// The samples, `n_x` of them.
+    /// The samples, `kx_count` of them; sample `k` is grid column `kx_first + k`.
     pub samples: Samples<N>,
 }
 
@@ -202,7 +217,8 @@ pub enum FaultKind {
     /// `detail` is the size in bytes of the encoded frame that was dropped.
     LinkOverrun,
     /// The scan plan handed to the acquisition side is inconsistent (a readout outside the
-    /// grid, `n_x` above the firmware's capacity); no scan starts. `detail` is the index of
-    /// the offending readout, or `n_x`.
+    /// grid, a zero dimension or `n_x` above `MAX_N_X`, a readout window that is empty,
+    /// leaves the grid or exceeds the firmware's capacity); no scan starts. `detail` is the
+    /// index of the offending readout, `n_x`, or `kx_count` (window).
     InvalidPlan,
 }

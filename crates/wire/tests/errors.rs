@@ -4,7 +4,7 @@ use std::io::Read;
 
 use sparsemap_wire::{
     crc32, encode, heapless, max_encoded_len, max_raw_len, Decoder, EndStatus, Error, FeedResult,
-    Frame, FrameReader, Line, ReadError, Samples, ScanEnd, ScanStart, SEQ_WINDOW, VERSION,
+    Frame, FrameReader, Line, ReadError, Samples, ScanEnd, ScanStart, MAX_N_X, SEQ_WINDOW, VERSION,
 };
 
 const N: usize = 8;
@@ -20,6 +20,8 @@ fn start(scan_id: u32) -> ScanStart {
         n_slices: 1,
         field_mt: 47.0,
         fov_mm: [200.0; 2],
+        kx_first: 0,
+        kx_count: 2,
     }
 }
 
@@ -173,13 +175,13 @@ fn malformed_content_with_a_valid_crc() {
 #[test]
 fn unknown_version_whether_or_not_the_rest_parses() {
     let mut dec = Dec::new();
-    let v2 = ScanStart {
-        version: 2,
+    let v3 = ScanStart {
+        version: 3,
         ..start(5)
     };
     assert_eq!(
-        outcomes(&mut dec, &enc(Frame::ScanStart(v2))),
-        vec![Err(Error::UnknownVersion { version: 2 })]
+        outcomes(&mut dec, &enc(Frame::ScanStart(v3))),
+        vec![Err(Error::UnknownVersion { version: 3 })]
     );
     // A future layout that postcard cannot read as v1 at all.
     assert_eq!(
@@ -193,11 +195,138 @@ fn unknown_version_whether_or_not_the_rest_parses() {
     );
 }
 
+/// A version-1 `ScanStart`, written by hand as the v1 firmware sent it (no readout window:
+/// the frame ends after `fov_mm`), is a version this decoder cannot read, not a malformed
+/// frame; and its lines then belong to no known scan.
+#[test]
+fn version_1_scan_start_is_an_unknown_version() {
+    let mut dec = Dec::new();
+    // postcard: variant 0, version 1, scan_id 5, n_y 4, n_x 2, n_coils 1, n_slices 1,
+    // field_mt 47.0, fov_mm [200.0, 200.0].
+    let v1: [u8; 19] = [
+        0x00, 0x01, 0x05, 0x04, 0x02, 0x01, 0x01, 0x00, 0x00, 0x3C, 0x42, 0x00, 0x00, 0x48, 0x43,
+        0x00, 0x00, 0x48, 0x43,
+    ];
+    assert_eq!(
+        outcomes(&mut dec, &frame_raw(&v1)),
+        vec![Err(Error::UnknownVersion { version: 1 })]
+    );
+    // The same bytes with the two v2 window fields appended are this crate's v2 frame,
+    // once the version is 2: the hand-made layout is the real one.
+    let mut v2 = v1.to_vec();
+    v2[1] = 0x02;
+    v2.extend_from_slice(&[0x00, 0x02]); // kx_first 0, kx_count 2
+    assert_eq!(
+        outcomes(&mut dec, &frame_raw(&v2)),
+        vec![Ok(Frame::ScanStart(start(5)))]
+    );
+    // A v1 line (2 samples, as start(5) allows) now passes, but one of the unknown scan
+    // after the rejected v1 start does not.
+    let mut dec = Dec::new();
+    outcomes(&mut dec, &frame_raw(&v1));
+    assert_eq!(
+        outcomes(&mut dec, &enc(Frame::Line(line(5, 0, 0)))),
+        vec![Err(Error::UnknownScan { scan_id: 5 })]
+    );
+}
+
+/// Every readout-window rule of `ScanStart`, at its boundary: one past is refused, the
+/// boundary itself accepted.
+#[test]
+fn readout_window_must_fit_grid_and_capacity() {
+    let ok = |s: ScanStart| {
+        let mut dec = Dec::new();
+        outcomes(&mut dec, &enc(Frame::ScanStart(s))) == vec![Ok(Frame::ScanStart(s))]
+    };
+    let base = start(1); // n_x 2, window 0..2
+    assert!(ok(base));
+    assert!(
+        !ok(ScanStart {
+            kx_count: 0,
+            ..base
+        }),
+        "empty window"
+    );
+    assert!(
+        !ok(ScanStart {
+            kx_first: 1,
+            ..base
+        }),
+        "window past the grid"
+    );
+    assert!(ok(ScanStart {
+        kx_first: 1,
+        kx_count: 1,
+        ..base
+    }));
+    assert!(
+        !ok(ScanStart {
+            kx_first: u16::MAX,
+            kx_count: 2,
+            ..base
+        }),
+        "no u16 overflow"
+    );
+    // kx_count above the decoder's capacity N = 8, even in a grid wide enough.
+    let wide = ScanStart {
+        n_x: 64,
+        kx_first: 10,
+        kx_count: N as u16,
+        ..base
+    };
+    assert!(ok(wide), "n_x may exceed N: only the window travels");
+    assert!(
+        !ok(ScanStart {
+            kx_count: N as u16 + 1,
+            ..wide
+        }),
+        "window above capacity"
+    );
+    // n_x above MAX_N_X even with a small window.
+    assert!(ok(ScanStart {
+        n_x: MAX_N_X as u16,
+        ..wide
+    }));
+    assert!(
+        !ok(ScanStart {
+            n_x: MAX_N_X as u16 + 1,
+            ..wide
+        }),
+        "grid above MAX_N_X"
+    );
+    // Lines must carry exactly kx_count samples, not n_x.
+    let mut dec = Dec::new();
+    let s = ScanStart {
+        n_x: 6,
+        kx_first: 2,
+        kx_count: 2,
+        ..base
+    };
+    assert_eq!(
+        outcomes(&mut dec, &enc(Frame::ScanStart(s))),
+        vec![Ok(Frame::ScanStart(s))]
+    );
+    let mut six = line(1, 0, 1);
+    six.samples = Samples::F32 {
+        iq: heapless::Vec::from_slice(&[[1.0, 2.0]; 6]).unwrap(),
+    };
+    assert_eq!(
+        outcomes(&mut dec, &enc(Frame::Line(six))),
+        vec![Err(Error::InvalidFrame)]
+    );
+    let two = line(1, 0, 1);
+    assert_eq!(
+        outcomes(&mut dec, &enc(Frame::Line(two.clone()))),
+        vec![Ok(Frame::Line(two))]
+    );
+}
+
 #[test]
 fn invalid_frames() {
     let mut dec = Dec::new();
     let too_wide = ScanStart {
         n_x: N as u16 + 1,
+        kx_count: N as u16 + 1,
         ..start(1)
     };
     assert_eq!(

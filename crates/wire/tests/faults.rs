@@ -61,11 +61,14 @@ fn scan(scan_id: u32) -> impl Strategy<Value = Vec<Frame<CAP>>> {
                 version: VERSION,
                 scan_id,
                 n_y,
-                n_x,
+                // Lines carry the window; the grid is wider on both sides.
+                n_x: n_x + 5,
                 n_coils,
                 n_slices,
                 field_mt,
                 fov_mm,
+                kx_first: 3,
+                kx_count: n_x,
             };
             let line = (
                 0..n_y,
@@ -221,6 +224,8 @@ fn swapped_lines_are_both_delivered() {
         n_slices: 1,
         field_mt: 50.0,
         fov_mm: [200.0; 2],
+        kx_first: 0,
+        kx_count: 1,
     };
     let line = |seq: u32| {
         Frame::Line(Line {
@@ -274,6 +279,8 @@ fn junk_that_is_a_valid_frame_is_delivered_and_flagged() {
         n_slices: 1,
         field_mt: 0.0,
         fov_mm: [0.0; 2],
+        kx_first: 0,
+        kx_count: 1,
     };
     let frames = vec![
         Frame::ScanStart(start(1)),

@@ -39,11 +39,15 @@ fn start_for(line: &Line<N>) -> ScanStart {
         version: VERSION,
         scan_id: line.scan_id,
         n_y: line.ky.saturating_add(1).max(line.ky),
-        n_x: line.samples.len() as u16,
+        // The window is the line, placed off-centre in a wider grid so that both window
+        // fields are non-trivial on the wire.
+        n_x: line.samples.len() as u16 + 3,
         n_coils: line.coil.saturating_add(1).max(line.coil),
         n_slices: line.slice.saturating_add(1).max(line.slice),
         field_mt: 1.0,
         fov_mm: [1.0, 1.0],
+        kx_first: 2,
+        kx_count: line.samples.len() as u16,
     }
 }
 
@@ -117,22 +121,30 @@ fn start() -> impl Strategy<Value = ScanStart> {
     (
         any::<u32>(),
         1..=u16::MAX,
-        1..=N as u16,
+        1..=MAX_N_X as u16,
         1..=u8::MAX,
         1..=u16::MAX,
         any_f32(),
         [any_f32(), any_f32()],
+        (any::<u16>(), any::<u16>()),
     )
         .prop_map(
-            |(scan_id, n_y, n_x, n_coils, n_slices, field_mt, fov_mm)| ScanStart {
-                version: VERSION,
-                scan_id,
-                n_y,
-                n_x,
-                n_coils,
-                n_slices,
-                field_mt,
-                fov_mm,
+            |(scan_id, n_y, n_x, n_coils, n_slices, field_mt, fov_mm, (a, b))| {
+                // Any valid window: 1 <= kx_count <= min(n_x, N), inside the grid.
+                let kx_count = 1 + a % n_x.min(N as u16);
+                let kx_first = b % (n_x - kx_count + 1);
+                ScanStart {
+                    version: VERSION,
+                    scan_id,
+                    n_y,
+                    n_x,
+                    n_coils,
+                    n_slices,
+                    field_mt,
+                    fov_mm,
+                    kx_first,
+                    kx_count,
+                }
             },
         )
 }
@@ -242,7 +254,6 @@ fn cobs_decode(enc: &[u8]) -> Vec<u8> {
     }
     out
 }
-
 
 /// postcard bytes of `Frame::Line(l)` written by hand from the layout in the README.
 fn postcard_bytes(l: &Line<N>) -> Vec<u8> {
@@ -356,6 +367,8 @@ fn one_outcome_per_feed_and_remaining_is_exact() {
         n_slices: 1,
         field_mt: 1.0,
         fov_mm: [1.0; 2],
+        kx_first: 0,
+        kx_count: 1,
     };
     let a = enc(&Frame::ScanStart(s));
     let f = Fault {
