@@ -12,7 +12,9 @@ use sparsemap_edge::learned::{
     LearnedReconstructor, BUNDLED_MODEL, BUNDLED_MODEL_DICTIONARY, BUNDLED_MODEL_DICTIONARY_NAME,
     BUNDLED_MODEL_NAME,
 };
-use sparsemap_edge::output::{sidecar_path, write_npy, write_png, write_sidecar, Provenance};
+use sparsemap_edge::output::{
+    model_label, sidecar_path, write_npy, write_png, write_sidecar, Provenance, ARRAY_ORIENTATION,
+};
 use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
 use sparsemap_edge::{metrics, npy, BUNDLED_DICTIONARY, BUNDLED_DICTIONARY_NAME};
 use std::path::{Path, PathBuf};
@@ -248,6 +250,10 @@ fn recon(args: &ReconArgs) -> Result<()> {
 
     let provenance = Provenance {
         software: format!("sparsemap {}", env!("CARGO_PKG_VERSION")),
+        model: match &sparsity {
+            Sparsity::Model(model) => Some(model_label(model.name(), &model.info().precision)),
+            Sparsity::Fixed(_) => None,
+        },
         dictionary: dictionary_name,
         filters: count,
         filter_side: side,
@@ -260,6 +266,9 @@ fn recon(args: &ReconArgs) -> Result<()> {
         sampled_fraction: report.sampled as f64 / shape.len() as f64,
         nonzero_coefficients: report.nonzero_coefficients,
         seconds: solve_seconds,
+        acquisition: None,
+        voxel_mm: None,
+        orientation: ARRAY_ORIENTATION.to_string(),
     };
     write_npy(&args.out, &image)?;
     write_sidecar(&sidecar_path(&args.out), &provenance)?;
