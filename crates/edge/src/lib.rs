@@ -6,6 +6,7 @@
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
 
 pub mod features;
+pub mod ingest;
 pub mod lambda_net;
 pub mod learned;
 pub mod memory;
@@ -14,6 +15,8 @@ pub mod metrics;
 pub mod npy;
 pub mod output;
 pub mod runtime;
+pub mod serve;
+pub mod worker;
 
 /// The dictionary used when `--dictionary` is not given: `models/dictionaries/dct5.npy`
 /// (24 non-constant 5x5 DCT-II atoms scaled to `L = 1`; see its `dct5.json`).

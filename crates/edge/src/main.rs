@@ -1,25 +1,27 @@
 //! `sparsemap`: the edge reconstruction command (DESIGN §7).
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ndarray::Array2;
 use num_complex::Complex32;
-use sparsemap_core::fista::Lambda;
-use sparsemap_core::recon::{ReconConfig, ITERATIONS, LOWPASS_WEIGHT};
 use sparsemap_core::Shape;
-use sparsemap_edge::lambda_net::LambdaModel;
-use sparsemap_edge::learned::{
-    LearnedReconstructor, BUNDLED_MODEL, BUNDLED_MODEL_DICTIONARY, BUNDLED_MODEL_DICTIONARY_NAME,
-    BUNDLED_MODEL_NAME,
+use sparsemap_edge::ingest::{ingest, Event, IngestConfig, ReaderSource};
+use sparsemap_edge::lambda_net::{LambdaModel, DEFAULT_NETWORK_BATCH};
+use sparsemap_edge::method::{FixedLambda, MethodSpec, Sparsity};
+use sparsemap_edge::runtime::BackendKind;
+use sparsemap_edge::serve::{serve_source, Job, Source};
+use sparsemap_edge::worker::{
+    provenance, slice_stem, with_suffix, write_atomically, OutputOptions, Previewer,
+    SliceRecord, Worker,
 };
-use sparsemap_edge::output::{
-    model_label, sidecar_path, write_npy, write_png, write_sidecar, Provenance, ARRAY_ORIENTATION,
-};
-use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
 use sparsemap_edge::{metrics, npy, BUNDLED_DICTIONARY, BUNDLED_DICTIONARY_NAME};
+use sparsemap_wire::AssemblerConfig;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
@@ -34,30 +36,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Reconstruct one slice from centred k-space and a sampling mask.
+    /// Reconstruct one slice from centred k-space and a mask (--kspace/--mask/--out), or
+    /// every slice of a recorded wire stream (--input SCAN.smw --out-dir DIR).
     ///
     /// By default the Lambda maps come from the bundled int8 model (or `--model`) and the
     /// solve uses the model's iteration count and low-pass weight; `--lambda` replaces the
-    /// model by a fixed sparsity level. Writes the complex image (`--out`, complex64
-    /// [n_y, n_x] on the scale of F^H y), a JSON sidecar next to it saying what made it, and
-    /// optionally a magnitude PNG and the Lambda maps.
+    /// model by a fixed sparsity level. Every image is written as complex .npy, magnitude
+    /// PNG and NIfTI, with a JSON sidecar saying what made it.
     Recon(ReconArgs),
+    /// Receive a live wire stream (TCP on loopback, a serial device, or stdin) and write
+    /// each slice's images as soon as the slice is complete; one JSON line per slice on
+    /// stdout. SIGINT/SIGTERM finish the slices already received, then exit 0.
+    Serve(ServeArgs),
 }
 
-#[derive(clap::Args)]
-struct ReconArgs {
-    /// Centred k-space, complex64 [n_y, n_x] (unitary convention of docs/design.md §3.2).
-    #[arg(long, value_name = "K.npy")]
-    kspace: PathBuf,
-    /// Sampling mask [n_y, n_x] (bool, uint8 or float), non-zero where sampled.
-    #[arg(long, value_name = "M.npy")]
-    mask: PathBuf,
-    /// Output image, complex64 [n_y, n_x].
-    #[arg(long, value_name = "X.npy")]
-    out: PathBuf,
-    /// Also write an 8-bit magnitude PNG.
-    #[arg(long, value_name = "X.png")]
-    png: Option<PathBuf>,
+#[derive(Args)]
+struct MethodArgs {
     /// Lambda-network ONNX model (docs/design.md §4). Default: the bundled int8 model.
     #[arg(long, value_name = "PATH.onnx", conflicts_with = "lambda")]
     model: Option<PathBuf>,
@@ -77,16 +71,100 @@ struct ReconArgs {
     /// only (default 1); a model fixes its own.
     #[arg(long, requires = "lambda")]
     lowpass_weight: Option<f32>,
-    /// Also write the Lambda maps, float32 [K, n_y, n_x] (scaled-problem units).
-    #[arg(long, value_name = "L.npy", conflicts_with = "lambda")]
-    lambda_out: Option<PathBuf>,
     /// FFT backend.
     #[arg(long, value_enum, default_value_t = Backend::Rustfft)]
     backend: Backend,
+    /// Filters per Lambda-network run: the maps do not depend on it, the network's memory
+    /// grows with it.
+    #[arg(long, default_value_t = DEFAULT_NETWORK_BATCH as u16, value_parser = clap::value_parser!(u16).range(1..))]
+    network_batch: u16,
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    /// A slice is complete once the stream is this many lines into a later slice (a link
+    /// that reorders lines needs at least twice its reorder distance).
+    #[arg(long, default_value_t = sparsemap_edge::ingest::DEFAULT_SETTLE_LINES)]
+    settle_lines: u32,
+    /// Also write the Lambda maps (DIR/..._lambda.npy, [K, n_y, n_x]) and a PNG montage of
+    /// four filters' maps (..._lambda.png).
+    #[arg(long)]
+    save_maps: bool,
+    /// Also write each slice's assembled k-space and mask (..._kspace.npy, ..._mask.npy):
+    /// `recon --kspace` on them gives the same image bit for bit.
+    #[arg(long)]
+    save_kspace: bool,
+}
+
+#[derive(Args)]
+struct ReconArgs {
+    /// Centred k-space, complex64 [n_y, n_x] (unitary convention of docs/design.md §3.2).
+    #[arg(long, value_name = "K.npy", required_unless_present = "input", requires_all = ["mask", "out"], conflicts_with = "input")]
+    kspace: Option<PathBuf>,
+    /// Sampling mask [n_y, n_x] (bool, uint8 or float), non-zero where sampled.
+    #[arg(long, value_name = "M.npy")]
+    mask: Option<PathBuf>,
+    /// Output image, complex64 [n_y, n_x]; X.json next to it says what made it.
+    #[arg(long, value_name = "X.npy")]
+    out: Option<PathBuf>,
+    /// Also write an 8-bit magnitude PNG.
+    #[arg(long, value_name = "X.png", requires = "kspace")]
+    png: Option<PathBuf>,
+    /// Also write a NIfTI-1 magnitude image.
+    #[arg(long, value_name = "X.nii", requires = "kspace")]
+    nifti: Option<PathBuf>,
+    /// Also write the Lambda maps, float32 [K, n_y, n_x] (scaled-problem units).
+    #[arg(long, value_name = "L.npy", conflicts_with = "lambda", requires = "kspace")]
+    lambda_out: Option<PathBuf>,
+    /// A recorded wire stream (.smw, docs/design.md §5): every slice is reconstructed into
+    /// --out-dir, and one JSON line per slice is printed.
+    #[arg(long, value_name = "SCAN.smw", requires = "out_dir")]
+    input: Option<PathBuf>,
+    /// Output directory of --input.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    #[command(flatten)]
+    stream: StreamArgs,
+    #[command(flatten)]
+    method: MethodArgs,
     /// A reference image [n_y, n_x]: print the PSNR of the zero-filled and the
-    /// reconstructed magnitude against it.
-    #[arg(long, value_name = "TARGET.npy")]
+    /// reconstructed magnitude against it (--kspace only).
+    #[arg(long, value_name = "TARGET.npy", requires = "kspace")]
     compare_to: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Accept TCP connections here, one at a time (default 127.0.0.1:4710). Addresses
+    /// beyond this machine need --allow-remote: the link has no authentication.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "serial")]
+    listen: Option<String>,
+    /// Listen on a non-loopback address.
+    #[arg(long, requires = "listen")]
+    allow_remote: bool,
+    /// Read the stream from a serial device (configured beforehand, e.g. with stty) or a
+    /// file; `-` reads stdin. The server exits when it ends.
+    #[arg(long, value_name = "PATH|-")]
+    serial: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+    /// Complete a slice whose last line is older than this, even if the scan has not moved
+    /// on (seconds).
+    #[arg(long, value_name = "SECONDS")]
+    slice_timeout: Option<f64>,
+    /// While a slice arrives, write a zero-filled preview PNG every N of its lines (the
+    /// final image replaces it).
+    #[arg(long, value_name = "N")]
+    preview_every: Option<u32>,
+    /// Completed slices that may wait for the reconstruction worker before reading stops
+    /// (back-pressure on the sender).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    queue: u16,
+    #[command(flatten)]
+    stream: StreamArgs,
+    #[command(flatten)]
+    method: MethodArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,6 +177,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Recon(args) => recon(&args),
+        Command::Serve(args) => serve(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,186 +188,277 @@ fn main() -> ExitCode {
     }
 }
 
-enum LambdaInput {
-    Scalar(f32),
-    File(PathBuf, ndarray::ArrayD<f32>),
-}
-
-fn parse_lambda(text: &str) -> Result<LambdaInput> {
-    if let Ok(value) = text.parse::<f32>() {
-        if !value.is_finite() || value < 0.0 {
-            bail!("--lambda {text}: must be a finite number >= 0");
-        }
-        return Ok(LambdaInput::Scalar(value));
-    }
-    let path = PathBuf::from(text);
-    if !path.exists() {
-        bail!("--lambda {text}: neither a number nor an existing .npy file");
-    }
-    let array = npy::read_lambda(&path)?;
-    Ok(LambdaInput::File(path, array))
-}
-
-/// Where the sparsity levels come from.
-enum Sparsity {
-    Fixed(LambdaInput),
-    Model(LambdaModel),
-}
-
-fn recon(args: &ReconArgs) -> Result<()> {
-    let started = Instant::now();
-    let kspace = npy::read_kspace(&args.kspace)?;
-    let mask = npy::read_mask(&args.mask)?;
-    let (n_y, n_x) = kspace.dim();
-    if mask.dim() != (n_y, n_x) {
-        bail!(
-            "mask {} is {}x{} but k-space {} is {n_y}x{n_x}",
-            args.mask.display(),
-            mask.dim().0,
-            mask.dim().1,
-            args.kspace.display()
-        );
-    }
-    let shape = Shape::new(n_y, n_x).with_context(|| format!("{}", args.kspace.display()))?;
+/// The method the arguments choose, with the bundled model and dictionaries as defaults.
+fn method_spec(args: &MethodArgs) -> Result<Arc<MethodSpec>> {
     let sparsity = match (&args.lambda, &args.model) {
-        (Some(text), _) => Sparsity::Fixed(parse_lambda(text)?),
+        (Some(text), _) => Sparsity::Fixed(FixedLambda::parse(text)?),
         (None, Some(path)) => Sparsity::Model(LambdaModel::from_path(path)?),
-        (None, None) => {
-            Sparsity::Model(LambdaModel::from_bytes(BUNDLED_MODEL, BUNDLED_MODEL_NAME)?)
-        }
+        (None, None) => Sparsity::Model(LambdaModel::from_bytes(
+            sparsemap_edge::learned::BUNDLED_MODEL,
+            sparsemap_edge::learned::BUNDLED_MODEL_NAME,
+        )?),
     };
-    let (filters, dictionary_name) = match (&args.dictionary, &sparsity) {
+    let (dictionary, dictionary_name) = match (&args.dictionary, &sparsity) {
         (Some(path), _) => (npy::read_dictionary(path)?, path.display().to_string()),
         (None, Sparsity::Fixed(_)) => (
             npy::dictionary_from_bytes(BUNDLED_DICTIONARY)?,
             BUNDLED_DICTIONARY_NAME.to_string(),
         ),
         (None, Sparsity::Model(_)) => (
-            npy::dictionary_from_bytes(BUNDLED_MODEL_DICTIONARY)?,
-            BUNDLED_MODEL_DICTIONARY_NAME.to_string(),
+            npy::dictionary_from_bytes(sparsemap_edge::learned::BUNDLED_MODEL_DICTIONARY)?,
+            sparsemap_edge::learned::BUNDLED_MODEL_DICTIONARY_NAME.to_string(),
         ),
     };
-    let (count, side, _) = filters.dim();
-    let kind = match args.backend {
-        Backend::Rustfft => BackendKind::RustFft,
-        Backend::Microfft => BackendKind::MicroFft,
+    npy::dictionary_view(&dictionary).with_context(|| format!("dictionary {dictionary_name}"))?;
+    Ok(Arc::new(MethodSpec {
+        sparsity,
+        dictionary,
+        dictionary_name,
+        iterations: args.iterations,
+        lowpass_weight: args.lowpass_weight,
+        backend: match args.backend {
+            Backend::Rustfft => BackendKind::RustFft,
+            Backend::Microfft => BackendKind::MicroFft,
+        },
+        network_batch: usize::from(args.network_batch),
+    }))
+}
+
+fn ingest_config(stream: &StreamArgs) -> IngestConfig {
+    IngestConfig {
+        assembler: AssemblerConfig {
+            slots: 2,
+            settle_lines: stream.settle_lines,
+        },
+        ..IngestConfig::default()
+    }
+}
+
+fn output_options(stream: &StreamArgs) -> OutputOptions {
+    OutputOptions {
+        save_maps: stream.save_maps,
+        save_kspace: stream.save_kspace,
+    }
+}
+
+fn recon(args: &ReconArgs) -> Result<()> {
+    match (&args.input, &args.kspace) {
+        (Some(input), _) => recon_stream(args, input),
+        (None, Some(kspace)) => recon_npy(args, kspace),
+        (None, None) => bail!("give --kspace K.npy --mask M.npy --out X.npy, or --input SCAN.smw --out-dir DIR"),
+    }
+}
+
+/// Prints one JSON line (serve and recon --input).
+fn print_record(record: &SliceRecord) -> Result<()> {
+    let line = serde_json::to_string(record)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
+    let out_dir = args.out_dir.clone().context("--input needs --out-dir")?;
+    let spec = method_spec(&args.method)?;
+    let mut worker = Worker::new(spec, out_dir, output_options(&args.stream))?;
+    let file =
+        std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let mut source = ReaderSource(std::io::BufReader::new(file));
+    let mut failed = 0usize;
+    let summary = ingest(&mut source, &ingest_config(&args.stream), &mut |event| {
+        match event {
+            Event::Scan(start) => worker.on_scan(&start),
+            Event::Slice(job) => {
+                let record = worker.on_slice(job);
+                failed += usize::from(record.status != "ok");
+                print_record(&record)?;
+            }
+            Event::Preview { .. } => {}
+            Event::Rejected { start, reason } => {
+                eprintln!("sparsemap: {}: scan {} rejected: {reason}", input.display(), start.scan_id)
+            }
+        }
+        Ok(())
+    })
+    .with_context(|| format!("{}", input.display()))?;
+    eprintln!(
+        "sparsemap: {}: {} bytes, {} scans ({} rejected), {} slices ({} failed), {} frames outside a scan; peak RSS {:.1} MB",
+        input.display(),
+        summary.bytes,
+        summary.scans,
+        summary.rejected_scans,
+        summary.slices,
+        failed,
+        summary.errors_outside_scans,
+        sparsemap_edge::memory::peak_rss_bytes().unwrap_or(0) as f64 / 1e6
+    );
+    if summary.slices == 0 {
+        bail!("{}: no slice in the stream", input.display());
+    }
+    if failed > 0 {
+        bail!("{}: {failed} of {} slices could not be reconstructed (see their JSON lines)", input.display(), summary.slices);
+    }
+    Ok(())
+}
+
+fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
+    let started = Instant::now();
+    let (Some(mask_path), Some(out)) = (&args.mask, &args.out) else {
+        bail!("--kspace needs --mask and --out");
     };
-    let dictionary = npy::dictionary_view(&filters)
-        .with_context(|| format!("dictionary {dictionary_name}"))?;
+    let kspace = npy::read_kspace(kspace_path)?;
+    let mask = npy::read_mask(mask_path)?;
+    let (n_y, n_x) = kspace.dim();
+    if mask.dim() != (n_y, n_x) {
+        bail!(
+            "mask {} is {}x{} but k-space {} is {n_y}x{n_x}",
+            mask_path.display(),
+            mask.dim().0,
+            mask.dim().1,
+            kspace_path.display()
+        );
+    }
+    let shape = Shape::new(n_y, n_x).with_context(|| format!("{}", kspace_path.display()))?;
+    let spec = method_spec(&args.method)?;
+    let mut planned = spec.plan(shape)?;
     let kspace_slice = kspace
         .as_slice()
         .context("k-space array is not contiguous")?;
     let mask_f32: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
     let mut image = Array2::<Complex32>::zeros((n_y, n_x));
-    let image_slice = image
-        .as_slice_mut()
-        .expect("freshly allocated arrays are contiguous");
-    let reconstructing = || format!("reconstructing {}", args.kspace.display());
-
     let solve_started = Instant::now();
-    let (report, lambda_name, config, memory_bytes) = match &sparsity {
-        Sparsity::Fixed(input) => {
-            let (lambda, lambda_name) = match input {
-                LambdaInput::Scalar(v) => (Lambda::Scalar(*v), format!("{v}")),
-                LambdaInput::File(path, array) => {
-                    let expected_maps = [count, n_y, n_x];
-                    let lambda = match array.shape() {
-                        [k] if *k == count => Lambda::PerBlock(array.as_slice().context("lambda array is not contiguous")?),
-                        s if s == expected_maps => Lambda::Maps(array.as_slice().context("lambda array is not contiguous")?),
-                        s => bail!(
-                            "{}: lambda has shape {s:?}, but the dictionary has K={count} filters and the image is {n_y}x{n_x}: expected [{count}] or [{count}, {n_y}, {n_x}]",
-                            path.display()
-                        ),
-                    };
-                    (lambda, path.display().to_string())
-                }
-            };
-            let config = ReconConfig {
-                iterations: args.iterations.unwrap_or(ITERATIONS),
-                lowpass_weight: args.lowpass_weight.unwrap_or(LOWPASS_WEIGHT as f32),
-            };
-            let mut reconstructor = EdgeReconstructor::new(kind, shape, dictionary)
-                .with_context(|| format!("dictionary {dictionary_name}"))?;
-            let report = reconstructor
-                .reconstruct(kspace_slice, &mask_f32, lambda, &config, image_slice)
-                .with_context(reconstructing)?;
-            (report, lambda_name, config, reconstructor.memory_bytes())
-        }
-        Sparsity::Model(model) => {
-            let mut learned =
-                LearnedReconstructor::new(model, kind, shape, dictionary)
-                    .with_context(|| {
-                        format!("model {} with dictionary {dictionary_name}", model.name())
-                    })?;
-            if let Some(iterations) = args.iterations {
-                learned = learned.with_iterations(iterations);
-            }
-            let report = learned
-                .reconstruct(kspace_slice, &mask_f32, image_slice)
-                .with_context(reconstructing)?;
-            if let Some(path) = &args.lambda_out {
-                let maps =
-                    ndarray::ArrayView3::from_shape((count, n_y, n_x), learned.lambda_maps())
-                        .expect("the maps are [K, n_y, n_x]");
-                write_npy(path, &maps)?;
-            }
-            let lambda_name = format!(
-                "maps from {} (mean {:.4}, features + network {:.3} s)",
-                model.name(),
-                report.lambda_mean,
-                report.times.features + report.times.network
-            );
-            (
-                report.solve,
-                lambda_name,
-                *learned.config(),
-                learned.memory_bytes(),
-            )
-        }
-    };
+    let result = planned
+        .reconstruct(
+            kspace_slice,
+            &mask_f32,
+            image.as_slice_mut().expect("a new array is contiguous"),
+        )
+        .with_context(|| format!("reconstructing {}", kspace_path.display()))?;
     let solve_seconds = solve_started.elapsed().as_secs_f64();
-
-    let provenance = Provenance {
-        software: format!("sparsemap {}", env!("CARGO_PKG_VERSION")),
-        model: match &sparsity {
-            Sparsity::Model(model) => Some(model_label(model.name(), &model.info().precision)),
-            Sparsity::Fixed(_) => None,
-        },
-        dictionary: dictionary_name,
-        filters: count,
-        filter_side: side,
-        lambda: lambda_name,
-        iterations: config.iterations,
-        lowpass_weight: config.lowpass_weight,
-        fft_backend: kind.name().to_string(),
-        scale_c: report.scale,
-        lipschitz: report.lipschitz,
-        sampled_fraction: report.sampled as f64 / shape.len() as f64,
-        nonzero_coefficients: report.nonzero_coefficients,
-        seconds: solve_seconds,
-        acquisition: None,
-        voxel_mm: None,
-        orientation: ARRAY_ORIENTATION.to_string(),
-    };
-    write_npy(&args.out, &image)?;
-    write_sidecar(&sidecar_path(&args.out), &provenance)?;
+    let provenance = provenance(&planned, &result, None, None);
+    let stem = out.with_extension("");
+    write_atomically(out, |p| sparsemap_edge::output::write_npy(p, &image))?;
+    write_atomically(&sparsemap_edge::output::sidecar_path(out), |p| {
+        sparsemap_edge::output::write_sidecar(p, &provenance)
+    })?;
     if let Some(png) = &args.png {
-        write_png(png, &image, &provenance)?;
+        write_atomically(png, |p| sparsemap_edge::output::write_png(p, &image, &provenance))?;
     }
+    if let Some(nifti) = &args.nifti {
+        write_atomically(nifti, |p| {
+            sparsemap_edge::output::write_nifti(p, &image, &provenance)
+        })?;
+    }
+    if let Some(maps) = planned.lambda_maps() {
+        let count = spec.dictionary_size().0;
+        if let Some(path) = &args.lambda_out {
+            let view = ndarray::ArrayView3::from_shape((count, n_y, n_x), maps)?;
+            write_atomically(path, |p| sparsemap_edge::output::write_npy(p, &view))?;
+        }
+        if args.stream.save_maps {
+            let montage = with_suffix(&stem, "_lambda.png");
+            write_atomically(&montage, |p| {
+                sparsemap_edge::output::write_maps_montage(
+                    p,
+                    maps,
+                    count,
+                    n_y,
+                    n_x,
+                    planned.lambda_max(),
+                    &provenance,
+                )
+            })?;
+            let view = ndarray::ArrayView3::from_shape((count, n_y, n_x), maps)?;
+            write_atomically(&with_suffix(&stem, "_lambda.npy"), |p| {
+                sparsemap_edge::output::write_npy(p, &view)
+            })?;
+        }
+    }
+    let config = planned.config();
+    let (count, side) = spec.dictionary_size();
     eprintln!(
-        "sparsemap: {n_y}x{n_x}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}), lambda {}: {:.3} s, total {:.3} s, {:.1} MB planned, peak RSS {:.1} MB; wrote {}",
+        "sparsemap: {n_y}x{n_x}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}), lambda {}: {:.3} s (prepare {:.3}, features {:.3}, network {:.3}, solve {:.3}), total {:.3} s, {:.1} MB planned, peak RSS {:.1} MB; wrote {}",
         100.0 * provenance.sampled_fraction,
         config.iterations,
-        kind.name(),
+        spec.backend.name(),
         provenance.lambda,
         solve_seconds,
+        result.times.prepare,
+        result.times.features,
+        result.times.network,
+        result.times.solve,
         started.elapsed().as_secs_f64(),
-        memory_bytes as f64 / 1e6,
+        planned.memory_bytes() as f64 / 1e6,
         sparsemap_edge::memory::peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
-        args.out.display()
+        out.display()
     );
     if let Some(target) = &args.compare_to {
         compare(target, &kspace, &mask, &image, shape)?;
+    }
+    Ok(())
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    let source = match (&args.serial, &args.listen) {
+        (Some(path), _) => Source::Serial(path.clone()),
+        (None, Some(address)) => Source::listen(address, args.allow_remote)?,
+        (None, None) => Source::listen("127.0.0.1:4710", false)?,
+    };
+    let slice_timeout = match args.slice_timeout {
+        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+            bail!("--slice-timeout {seconds}: must be a positive number of seconds")
+        }
+        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        None => None,
+    };
+    let config = IngestConfig {
+        slice_timeout,
+        preview_every: args.preview_every.filter(|&n| n > 0),
+        ..ingest_config(&args.stream)
+    };
+    let spec = method_spec(&args.method)?;
+    let mut worker = Worker::new(spec, args.out_dir.clone(), output_options(&args.stream))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    let (jobs, queue) = mpsc::sync_channel::<Job>(usize::from(args.queue));
+    let reconstruction = std::thread::Builder::new()
+        .name("reconstruction".into())
+        .spawn(move || -> Result<()> {
+            for job in queue {
+                match job {
+                    Job::Scan(start) => worker.on_scan(&start),
+                    Job::Slice(slice) => print_record(&worker.on_slice(slice))?,
+                }
+            }
+            Ok(())
+        })
+        .context("cannot start the reconstruction thread")?;
+
+    let out_dir = args.out_dir.clone();
+    let mut previewer = Previewer::default();
+    let mut preview = |start: &sparsemap_wire::ScanStart,
+                       slice: u16,
+                       lines: u32,
+                       kspace: &[Complex32],
+                       mask: &[bool]|
+     -> Result<()> {
+        let path = with_suffix(&slice_stem(&out_dir, start.scan_id, slice), ".png");
+        previewer.write(&path, start, lines, kspace, mask)
+    };
+    let served = serve_source(&source, &config, &stop, &jobs, &mut preview);
+    drop(jobs);
+    let worked = reconstruction
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reconstruction thread panicked"))?;
+    served?;
+    worked?;
+    if stop.load(Ordering::Relaxed) {
+        eprintln!("sparsemap: stopped by signal after finishing the slices received");
     }
     Ok(())
 }

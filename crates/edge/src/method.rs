@@ -269,12 +269,7 @@ impl PlannedMethod {
                         network: r.times.network,
                         solve: r.solve_seconds,
                     },
-                    lambda: format!(
-                        "maps from {} (mean {:.4}, features + network {:.3} s)",
-                        model.name(),
-                        r.lambda_mean,
-                        r.times.features + r.times.network
-                    ),
+                    lambda: format!("maps from {} (mean {:.6})", model.name(), r.lambda_mean),
                 })
             }
             (Planned::Fixed(solver), Sparsity::Fixed(fixed)) => {

@@ -94,7 +94,6 @@ pub struct Provenance {
     pub lipschitz: f32,
     pub sampled_fraction: f64,
     pub nonzero_coefficients: usize,
-    pub seconds: f64,
     /// The stream this slice came from; `None` for `.npy` input.
     #[serde(default)]
     pub acquisition: Option<Acquisition>,

@@ -50,7 +50,6 @@ fn provenance(dictionary: &str) -> Provenance {
         lipschitz: 1.25,
         sampled_fraction: 0.75,
         nonzero_coefficients: 1234,
-        seconds: 0.5,
         voxel_mm: Some(acquisition.voxel_mm(4, 6)),
         acquisition: Some(acquisition),
         orientation: ARRAY_ORIENTATION.to_string(),

@@ -1,0 +1,485 @@
+//! The slice worker of `recon --input` and `serve`: a completed slice from the stream in,
+//! its files on disk and one JSON record out. Also the file set of one image, shared with
+//! `recon --kspace`, and the zero-filled previews of `serve --preview-every`.
+//!
+//! Files of slice `s` of scan `id` in the output directory, stem `scan{id:05}_slice{s:03}`:
+//! `.npy` (complex64 `[n_y, n_x]`), `.png` (magnitude), `.nii` (NIfTI-1 magnitude), `.json`
+//! (provenance), with `--save-maps` `_lambda.npy` and `_lambda.png`, with `--save-kspace`
+//! `_kspace.npy` and `_mask.npy` (what was reconstructed: `recon --kspace` on them gives the
+//! same image bit for bit). Every file is written under a temporary name and renamed, so a
+//! watcher never sees half a file, and the final PNG replaces the preview atomically. A
+//! slice that cannot be reconstructed (a grid the core does not take, several coils) still
+//! gets its k-space and mask written: data that arrived intact is never dropped.
+
+use crate::ingest::SliceJob;
+use crate::method::{MethodSpec, PlannedMethod, ReconTimes};
+use crate::output::{
+    write_maps_montage, write_nifti, write_npy, write_png, write_sidecar, Acquisition,
+    Provenance, ARRAY_ORIENTATION,
+};
+use anyhow::{bail, Context, Result};
+use ndarray::{Array2, ArrayView2, ArrayView3};
+use num_complex::Complex32;
+use serde::Serialize;
+use sparsemap_core::fft::{Fft2, RustFft};
+use sparsemap_core::ops::{CentredFourier, LinearOperator};
+use sparsemap_core::Shape;
+use sparsemap_wire::{ClosedBy, EndStatus, ScanStart};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Optional outputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutputOptions {
+    /// Lambda maps as `.npy` and a PNG montage.
+    pub save_maps: bool,
+    /// The assembled k-space and mask as `.npy`.
+    pub save_kspace: bool,
+}
+
+/// Writes `path` through a temporary file in the same directory and a rename.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    // `.NAME-part.EXT`: hidden, and with the one extension writers insist on (the NIfTI
+    // writer also rewrites any inner `.` of the name).
+    let stem = path
+        .file_stem()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(stem);
+    temporary_name.push("-part");
+    if let Some(extension) = path.extension() {
+        temporary_name.push(".");
+        temporary_name.push(extension);
+    }
+    let temporary = path.with_file_name(temporary_name);
+    write(&temporary)?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))
+}
+
+/// `stem` + `suffix` (e.g. `".png"`, `"_lambda.npy"`).
+pub fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The Lambda maps of a slice, for `--save-maps`.
+pub struct Maps<'a> {
+    pub values: &'a [f32],
+    pub count: usize,
+    pub lambda_max: f32,
+}
+
+/// Writes the file set of one image next to `stem`: `.npy`, `.png`, `.nii`, `.json`, and
+/// the maps if given. Returns the paths written.
+pub fn write_image_files(
+    stem: &Path,
+    image: &Array2<Complex32>,
+    provenance: &Provenance,
+    maps: Option<Maps<'_>>,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let mut out = |suffix: &str, write: &dyn Fn(&Path) -> Result<()>| -> Result<()> {
+        let path = with_suffix(stem, suffix);
+        write_atomically(&path, write)?;
+        written.push(path);
+        Ok(())
+    };
+    out(".npy", &|p| write_npy(p, image))?;
+    out(".json", &|p| write_sidecar(p, provenance))?;
+    out(".nii", &|p| write_nifti(p, image, provenance))?;
+    if let Some(maps) = maps {
+        let (n_y, n_x) = image.dim();
+        let view = ArrayView3::from_shape((maps.count, n_y, n_x), maps.values)
+            .context("the Lambda maps are not [K, n_y, n_x]")?;
+        out("_lambda.npy", &|p| write_npy(p, &view))?;
+        out("_lambda.png", &|p| {
+            write_maps_montage(
+                p,
+                maps.values,
+                maps.count,
+                n_y,
+                n_x,
+                maps.lambda_max,
+                provenance,
+            )
+        })?;
+    }
+    // Last: it replaces the preview, so it appears when everything else is there.
+    out(".png", &|p| write_png(p, image, provenance))?;
+    Ok(written)
+}
+
+/// Stem of slice `slice` of scan `scan_id` in `dir`.
+pub fn slice_stem(dir: &Path, scan_id: u32, slice: u16) -> PathBuf {
+    dir.join(format!("scan{scan_id:05}_slice{slice:03}"))
+}
+
+/// Where the time of one slice went, seconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SliceTimes {
+    /// First to last line of the slice.
+    pub acquire: f64,
+    /// Last line to the start of its reconstruction (settling, queue).
+    pub assembly_wait: f64,
+    pub prepare: f64,
+    pub features: f64,
+    pub network: f64,
+    pub solve: f64,
+    /// Writing the files.
+    pub write: f64,
+}
+
+/// The JSON line `serve` and `recon --input` print for every slice.
+#[derive(Debug, Clone, Serialize)]
+pub struct SliceRecord {
+    pub scan: u32,
+    pub slice: u16,
+    /// `ok`, or `error` with `error` saying why (the k-space is then saved).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub lines_received: u32,
+    /// Received, missing and unusable (non-finite) lines.
+    pub lines_expected: u32,
+    /// Lines that never arrived intact (lost on the link or corrupted).
+    pub missing: u32,
+    pub duplicates: u32,
+    pub corrupt: u32,
+    pub reordered: u32,
+    pub invalid_samples: u32,
+    pub faults: u32,
+    /// Bit `k` set: a fault of `FaultKind` variant `k` (wire crate order).
+    pub fault_kinds: u16,
+    /// Nothing more of the slice was due when it was reconstructed.
+    pub complete: bool,
+    pub completion: &'static str,
+    pub times: SliceTimes,
+    /// From the slice's last line to its files on disk, seconds.
+    pub latency: f64,
+    pub files: Vec<PathBuf>,
+    /// The process's peak resident set size so far, MB.
+    pub peak_rss_mb: f64,
+}
+
+/// Why a slice was completed, in words.
+pub fn completion(closed_by: Option<ClosedBy>) -> &'static str {
+    match closed_by {
+        Some(ClosedBy::MovedPast) => "moved past",
+        Some(ClosedBy::ScanEnd(EndStatus::Complete)) => "scan end",
+        Some(ClosedBy::ScanEnd(EndStatus::Aborted)) => "scan aborted",
+        Some(ClosedBy::Interrupted) => "interrupted",
+        Some(ClosedBy::Timeout) => "timeout",
+        Some(ClosedBy::SlotsFull) => "slots full",
+        None => "open",
+    }
+}
+
+/// Reconstructs completed slices and writes their files; plans once per grid.
+pub struct Worker {
+    spec: Arc<MethodSpec>,
+    planned: Option<PlannedMethod>,
+    out_dir: PathBuf,
+    options: OutputOptions,
+}
+
+impl Worker {
+    pub fn new(spec: Arc<MethodSpec>, out_dir: PathBuf, options: OutputOptions) -> Result<Self> {
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("cannot create the output directory {}", out_dir.display()))?;
+        Ok(Self {
+            spec,
+            planned: None,
+            out_dir,
+            options,
+        })
+    }
+
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// Plans for the scan's grid (the network's optimisation takes a moment), unless the
+    /// current plan already fits. A grid that cannot be planned is reported per slice.
+    pub fn on_scan(&mut self, start: &ScanStart) {
+        let _ = self.plan(start);
+    }
+
+    fn plan(&mut self, start: &ScanStart) -> Result<&mut PlannedMethod> {
+        if start.n_coils != 1 {
+            bail!(
+                "{} receive coils: multi-coil reconstruction is not implemented yet (the k-space of every coil is saved)",
+                start.n_coils
+            );
+        }
+        let shape = Shape::new(usize::from(start.n_y), usize::from(start.n_x))
+            .with_context(|| format!("scan {}", start.scan_id))?;
+        if self.planned.as_ref().map(|p| p.shape()) != Some(shape) {
+            self.planned = None;
+            self.planned = Some(self.spec.plan(shape)?);
+        }
+        Ok(self.planned.as_mut().expect("planned above"))
+    }
+
+    /// Reconstructs and writes one slice; never fails (an error is in the record).
+    pub fn on_slice(&mut self, job: SliceJob) -> SliceRecord {
+        let started = Instant::now();
+        let stats = job.stats;
+        let stem = slice_stem(&self.out_dir, job.start.scan_id, stats.slice);
+        let mut record = SliceRecord {
+            scan: stats.scan_id,
+            slice: stats.slice,
+            status: "ok",
+            error: None,
+            lines_received: stats.lines_received,
+            lines_expected: stats.lines_received + stats.lines_missing + stats.invalid_samples,
+            missing: stats.lines_missing,
+            duplicates: stats.duplicates,
+            corrupt: stats.corrupt,
+            reordered: stats.reordered,
+            invalid_samples: stats.invalid_samples,
+            faults: stats.faults,
+            fault_kinds: stats.fault_kinds.0,
+            complete: stats.complete,
+            completion: completion(stats.closed_by),
+            times: SliceTimes {
+                acquire: match (job.first_line, job.last_line) {
+                    (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+                    _ => 0.0,
+                },
+                assembly_wait: job
+                    .last_line
+                    .map_or(0.0, |last| started.duration_since(last).as_secs_f64()),
+                ..SliceTimes::default()
+            },
+            latency: 0.0,
+            files: Vec::new(),
+            peak_rss_mb: 0.0,
+        };
+        match self.reconstruct_and_write(&job, &stem, &mut record) {
+            Ok(files) => record.files = files,
+            Err(error) => {
+                record.status = "error";
+                record.error = Some(format!("{error:#}"));
+                match self.save_kspace(&job, &stem) {
+                    Ok(files) => record.files = files,
+                    Err(e) => {
+                        record.error = Some(format!("{error:#}; and saving its k-space failed: {e:#}"))
+                    }
+                }
+            }
+        }
+        if let Some(last) = job.last_line {
+            record.latency = last.elapsed().as_secs_f64();
+        }
+        record.peak_rss_mb = crate::memory::peak_rss_bytes().unwrap_or(0) as f64 / 1e6;
+        record
+    }
+
+    fn reconstruct_and_write(
+        &mut self,
+        job: &SliceJob,
+        stem: &Path,
+        record: &mut SliceRecord,
+    ) -> Result<Vec<PathBuf>> {
+        let start = job.start;
+        let save_maps = self.options.save_maps;
+        let save_kspace = self.options.save_kspace;
+        let planned = self.plan(&start)?;
+        let shape = planned.shape();
+        let n = shape.len();
+        let kspace = &job.kspace[..n];
+        let mask: Vec<f32> = job.mask[..n].iter().map(|&m| f32::from(u8::from(m))).collect();
+        let mut image = Array2::<Complex32>::zeros((shape.n_y(), shape.n_x()));
+        let result = planned.reconstruct(
+            kspace,
+            &mask,
+            image.as_slice_mut().expect("a new array is contiguous"),
+        )?;
+        let ReconTimes {
+            prepare,
+            features,
+            network,
+            solve,
+        } = result.times;
+        record.times.prepare = prepare;
+        record.times.features = features;
+        record.times.network = network;
+        record.times.solve = solve;
+
+        let write_started = Instant::now();
+        let stats = job.stats;
+        let acquisition = Acquisition {
+            scan_id: start.scan_id,
+            slice: stats.slice,
+            n_slices: start.n_slices,
+            n_coils: start.n_coils,
+            field_mt: start.field_mt,
+            fov_mm: start.fov_mm,
+            kx_first: start.kx_first,
+            kx_count: start.kx_count,
+            lines_received: stats.lines_received,
+            lines_missing: stats.lines_missing,
+            duplicates: stats.duplicates,
+            corrupt: stats.corrupt,
+            reordered: stats.reordered,
+            invalid_samples: stats.invalid_samples,
+            faults: stats.faults,
+            complete: stats.complete,
+            completion: completion(stats.closed_by).to_string(),
+        };
+        let voxel_mm = (start.fov_mm.iter().all(|v| v.is_finite() && *v > 0.0))
+            .then(|| acquisition.voxel_mm(shape.n_y(), shape.n_x()));
+        let provenance = provenance(
+            planned,
+            &result,
+            Some(acquisition),
+            voxel_mm,
+        );
+        let maps = planned
+            .lambda_maps()
+            .filter(|_| save_maps)
+            .map(|values| Maps {
+                values,
+                count: planned.spec().dictionary_size().0,
+                lambda_max: planned.lambda_max(),
+            });
+        let mut files = write_image_files(stem, &image, &provenance, maps)?;
+        if save_kspace {
+            files.extend(self.save_kspace(job, stem)?);
+        }
+        record.times.write = write_started.elapsed().as_secs_f64();
+        Ok(files)
+    }
+
+    /// The slice's k-space `[n_y, n_x]` (one coil) or `[coils, n_y, n_x]` and mask (uint8).
+    fn save_kspace(&self, job: &SliceJob, stem: &Path) -> Result<Vec<PathBuf>> {
+        let start = job.start;
+        let (coils, n_y, n_x) = (
+            usize::from(start.n_coils),
+            usize::from(start.n_y),
+            usize::from(start.n_x),
+        );
+        let n = coils * n_y * n_x;
+        let mask: Vec<u8> = job.mask[..n].iter().map(|&m| u8::from(m)).collect();
+        let kspace_path = with_suffix(stem, "_kspace.npy");
+        let mask_path = with_suffix(stem, "_mask.npy");
+        if coils == 1 {
+            let k = ArrayView2::from_shape((n_y, n_x), &job.kspace[..n])?;
+            let m = ArrayView2::from_shape((n_y, n_x), &mask[..])?;
+            write_atomically(&kspace_path, |p| write_npy(p, &k))?;
+            write_atomically(&mask_path, |p| write_npy(p, &m))?;
+        } else {
+            let k = ArrayView3::from_shape((coils, n_y, n_x), &job.kspace[..n])?;
+            let m = ArrayView3::from_shape((coils, n_y, n_x), &mask[..])?;
+            write_atomically(&kspace_path, |p| write_npy(p, &k))?;
+            write_atomically(&mask_path, |p| write_npy(p, &m))?;
+        }
+        Ok(vec![kspace_path, mask_path])
+    }
+}
+
+/// The provenance of an image reconstructed by `planned`.
+/// Nothing in it depends on timing, so two runs on the same input write identical files.
+pub fn provenance(
+    planned: &PlannedMethod,
+    result: &crate::method::SliceResult,
+    acquisition: Option<Acquisition>,
+    voxel_mm: Option<[f32; 2]>,
+) -> Provenance {
+    let spec = planned.spec();
+    let (count, side) = spec.dictionary_size();
+    let config = planned.config();
+    Provenance {
+        software: format!("sparsemap {}", env!("CARGO_PKG_VERSION")),
+        model: spec.model_name(),
+        dictionary: spec.dictionary_name.clone(),
+        filters: count,
+        filter_side: side,
+        lambda: result.lambda.clone(),
+        iterations: config.iterations,
+        lowpass_weight: config.lowpass_weight,
+        fft_backend: spec.backend.name().to_string(),
+        scale_c: result.report.scale,
+        lipschitz: result.report.lipschitz,
+        sampled_fraction: result.report.sampled as f64 / planned.shape().len() as f64,
+        nonzero_coefficients: result.report.nonzero_coefficients,
+        acquisition,
+        voxel_mm,
+        orientation: ARRAY_ORIENTATION.to_string(),
+    }
+}
+
+/// Zero-filled magnitude previews of open slices (root sum of squares over coils), planned
+/// once per grid.
+#[derive(Default)]
+pub struct Previewer {
+    fft: Option<Fft2<RustFft<f32>>>,
+    spectrum: Vec<Complex32>,
+    image: Vec<Complex32>,
+    scratch: Vec<Complex32>,
+    sum_of_squares: Vec<f32>,
+}
+
+impl Previewer {
+    /// Writes the preview PNG of the partial slice to `path`.
+    pub fn write(
+        &mut self,
+        path: &Path,
+        start: &ScanStart,
+        lines: u32,
+        kspace: &[Complex32],
+        mask: &[bool],
+    ) -> Result<()> {
+        let shape = Shape::new(usize::from(start.n_y), usize::from(start.n_x))?;
+        if self.fft.as_ref().map(|f| f.shape()) != Some(shape) {
+            let fft = Fft2::new(RustFft::<f32>::new(shape));
+            let op = CentredFourier { fft: &fft };
+            self.scratch = vec![Complex32::default(); LinearOperator::<f32>::scratch_len(&op)];
+            self.spectrum = vec![Complex32::default(); shape.len()];
+            self.image = vec![Complex32::default(); shape.len()];
+            self.sum_of_squares = vec![0.0; shape.len()];
+            self.fft = Some(fft);
+        }
+        let fft = self.fft.as_ref().expect("planned above");
+        let op = CentredFourier { fft };
+        let n = shape.len();
+        self.sum_of_squares.fill(0.0);
+        for (coil, coil_mask) in kspace.chunks_exact(n).zip(mask.chunks_exact(n)) {
+            for ((s, &k), &m) in self.spectrum.iter_mut().zip(coil).zip(coil_mask) {
+                *s = if m { k } else { Complex32::default() };
+            }
+            op.adjoint(&self.spectrum, &mut self.image, &mut self.scratch);
+            for (acc, v) in self.sum_of_squares.iter_mut().zip(&self.image) {
+                *acc += v.norm_sqr();
+            }
+        }
+        let magnitude = Array2::from_shape_fn((shape.n_y(), shape.n_x()), |(y, x)| {
+            Complex32::new(self.sum_of_squares[y * shape.n_x() + x].sqrt(), 0.0)
+        });
+        let provenance = Provenance {
+            software: format!("sparsemap {}", env!("CARGO_PKG_VERSION")),
+            model: None,
+            dictionary: String::new(),
+            filters: 0,
+            filter_side: 0,
+            lambda: format!(
+                "preview: zero-filled after {lines} lines of scan {} (the reconstruction replaces it)",
+                start.scan_id
+            ),
+            iterations: 0,
+            lowpass_weight: 0.0,
+            fft_backend: "rustfft".to_string(),
+            scale_c: 1.0,
+            lipschitz: 0.0,
+            sampled_fraction: mask[..n].iter().filter(|&&m| m).count() as f64 / n as f64,
+            nonzero_coefficients: 0,
+            acquisition: None,
+            voxel_mm: None,
+            orientation: ARRAY_ORIENTATION.to_string(),
+        };
+        write_atomically(path, |p| write_png(p, &magnitude, &provenance))
+    }
+}
