@@ -17,4 +17,5 @@ cargo build --locked --profile dist --target aarch64-unknown-linux-gnu -p sparse
 target_dir="${CARGO_TARGET_DIR:-target}"
 binary="$target_dir/aarch64-unknown-linux-gnu/dist/sparsemap"
 bytes=$(stat -c %s "$binary")
-echo "$binary: $bytes bytes ($(( (bytes + 524288) / 1048576 )) MiB), $(file -b "$binary" 2>/dev/null | cut -d, -f1-2 || echo aarch64)"
+echo "$binary"
+awk -v b="$bytes" 'BEGIN { printf "size: %d bytes (%.1f MiB), stripped, aarch64\n", b, b / 1048576 }'
