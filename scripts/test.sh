@@ -7,8 +7,11 @@
 #     training / export packages (models/.venv),
 #   - the MNI152 templates from the pinned nilearn wheel (scripts/fetch-data.sh), which the
 #     host crate's export tests read.
-# Then: the reference's own tests (pytest), the whole Rust workspace (cargo test), and the
-# no_std crates built for thumbv7em-none-eabihf.
+#   - for the aarch64 edge target: the cross gcc and glibc, qemu-user and the Rust target
+#     aarch64-unknown-linux-gnu (scripts/setup-arm.sh).
+# Then: the reference's own tests (pytest), the whole Rust workspace (cargo test), the
+# no_std crates built for thumbv7em-none-eabihf, and the core, wire and Lambda-network tests
+# cross-built for aarch64 and run under qemu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,5 +52,18 @@ step "no_std crates for thumbv7em-none-eabihf (plain and with defmt logging)"
 cargo build --locked --target thumbv7em-none-eabihf -p sparsemap-core -p sparsemap-wire -p sparsemap-firmware
 cargo build --locked --target thumbv7em-none-eabihf -p sparsemap-core -p sparsemap-wire -p sparsemap-firmware \
     --features sparsemap-core/defmt,sparsemap-wire/defmt,sparsemap-firmware/defmt
+
+step "aarch64 (the ARM box) under qemu-user: core, wire, and the Lambda network in tract"
+# Cross-built with aarch64-linux-gnu-gcc and run through qemu-aarch64 -cpu cortex-a76 (the
+# runner of .cargo/config.toml), so the NEON paths of rustfft and tract's NEON/SDOT kernels
+# run (and the int8 and f32 Lambda models must match JAX/onnxruntime there too). Emulation is
+# ~100x slower: this checks correctness only, it times nothing. The dev profile (opt-level
+# 2/3, no LTO, as for x86) builds much faster than --release (thin LTO, one codegen unit)
+# and runs these tests fast enough that none is skipped: under qemu the slowest binaries are
+# wire's faults proptests (~20 s) and lambda_net (~18 s); core's 256x256 FFTs take ~1 s.
+# The build (a second tract, for aarch64) is most of this step's time.
+scripts/setup-arm.sh
+cargo test --locked --target aarch64-unknown-linux-gnu -p sparsemap-core -p sparsemap-wire
+cargo test --locked --target aarch64-unknown-linux-gnu -p sparsemap-edge --test lambda_net
 
 step "all tests passed"
