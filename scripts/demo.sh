@@ -16,3 +16,9 @@ cargo build --release --locked -p sparsemap-edge --bin sparsemap
     --lambda-out out/colin27_lambda.npy \
     --compare-to examples/colin27/target.npy
 echo "wrote out/colin27_recon.npy, out/colin27_recon.json, out/colin27_recon.png, out/colin27_lambda.npy"
+# The same slice as the edge box receives it: the firmware's recorded wire stream (16-bit
+# ADC codes), one JSON line per slice, files in out/stream/.
+./target/release/sparsemap recon \
+    --input tests/fixtures/wire/colin27_axial.smw \
+    --out-dir out/stream --save-maps
+echo "wrote out/stream/scan00027_slice000.{npy,png,nii,json} and _lambda.{npy,png}"

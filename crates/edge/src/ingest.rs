@@ -67,6 +67,10 @@ pub struct SliceJob {
     pub last_line: Option<Instant>,
     /// When the assembler completed it.
     pub completed: Instant,
+    /// Previews of this slice written while it arrived, and the time they took (on the
+    /// ingest thread, in the sink).
+    pub previews: u32,
+    pub preview_seconds: f64,
 }
 
 /// What the ingest tells its sink.
@@ -214,6 +218,8 @@ struct Arrival {
     first: Instant,
     last: Instant,
     lines: u32,
+    previews: u32,
+    preview_seconds: f64,
 }
 
 /// Reads `source` to its end, calling `sink` with every scan, completed slice and preview.
@@ -299,12 +305,15 @@ pub fn ingest(
                         first: now,
                         last: now,
                         lines: 0,
+                        previews: 0,
+                        preview_seconds: 0.0,
                     });
                     arrival.last = now;
                     arrival.lines += 1;
                     if let Some(every) = config.preview_every {
                         if every > 0 && arrival.lines % every == 0 {
                             if let Some((k, m)) = assembler.slot_view(line.slice) {
+                                let started = Instant::now();
                                 sink(Event::Preview {
                                     start: &start,
                                     slice: line.slice,
@@ -312,6 +321,8 @@ pub fn ingest(
                                     kspace: k,
                                     mask: m,
                                 })?;
+                                arrival.previews += 1;
+                                arrival.preview_seconds += started.elapsed().as_secs_f64();
                             }
                         }
                     }
@@ -352,6 +363,8 @@ pub fn ingest(
                 if let Some(arrival) = arrivals.remove(&job.stats.slice) {
                     job.first_line = Some(arrival.first);
                     job.last_line = Some(arrival.last);
+                    job.previews = arrival.previews;
+                    job.preview_seconds = arrival.preview_seconds;
                 }
                 summary.slices += 1;
                 sink(Event::Slice(job))?;
@@ -381,6 +394,8 @@ fn copy_out(start: &ScanStart, done: Completed<'_>) -> SliceJob {
         first_line: None,
         last_line: None,
         completed: Instant::now(),
+        previews: 0,
+        preview_seconds: 0.0,
     }
 }
 

@@ -130,6 +130,8 @@ pub struct SliceTimes {
     pub solve: f64,
     /// Writing the files.
     pub write: f64,
+    /// All previews of the slice together (ingest thread, while it arrived).
+    pub previews: f64,
 }
 
 /// The JSON line `serve` and `recon --input` print for every slice.
@@ -157,6 +159,8 @@ pub struct SliceRecord {
     pub complete: bool,
     pub completion: &'static str,
     pub times: SliceTimes,
+    /// Previews written while the slice arrived.
+    pub previews: u32,
     /// From the slice's last line to its files on disk, seconds.
     pub latency: f64,
     pub files: Vec<PathBuf>,
@@ -252,8 +256,10 @@ impl Worker {
                 assembly_wait: job
                     .last_line
                     .map_or(0.0, |last| started.duration_since(last).as_secs_f64()),
+                previews: job.preview_seconds,
                 ..SliceTimes::default()
             },
+            previews: job.previews,
             latency: 0.0,
             files: Vec::new(),
             peak_rss_mb: 0.0,
