@@ -76,7 +76,12 @@ python3 - "$out" <<'PY'
 import json, statistics, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 def load(name):
-    return [json.loads(l) for l in (out / f"{name}.jsonl").read_text().splitlines()]
+    path = out / f"{name}.jsonl"
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    for r in rows:  # temporary paths of this machine: not worth keeping
+        r.pop("files", None)
+    path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+    return rows
 def med(rows, key, sub=None):
     return statistics.median(r[key][sub] if sub else r[key] for r in rows)
 print("per-slice medians over 20 slices, N = 256, K = 32, T = 32, one reconstruction thread (seconds)")
