@@ -8,17 +8,5 @@
 # Used by scripts/test.sh and scripts/build-edge-arm.sh.
 set -euo pipefail
 
-missing=()
-for package in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "not root, cannot install ${missing[*]}: install them with apt-get first" >&2
-        exit 1
-    fi
-fi
+"$(dirname "$0")/apt-install.sh" gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || rustup target add aarch64-unknown-linux-gnu

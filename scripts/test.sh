@@ -19,19 +19,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 # mricron-data: the Colin27 volume the example is cut from; bart: the BART baselines.
-missing=()
-for package in mricron-data bart; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "not root, cannot install ${missing[*]}: install them with apt-get first" >&2
-        exit 1
-    fi
-fi
+scripts/apt-install.sh mricron-data bart
 
 step "Rust targets"
 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || rustup target add thumbv7em-none-eabihf

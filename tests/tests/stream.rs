@@ -60,8 +60,20 @@ fn u(v: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
+fn fixture_path() -> PathBuf {
+    repo().join("tests/fixtures/wire/colin27_axial.smw")
+}
+
 fn fixture_stream() -> Vec<u8> {
-    std::fs::read(repo().join("tests/fixtures/wire/colin27_axial.smw")).unwrap()
+    std::fs::read(fixture_path()).unwrap()
+}
+
+/// `sparsemap recon --input` on the recorded stream into `out`.
+fn recon_fixture(out: &Path, extra: &[&str]) -> Output {
+    let input = fixture_path();
+    let mut args = vec!["recon", "--input", input.to_str().unwrap(), "--out-dir", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    sparsemap(&args)
 }
 
 fn psnr(image: &Array2<Complex32>, target: &Array2<Complex32>) -> f64 {
@@ -209,16 +221,7 @@ fn send(address: &str, bytes: &[u8]) {
 fn recon_input_reconstructs_the_recorded_stream_exactly_like_the_npy_path() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("stream");
-    let input = repo().join("tests/fixtures/wire/colin27_axial.smw");
-    let run = sparsemap(&[
-        "recon",
-        "--input",
-        input.to_str().unwrap(),
-        "--out-dir",
-        out.to_str().unwrap(),
-        "--save-kspace",
-        "--save-maps",
-    ]);
+    let run = recon_fixture(&out, &["--save-kspace", "--save-maps"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let records = json_lines(&run.stdout);
     assert_eq!(records.len(), 1, "one slice");
@@ -289,18 +292,10 @@ fn recon_input_reconstructs_the_recorded_stream_exactly_like_the_npy_path() {
 #[test]
 fn two_runs_write_identical_files() {
     let dir = tempfile::tempdir().unwrap();
-    let input = repo().join("tests/fixtures/wire/colin27_axial.smw");
     let mut outputs = Vec::new();
     for run in ["a", "b"] {
         let out = dir.path().join(run);
-        let result = sparsemap(&[
-            "recon",
-            "--input",
-            input.to_str().unwrap(),
-            "--out-dir",
-            out.to_str().unwrap(),
-            "--save-maps",
-        ]);
+        let result = recon_fixture(&out, &["--save-maps"]);
         assert!(result.status.success());
         outputs.push(out);
     }
@@ -321,14 +316,7 @@ fn two_runs_write_identical_files() {
 fn serve_over_tcp_matches_recon_input_and_survives_a_sender_that_stops_mid_scan() {
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("reference");
-    let input = repo().join("tests/fixtures/wire/colin27_axial.smw");
-    let run = sparsemap(&[
-        "recon",
-        "--input",
-        input.to_str().unwrap(),
-        "--out-dir",
-        reference.to_str().unwrap(),
-    ]);
+    let run = recon_fixture(&reference, &[]);
     assert!(run.status.success());
 
     let out = dir.path().join("served");
@@ -365,13 +353,9 @@ fn serve_over_tcp_matches_recon_input_and_survives_a_sender_that_stops_mid_scan(
 
     // 2. A sender that stops after 60 % of the bytes: what arrived is reconstructed and
     //    marked incomplete; the server goes on serving.
-    let cut = stream.len() * 3 / 5;
-    let mut partial = stream[..cut].to_vec();
-    // Another scan id, so that the files do not overwrite the first ones.
+    // (another scan id, so that its files do not overwrite the first ones)
     let (other, _) = stream_of(&example_stack(1), 28, SampleFormat::I16, &FaultSpec::none());
-    partial.clear();
-    partial.extend_from_slice(&other[..other.len() * 3 / 5]);
-    send(&address, &partial);
+    send(&address, &other[..other.len() * 3 / 5]);
     let r = &server.records(1)[0];
     assert_eq!(u(r, "scan"), 28);
     assert_eq!(r["status"], "ok");
@@ -549,8 +533,7 @@ fn hostile_input_gives_one_line_errors_or_counted_drops_never_a_panic() {
     // An even filter size: refused before anything runs, naming the file.
     let even = dir.path().join("even.npy");
     ndarray_npy::write_npy(&even, &ndarray::Array3::<f32>::ones((4, 4, 4))).unwrap();
-    let input = repo().join("tests/fixtures/wire/colin27_axial.smw");
-    let (run, _) = recon_input(&input, &["--dictionary", even.to_str().unwrap()]);
+    let (run, _) = recon_input(&fixture_path(), &["--dictionary", even.to_str().unwrap()]);
     one_line_error(&run, "even.npy");
 }
 

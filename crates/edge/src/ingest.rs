@@ -65,8 +65,6 @@ pub struct SliceJob {
     /// When the slice's first and last lines arrived (`None` if none did).
     pub first_line: Option<Instant>,
     pub last_line: Option<Instant>,
-    /// When the assembler completed it.
-    pub completed: Instant,
     /// Previews of this slice written while it arrived, and the time they took (on the
     /// ingest thread, in the sink).
     pub previews: u32,
@@ -393,7 +391,6 @@ fn copy_out(start: &ScanStart, done: Completed<'_>) -> SliceJob {
         mask: done.mask().to_vec(),
         first_line: None,
         last_line: None,
-        completed: Instant::now(),
         previews: 0,
         preview_seconds: 0.0,
     }
