@@ -375,6 +375,28 @@ fn serve_over_tcp_matches_recon_input_and_survives_a_sender_that_stops_mid_scan(
 }
 
 #[test]
+fn a_sender_that_goes_silent_gets_its_slice_after_the_slice_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let server = Server::start(
+        &["--listen", "127.0.0.1:0", "--out-dir", out.to_str().unwrap(), "--slice-timeout", "1"],
+        Stdio::null(),
+    );
+    let address = server.address();
+    let (bytes, _) = stream_of(&example_stack(1), 29, SampleFormat::I16, &FaultSpec::none());
+    let mut connection = TcpStream::connect(&address).unwrap();
+    connection.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    // The connection stays open: only the timeout can complete the slice.
+    let r = &server.records(1)[0];
+    assert_eq!((r["completion"].as_str(), r["complete"].as_bool()), (Some("timeout"), Some(false)));
+    assert_eq!(r["status"], "ok");
+    assert!(u(r, "lines_received") > 50 && u(r, "lines_received") < 128);
+    drop(connection);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
 fn a_faulty_link_on_stdin_still_yields_every_slice_with_exact_counts() {
     let stack = example_stack(3);
     let faults = FaultSpec {
