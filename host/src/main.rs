@@ -480,7 +480,12 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         ),
     };
     let input = bench::BenchInput {
-        name: kspace_path.display().to_string(),
+        // Relative to the repository when it is inside it: results are committed.
+        name: kspace_path
+            .strip_prefix(REPO_ROOT)
+            .unwrap_or(&kspace_path)
+            .display()
+            .to_string(),
         kspace: sparsemap_edge::npy::read_kspace(&kspace_path)?,
         mask: sparsemap_edge::npy::read_mask(&mask_path)?,
         target: target_path
