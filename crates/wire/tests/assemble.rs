@@ -1,12 +1,17 @@
 //! `SliceAssembler` against arbitrary event sequences: it never panics, and what it
 //! delivers is consistent with its own counts whatever it was told.
 
+mod support {
+    pub mod strategies;
+}
+
 use proptest::prelude::*;
 use sparsemap_wire::num_complex::Complex;
 use sparsemap_wire::{
-    heapless, AssemblerConfig, EndStatus, Error, Fault, FaultKind, Line, LineOutcome, Samples,
-    ScanEnd, ScanStart, SliceAssembler, MAX_SLOTS, VERSION,
+    AssemblerConfig, EndStatus, Error, Fault, Line, LineOutcome, ScanEnd, ScanStart,
+    SliceAssembler, MAX_SLOTS, VERSION,
 };
+use support::strategies::{fault_kind, samples};
 
 const N: usize = 8;
 const SCAN: u32 = 3;
@@ -24,7 +29,7 @@ enum Event {
     Peek(u16),
 }
 
-fn any_f32() -> impl Strategy<Value = f32> {
+fn any_f32() -> impl Strategy<Value = f32> + Clone {
     prop_oneof![
         4 => -100.0f32..100.0,
         1 => any::<u32>().prop_map(f32::from_bits), // NaN, infinities, huge
@@ -32,17 +37,7 @@ fn any_f32() -> impl Strategy<Value = f32> {
 }
 
 fn line() -> impl Strategy<Value = Line<N>> {
-    let samples = prop_oneof![
-        (any_f32(), prop::collection::vec(any::<[i16; 2]>(), 0..=N)).prop_map(|(scale, v)| {
-            Samples::I16 {
-                scale,
-                iq: heapless::Vec::from_slice(&v).unwrap(),
-            }
-        }),
-        prop::collection::vec([any_f32(), any_f32()], 0..=N).prop_map(|v| Samples::F32 {
-            iq: heapless::Vec::from_slice(&v).unwrap()
-        }),
-    ];
+    let samples = samples::<N>(any_f32(), 0..=N);
     (
         prop_oneof![8 => Just(SCAN), 1 => any::<u32>()],
         prop_oneof![8 => 0u32..40, 1 => any::<u32>()],
@@ -90,12 +85,7 @@ fn error() -> impl Strategy<Value = Error> {
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    let kind = prop_oneof![
-        Just(FaultKind::AdcBus),
-        Just(FaultKind::AdcStatus),
-        Just(FaultKind::LinkOverrun),
-        Just(FaultKind::TriggerTimeout),
-    ];
+    let kind = fault_kind();
     prop_oneof![
         12 => line().prop_map(Event::Line),
         4 => line().prop_map(Event::LineThenPop),

@@ -4,46 +4,21 @@
 
 mod support {
     pub mod oracle;
+    pub mod strategies;
 }
 
 use proptest::prelude::*;
 use sparsemap_wire::{
-    heapless, EndStatus, Error, Fault, FaultKind, Frame, Line, Samples, ScanEnd, ScanStart, VERSION,
+    heapless, EndStatus, Error, Fault, Frame, Line, Samples, ScanEnd, ScanStart, VERSION,
 };
 use support::oracle::{run, Op, CAP};
+use support::strategies::{fault_kind, samples};
 
 /// Cases per property; the normal test run does this many, `PROPTEST_CASES` overrides.
 const CASES: u32 = 4000;
 
-fn finite() -> impl Strategy<Value = f32> {
+fn finite() -> impl Strategy<Value = f32> + Clone {
     -1e6f32..1e6f32
-}
-
-fn samples(n_x: usize) -> impl Strategy<Value = Samples<CAP>> {
-    prop_oneof![
-        (finite(), prop::collection::vec(any::<[i16; 2]>(), n_x)).prop_map(|(scale, v)| {
-            Samples::I16 {
-                scale,
-                iq: heapless::Vec::from_slice(&v).unwrap(),
-            }
-        }),
-        prop::collection::vec([finite(), finite()], n_x).prop_map(|v| Samples::F32 {
-            iq: heapless::Vec::from_slice(&v).unwrap()
-        }),
-    ]
-}
-
-fn fault_kind() -> impl Strategy<Value = FaultKind> {
-    prop_oneof![
-        Just(FaultKind::AdcBus),
-        Just(FaultKind::AdcProtocol),
-        Just(FaultKind::AdcStatus),
-        Just(FaultKind::AdcTimeout),
-        Just(FaultKind::TriggerTimeout),
-        Just(FaultKind::AdcConfig),
-        Just(FaultKind::LinkOverrun),
-        Just(FaultKind::InvalidPlan),
-    ]
 }
 
 /// One valid scan: ScanStart, lines (with the occasional Fault between them), ScanEnd.
@@ -74,7 +49,7 @@ fn scan(scan_id: u32) -> impl Strategy<Value = Vec<Frame<CAP>>> {
                 0..n_y,
                 0..n_coils,
                 0..n_slices,
-                samples(n_x as usize),
+                samples::<CAP>(finite(), n_x as usize),
                 any::<bool>(),
                 fault_kind(),
                 any::<u32>(),

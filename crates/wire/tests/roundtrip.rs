@@ -5,8 +5,10 @@
 #[allow(dead_code)]
 mod support {
     pub mod oracle;
+    pub mod strategies;
 }
 use support::oracle;
+use support::strategies::samples;
 
 use proptest::prelude::*;
 use sparsemap_wire::{
@@ -51,22 +53,8 @@ fn start_for(line: &Line<N>) -> ScanStart {
     }
 }
 
-fn any_f32() -> impl Strategy<Value = f32> {
+fn any_f32() -> impl Strategy<Value = f32> + Clone {
     any::<u32>().prop_map(f32::from_bits) // every bit pattern, NaNs included
-}
-
-fn samples() -> impl Strategy<Value = Samples<N>> {
-    prop_oneof![
-        (any_f32(), prop::collection::vec(any::<[i16; 2]>(), 1..=N)).prop_map(|(scale, v)| {
-            Samples::I16 {
-                scale,
-                iq: heapless::Vec::from_slice(&v).unwrap(),
-            }
-        }),
-        prop::collection::vec([any_f32(), any_f32()], 1..=N).prop_map(|v| Samples::F32 {
-            iq: heapless::Vec::from_slice(&v).unwrap()
-        }),
-    ]
 }
 
 fn line() -> impl Strategy<Value = Line<N>> {
@@ -76,7 +64,7 @@ fn line() -> impl Strategy<Value = Line<N>> {
         0..u16::MAX,
         0..u8::MAX,
         0..u16::MAX,
-        samples(),
+        samples::<N>(any_f32(), 1..=N),
     )
         .prop_map(|(scan_id, seq, slice, coil, ky, samples)| Line {
             scan_id,
