@@ -13,13 +13,15 @@
 //!   not `K`, which bounds the memory of a slice (the maps are identical).
 
 use crate::features::{PreparedSlice, SliceFeatures, FEATURE_CHANNELS};
+use crate::guard::catch_panic;
+use crate::limits;
 use anyhow::{anyhow, ensure, Context, Result};
 use sparsemap_core::Shape;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-use tract_onnx::pb::ModelProto;
+use tract_onnx::pb::{GraphProto, ModelProto, TensorProto};
 use tract_onnx::prelude::*;
 
 /// The contract version this runtime understands (`sparsemap.version`).
@@ -63,18 +65,28 @@ fn prop<'a>(props: &'a HashMap<String, String>, name: &str, key: &str) -> Result
 }
 
 impl LambdaModel {
-    /// Reads and validates an ONNX file.
+    /// Reads and validates an ONNX file (a regular file of at most
+    /// [`limits::MAX_MODEL_BYTES`]).
     pub fn from_path(path: &Path) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = limits::read_regular_file(path, limits::MAX_MODEL_BYTES, "model")?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Parses and validates ONNX bytes; `name` (a path) is used in error messages.
+    /// Parses and validates ONNX bytes; `name` (a path) is used in error messages. The graph
+    /// is checked against the contract's limits ([`check_graph`]) before tract sees it, and
+    /// tract runs behind [`catch_panic`].
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
-        let proto = tract_onnx::onnx()
-            .proto_model_for_read(&mut &bytes[..])
-            .with_context(|| format!("{name}: not an ONNX model"))?;
+        ensure!(
+            bytes.len() as u64 <= limits::MAX_MODEL_BYTES,
+            "{name}: {} bytes is larger than any valid model (limit {} bytes)",
+            bytes.len(),
+            limits::MAX_MODEL_BYTES
+        );
+        let proto = catch_panic(name, "the ONNX parser", || {
+            tract_onnx::onnx()
+                .proto_model_for_read(&mut &bytes[..])
+                .map_err(|e| anyhow!("{name}: not an ONNX model: {e}"))
+        })?;
         let props: HashMap<String, String> = proto
             .metadata_props
             .iter()
@@ -120,6 +132,27 @@ impl LambdaModel {
                 .cloned()
                 .unwrap_or_default(),
         };
+        limits::check_iterations(info.iterations, "sparsemap.iterations")
+            .with_context(|| name.to_string())?;
+        for (key, value) in [
+            ("sparsemap.lowpass_weight", info.lowpass_weight),
+            ("sparsemap.lambda_max", info.lambda_max),
+        ] {
+            ensure!(
+                (value as f32).is_finite(),
+                "{name}: {key} = {value} overflows float32"
+            );
+        }
+        ensure!(
+            info.lambda_max > 0.0,
+            "{name}: sparsemap.lambda_max = 0: every map would be zero"
+        );
+        ensure!(
+            (1..=limits::MAX_GRID_SIDE).contains(&info.grid_multiple),
+            "{name}: sparsemap.grid_multiple = {} must be 1..={}",
+            info.grid_multiple,
+            limits::MAX_GRID_SIDE
+        );
         ensure!(
             info.grid_multiple >= 1 && info.grid_multiple % 4 == 0,
             "{name}: sparsemap.grid_multiple = {} (the features need N_y, N_x multiples of 4)",
@@ -129,6 +162,7 @@ impl LambdaModel {
             .graph
             .as_ref()
             .ok_or_else(|| anyhow!("{name}: the ONNX file has no graph"))?;
+        check_graph(graph).with_context(|| name.to_string())?;
         let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
         let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
         ensure!(
@@ -160,33 +194,36 @@ impl LambdaModel {
             n_y % m == 0 && n_x % m == 0,
             "{name}: the grid {n_y}x{n_x} is not a multiple of {m} (sparsemap.grid_multiple)"
         );
-        let mut model = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_proto_model(&self.proto)
-            .with_context(|| format!("{name}: tract cannot load the model"))?;
-        model
-            .set_input_fact(0, f32::fact([count, FEATURE_CHANNELS, n_y, n_x]).into())
-            .with_context(|| format!("{name}: binding K = {count}, N = {n_y}x{n_x}"))?;
-        let optimized = model.into_optimized().with_context(|| {
-            format!("{name}: tract cannot optimise the model for K = {count}, N = {n_y}x{n_x}")
+        let (runnable, ops) = catch_panic(name, "tract's model planning", || {
+            let mut model = tract_onnx::onnx()
+                .with_ignore_output_shapes(true)
+                .with_ignore_value_info(true)
+                .model_for_proto_model(&self.proto)
+                .with_context(|| format!("{name}: tract cannot load the model"))?;
+            model
+                .set_input_fact(0, f32::fact([count, FEATURE_CHANNELS, n_y, n_x]).into())
+                .with_context(|| format!("{name}: binding K = {count}, N = {n_y}x{n_x}"))?;
+            let optimized = model.into_optimized().with_context(|| {
+                format!("{name}: tract cannot optimise the model for K = {count}, N = {n_y}x{n_x}")
+            })?;
+            let ops: Vec<OpInfo> = optimized
+                .nodes()
+                .iter()
+                .map(|n| OpInfo {
+                    node: n.name.clone(),
+                    op: n.op().name().to_string(),
+                    output: n
+                        .outputs
+                        .first()
+                        .map(|o| format!("{:?}", o.fact.datum_type))
+                        .unwrap_or_default(),
+                })
+                .collect();
+            let runnable = optimized
+                .into_runnable()
+                .with_context(|| format!("{name}: tract cannot plan the model"))?;
+            Ok((runnable, ops))
         })?;
-        let ops = optimized
-            .nodes()
-            .iter()
-            .map(|n| OpInfo {
-                node: n.name.clone(),
-                op: n.op().name().to_string(),
-                output: n
-                    .outputs
-                    .first()
-                    .map(|o| format!("{:?}", o.fact.datum_type))
-                    .unwrap_or_default(),
-            })
-            .collect();
-        let runnable = optimized
-            .into_runnable()
-            .with_context(|| format!("{name}: tract cannot plan the model"))?;
         Ok(LambdaPlan {
             name: name.clone(),
             runnable,
@@ -196,6 +233,152 @@ impl LambdaModel {
             ops,
         })
     }
+}
+
+/// Operators a Lambda network may use (docs/design.md §4.1): convolutions, their integer
+/// forms, pointwise activations and arithmetic, pooling, resizing and concatenation. Anything
+/// else (control flow, sequences, random ops, ...) is refused before tract plans it.
+pub const ALLOWED_OPS: &[&str] = &[
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv",
+    "ConvInteger", "ConvTranspose", "DequantizeLinear", "Div", "GlobalAveragePool",
+    "HardSigmoid", "Identity", "LeakyRelu", "MatMulInteger", "MaxPool", "Mul", "Pad",
+    "QLinearConv", "QuantizeLinear", "Relu", "Resize", "Sigmoid", "Sub", "Tanh", "Upsample",
+];
+/// Most nodes in a Lambda network's graph.
+pub const MAX_MODEL_NODES: usize = 4096;
+/// Largest magnitude of an integer attribute (kernel sizes, strides, pads, axes).
+pub const MAX_ATTRIBUTE_INT: i64 = 1 << 16;
+
+/// Checks a model graph against the contract's limits before tract allocates or plans
+/// anything for it: allowed operators only, no subgraphs, bounded integer attributes, and
+/// every tensor (initialisers, constants) of bounded size with exactly the data its shape
+/// declares, stored in the file (no external data).
+pub fn check_graph(graph: &GraphProto) -> Result<()> {
+    ensure!(
+        graph.node.len() <= MAX_MODEL_NODES,
+        "the graph has {} nodes (limit {MAX_MODEL_NODES})",
+        graph.node.len()
+    );
+    for tensor in &graph.initializer {
+        check_tensor(tensor).with_context(|| format!("initialiser {:?}", tensor.name))?;
+    }
+    ensure!(
+        graph.sparse_initializer.is_empty(),
+        "sparse initialisers are not supported"
+    );
+    for value in graph.input.iter().chain(&graph.output) {
+        let dims = value
+            .r#type
+            .as_ref()
+            .and_then(|t| t.value.as_ref())
+            .and_then(|tract_onnx::pb::type_proto::Value::TensorType(t)| t.shape.as_ref())
+            .map(|s| s.dim.as_slice())
+            .unwrap_or_default();
+        ensure!(dims.len() <= 8, "{:?} has {} dimensions", value.name, dims.len());
+        for dim in dims {
+            if let Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) =
+                dim.value
+            {
+                ensure!(
+                    (0..=limits::MAX_MODEL_TENSOR_ELEMENTS as i64).contains(&v),
+                    "{:?} declares a dimension of {v}",
+                    value.name
+                );
+            }
+        }
+    }
+    for node in &graph.node {
+        let label = || format!("node {:?} ({})", node.name, node.op_type);
+        ensure!(
+            node.domain.is_empty() || node.domain == "ai.onnx",
+            "{}: operator domain {:?} is not supported (standard ONNX operators only)",
+            label(),
+            node.domain
+        );
+        ensure!(
+            ALLOWED_OPS.contains(&node.op_type.as_str()),
+            "{}: operator {} is not one a Lambda network uses (docs/design.md §4.1)",
+            label(),
+            node.op_type
+        );
+        for attribute in &node.attribute {
+            ensure!(
+                attribute.g.is_none() && attribute.graphs.is_empty(),
+                "{}: subgraphs are not supported",
+                label()
+            );
+            ensure!(
+                attribute.sparse_tensor.is_none() && attribute.sparse_tensors.is_empty(),
+                "{}: sparse tensors are not supported",
+                label()
+            );
+            ensure!(
+                attribute.ints.len() <= 64
+                    && std::iter::once(&attribute.i)
+                        .chain(&attribute.ints)
+                        .all(|v| v.unsigned_abs() <= MAX_ATTRIBUTE_INT as u64),
+                "{}: attribute {:?} is out of range (|value| <= {MAX_ATTRIBUTE_INT}, at most 64 values)",
+                label(),
+                attribute.name
+            );
+            for tensor in attribute.t.iter().chain(&attribute.tensors) {
+                check_tensor(tensor)
+                    .with_context(|| format!("{}: attribute {:?}", label(), attribute.name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A tensor stored in the file: bounded element count, known type, data matching its shape.
+fn check_tensor(tensor: &TensorProto) -> Result<()> {
+    use tract_onnx::pb::tensor_proto::DataType;
+    ensure!(
+        tensor.external_data.is_empty() && tensor.data_location.unwrap_or(0) == 0,
+        "external data is not supported: a model is one self-contained file"
+    );
+    ensure!(tensor.segment.is_none(), "segmented tensors are not supported");
+    ensure!(tensor.dims.len() <= 8, "{} dimensions", tensor.dims.len());
+    let elements = tensor.dims.iter().try_fold(1u64, |acc, &d| {
+        u64::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+    });
+    let elements = match elements {
+        Some(n) if n <= limits::MAX_MODEL_TENSOR_ELEMENTS => n as usize,
+        _ => anyhow::bail!(
+            "shape {:?} is negative or larger than {} elements",
+            tensor.dims,
+            limits::MAX_MODEL_TENSOR_ELEMENTS
+        ),
+    };
+    let element_bytes = match DataType::try_from(tensor.data_type) {
+        Ok(DataType::Float | DataType::Int32 | DataType::Uint32) => 4,
+        Ok(DataType::Uint8 | DataType::Int8 | DataType::Bool) => 1,
+        Ok(DataType::Int16 | DataType::Uint16 | DataType::Float16 | DataType::Bfloat16) => 2,
+        Ok(DataType::Int64 | DataType::Double | DataType::Uint64) => 8,
+        _ => anyhow::bail!("element type {} is not supported", tensor.data_type),
+    };
+    let typed = tensor.float_data.len()
+        + tensor.int32_data.len()
+        + tensor.int64_data.len()
+        + tensor.double_data.len()
+        + tensor.uint64_data.len();
+    ensure!(tensor.string_data.is_empty(), "string tensors are not supported");
+    if tensor.raw_data.is_empty() {
+        ensure!(
+            typed == elements,
+            "shape {:?} needs {elements} values, the file holds {typed}",
+            tensor.dims
+        );
+    } else {
+        ensure!(
+            typed == 0 && tensor.raw_data.len() == elements * element_bytes,
+            "shape {:?} needs {} bytes of data, the file holds {}",
+            tensor.dims,
+            elements * element_bytes,
+            tensor.raw_data.len() + typed
+        );
+    }
+    Ok(())
 }
 
 /// One node of the optimised tract graph (for showing which kernels run).

@@ -6,8 +6,10 @@
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
 
 pub mod features;
+pub mod guard;
 pub mod ingest;
 pub mod lambda_net;
+pub mod limits;
 pub mod learned;
 pub mod memory;
 pub mod method;

@@ -1,279 +1,333 @@
 //! Reading the `.npy` inputs of `sparsemap recon` (DESIGN §6, §7) with errors that name the
 //! file and what is wrong with it.
 
-use anyhow::{bail, Context, Result};
+use crate::limits;
+use anyhow::{anyhow, bail, Context, Result};
 use ndarray::{Array2, Array3, ArrayD};
+use ndarray_npy::npy::header::Header;
 use ndarray_npy::ReadNpyExt;
 use num_complex::{Complex32, Complex64};
+use py_literal::Value as PyValue;
 use sparsemap_core::dictionary::Dictionary;
-use std::fs::File;
-use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
-/// The dtype and shape an `.npy` header declares.
+/// The dtype, layout and shape an `.npy` header declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NpyHeader {
     pub descr: String,
+    pub fortran_order: bool,
     pub shape: Vec<usize>,
 }
 
-/// Parses the header of an `.npy` stream (format versions 1–3) and rewinds it.
-pub fn read_header<R: Read + Seek>(reader: &mut R) -> Result<NpyHeader> {
-    let mut magic = [0u8; 8];
-    reader
-        .read_exact(&mut magic)
-        .context("file is shorter than an .npy header")?;
-    if &magic[..6] != b"\x93NUMPY" {
-        bail!("not an .npy file (bad magic bytes)");
+/// Element types the readers take, with their sizes in bytes.
+const KNOWN_DTYPES: [(&str, usize); 10] = [
+    ("|b1", 1),
+    ("|u1", 1),
+    ("<f4", 4),
+    (">f4", 4),
+    ("<f8", 8),
+    (">f8", 8),
+    ("<c8", 8),
+    (">c8", 8),
+    ("<c16", 16),
+    (">c16", 16),
+];
+
+/// Parses the header of in-memory `.npy` bytes with ndarray-npy's parser (every format
+/// version, either quote style, C or Fortran order) after bounding the header length, and
+/// checks that the data after it is exactly the declared shape and dtype: nothing is
+/// allocated for the data before that. Errors say what is wrong (the caller adds the file).
+pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("not an .npy file (no \\x93NUMPY magic)");
     }
-    let header_len = match magic[6] {
-        1 => {
-            let mut len = [0u8; 2];
-            reader
-                .read_exact(&mut len)
-                .context("truncated .npy header")?;
-            u16::from_le_bytes(len) as usize
-        }
-        2 | 3 => {
-            let mut len = [0u8; 4];
-            reader
-                .read_exact(&mut len)
-                .context("truncated .npy header")?;
-            u32::from_le_bytes(len) as usize
-        }
+    let (prefix, header_len) = match bytes[6] {
+        1 => (10, usize::from(u16::from_le_bytes([bytes[8], bytes[9]]))),
+        2 | 3 if bytes.len() >= 12 => (
+            12,
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+        ),
+        2 | 3 => bail!("truncated .npy header"),
         v => bail!("unsupported .npy format version {v}"),
     };
-    if header_len > 1 << 20 {
-        bail!(".npy header claims {header_len} bytes");
+    if header_len > limits::MAX_NPY_HEADER_BYTES {
+        bail!(
+            ".npy header declares {header_len} bytes (limit {})",
+            limits::MAX_NPY_HEADER_BYTES
+        );
     }
-    let mut text = vec![0u8; header_len];
-    reader
-        .read_exact(&mut text)
-        .context("truncated .npy header")?;
-    reader.rewind()?;
-    let text = String::from_utf8_lossy(&text);
-    let descr = dict_value(&text, "descr")
-        .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
-        .context("the .npy header has no 'descr'")?;
-    let shape_text = dict_value(&text, "shape").context("the .npy header has no 'shape'")?;
-    let shape = shape_text
-        .trim_matches(|c| c == '(' || c == ')')
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .with_context(|| format!("bad dimension {s:?} in .npy shape"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(NpyHeader { descr, shape })
-}
-
-/// The text of `key`'s value in a Python dict literal (values here hold no nested dicts).
-fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let start = text.find(&format!("'{key}'"))? + key.len() + 2;
-    let rest = text[start..].trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') {
-        rest.find(')')? + 1
-    } else {
-        rest.find(',').unwrap_or(rest.len())
+    let data_offset = prefix + header_len;
+    if data_offset > bytes.len() {
+        bail!(
+            "truncated .npy header ({} bytes, the header declares {data_offset})",
+            bytes.len()
+        );
+    }
+    let header = Header::from_reader(&mut &bytes[..data_offset])
+        .map_err(|e| anyhow!("invalid .npy header: {e}"))?;
+    let descr = match &header.type_descriptor {
+        PyValue::String(s) => s.clone(),
+        other => bail!("unsupported .npy dtype {other} (a structured dtype)"),
     };
-    Some(rest[..end].trim())
-}
-
-fn open(path: &Path) -> Result<(BufReader<File>, NpyHeader)> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    let header = read_header(&mut reader).with_context(|| format!("{}", path.display()))?;
-    Ok((reader, header))
-}
-
-fn read_as<T: ndarray_npy::ReadableElement>(
-    reader: BufReader<File>,
-    path: &Path,
-) -> Result<ArrayD<T>> {
-    ArrayD::<T>::read_npy(reader).with_context(|| {
-        format!(
-            "{}: cannot read array data (truncated or corrupt file?)",
-            path.display()
-        )
+    let element = KNOWN_DTYPES
+        .iter()
+        .find(|(name, _)| *name == descr)
+        .map(|&(_, size)| size)
+        .ok_or_else(|| anyhow!("unsupported .npy dtype {descr:?}"))?;
+    let data = bytes.len() - data_offset;
+    let declared = header
+        .shape
+        .iter()
+        .try_fold(element, |acc, &d| acc.checked_mul(d));
+    if declared != Some(data) {
+        bail!(
+            "the header declares shape {:?} of {descr} ({}), but {data} bytes of data follow it (truncated or corrupt file?)",
+            header.shape,
+            match declared {
+                Some(b) => format!("{b} bytes"),
+                None => "more bytes than memory can address".to_string(),
+            }
+        );
+    }
+    Ok(NpyHeader {
+        descr,
+        fortran_order: header.layout.is_fortran(),
+        shape: header.shape,
     })
 }
 
-/// Drops leading axes of length one (`[1, n_y, n_x]` → `[n_y, n_x]`).
-fn squeeze_leading(array: ArrayD<Complex32>, keep: usize) -> ArrayD<Complex32> {
-    let mut array = array;
-    while array.ndim() > keep && array.shape()[0] == 1 {
-        array = array.index_axis_move(ndarray::Axis(0), 0);
+/// An `.npy` file read into memory (at most `max_bytes`) with its checked header.
+struct NpyBytes<'a> {
+    name: &'a str,
+    bytes: &'a [u8],
+    header: NpyHeader,
+}
+
+impl<'a> NpyBytes<'a> {
+    fn parse(bytes: &'a [u8], name: &'a str) -> Result<Self> {
+        let header = parse_header(bytes).with_context(|| name.to_string())?;
+        Ok(Self {
+            name,
+            bytes,
+            header,
+        })
     }
-    array
+
+    /// Leading axes of length one dropped, down to `keep` axes.
+    fn squeezed_shape(&self, keep: usize) -> &[usize] {
+        let mut shape = &self.header.shape[..];
+        while shape.len() > keep && shape[0] == 1 {
+            shape = &shape[1..];
+        }
+        shape
+    }
+
+    /// The data as `T`, in C order (a Fortran-order file is transposed into C order).
+    fn read<T: ndarray_npy::ReadableElement + Clone>(&self) -> Result<ArrayD<T>> {
+        let array = ArrayD::<T>::read_npy(self.bytes)
+            .map_err(|e| anyhow!("{}: cannot read the array data: {e}", self.name))?;
+        Ok(if array.is_standard_layout() {
+            array
+        } else {
+            array.as_standard_layout().into_owned()
+        })
+    }
+
+    fn read_complex(&self, what: &str) -> Result<ArrayD<Complex32>> {
+        Ok(match self.header.descr.as_str() {
+            "<c8" | ">c8" => self.read::<Complex32>()?,
+            "<c16" | ">c16" => self
+                .read::<Complex64>()?
+                .mapv(|v| Complex32::new(v.re as f32, v.im as f32)),
+            other => bail!(
+                "{}: {what} must be complex64 or complex128, found dtype {other}",
+                self.name
+            ),
+        })
+    }
+
+    /// Real float32/float64, finite, as f32.
+    fn read_real(&self, what: &str) -> Result<ArrayD<f32>> {
+        let array = match self.header.descr.as_str() {
+            "<f4" | ">f4" => self.read::<f32>()?,
+            "<f8" | ">f8" => self.read::<f64>()?.mapv(|v| v as f32),
+            other => bail!(
+                "{}: {what} must be float32 or float64, found dtype {other}",
+                self.name
+            ),
+        };
+        if array.iter().any(|v| !v.is_finite()) {
+            bail!(
+                "{}: {what} contains NaN or infinite values (or overflows float32)",
+                self.name
+            );
+        }
+        Ok(array)
+    }
+
+    fn check_grid(&self, shape: &[usize], what: &str) -> Result<()> {
+        if shape.iter().any(|&n| n == 0 || n > limits::MAX_GRID_SIDE) {
+            bail!(
+                "{}: {what} shape {:?}: each side must be 1..={} (docs/design.md §7.3)",
+                self.name,
+                self.header.shape,
+                limits::MAX_GRID_SIDE
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Largest `.npy` file a reader takes: the header limit plus `elements` of 16 bytes.
+fn max_file_bytes(elements: usize) -> u64 {
+    (limits::MAX_NPY_HEADER_BYTES + 12 + 16 * elements) as u64
+}
+
+const GRID_ELEMENTS: usize = limits::MAX_GRID_SIDE * limits::MAX_GRID_SIDE;
+
+fn read_file(path: &Path, elements: usize, what: &str) -> Result<Vec<u8>> {
+    limits::read_regular_file(path, max_file_bytes(elements), what)
+}
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
 }
 
 /// Complex k-space `[n_y, n_x]` (or `[1, n_y, n_x]`), complex64 or complex128, finite.
 pub fn read_kspace(path: &Path) -> Result<Array2<Complex32>> {
-    let (reader, header) = open(path)?;
-    let array: ArrayD<Complex32> = match header.descr.as_str() {
-        "<c8" => read_as::<Complex32>(reader, path)?,
-        "<c16" => {
-            read_as::<Complex64>(reader, path)?.mapv(|v| Complex32::new(v.re as f32, v.im as f32))
-        }
-        other => bail!(
-            "{}: k-space must be complex64 or complex128, found dtype {other}",
-            path.display()
-        ),
-    };
-    let array = squeeze_leading(array, 2);
-    if array.ndim() == 3 {
+    kspace_from_bytes(&read_file(path, GRID_ELEMENTS, "k-space .npy")?, &shown(path))
+}
+
+/// [`read_kspace`] on the bytes of a file; `name` is used in errors.
+pub fn kspace_from_bytes(bytes: &[u8], name: &str) -> Result<Array2<Complex32>> {
+    let file = NpyBytes::parse(bytes, name)?;
+    let shape = file.squeezed_shape(2).to_vec();
+    if shape.len() == 3 {
         bail!(
-            "{}: k-space has {} coils ({:?}); this version reconstructs single-coil data only",
-            path.display(),
-            array.shape()[0],
-            array.shape()
+            "{name}: k-space has {} coils ({:?}); this version reconstructs single-coil data only",
+            shape[0],
+            file.header.shape
         );
     }
-    if array.ndim() != 2 {
+    if shape.len() != 2 {
         bail!(
-            "{}: k-space must be [n_y, n_x], found shape {:?}",
-            path.display(),
-            array.shape()
+            "{name}: k-space must be [n_y, n_x], found shape {:?}",
+            file.header.shape
         );
     }
+    file.check_grid(&shape, "k-space")?;
+    let array = file.read_complex("k-space")?;
     if array
         .iter()
         .any(|v| !(v.re.is_finite() && v.im.is_finite()))
     {
-        bail!(
-            "{}: k-space contains NaN or infinite values",
-            path.display()
-        );
+        bail!("{name}: k-space contains NaN or infinite values");
     }
-    Ok(array.into_dimensionality::<ndarray::Ix2>()?)
+    Ok(array.into_shape_with_order((shape[0], shape[1]))?)
 }
 
 /// A sampling mask `[n_y, n_x]` of bool, uint8, float32 or float64; `true` where non-zero.
 pub fn read_mask(path: &Path) -> Result<Array2<bool>> {
-    let (reader, header) = open(path)?;
-    let array: ArrayD<bool> = match header.descr.as_str() {
-        "|b1" => read_as::<bool>(reader, path)?,
-        "|u1" => read_as::<u8>(reader, path)?.mapv(|v| v != 0),
-        "<f4" => {
-            let a = read_as::<f32>(reader, path)?;
-            if a.iter().any(|v| !v.is_finite()) {
-                bail!("{}: mask contains NaN or infinite values", path.display());
-            }
-            a.mapv(|v| v != 0.0)
-        }
-        "<f8" => {
-            let a = read_as::<f64>(reader, path)?;
-            if a.iter().any(|v| !v.is_finite()) {
-                bail!("{}: mask contains NaN or infinite values", path.display());
-            }
-            a.mapv(|v| v != 0.0)
-        }
-        other => bail!(
-            "{}: mask must be bool, uint8, float32 or float64, found dtype {other}",
-            path.display()
-        ),
-    };
-    if array.ndim() != 2 {
+    mask_from_bytes(&read_file(path, GRID_ELEMENTS, "mask .npy")?, &shown(path))
+}
+
+/// [`read_mask`] on the bytes of a file; `name` is used in errors.
+pub fn mask_from_bytes(bytes: &[u8], name: &str) -> Result<Array2<bool>> {
+    let file = NpyBytes::parse(bytes, name)?;
+    let shape = file.squeezed_shape(2).to_vec();
+    if shape.len() != 2 {
         bail!(
-            "{}: mask must be [n_y, n_x], found shape {:?}",
-            path.display(),
-            array.shape()
+            "{name}: mask must be [n_y, n_x], found shape {:?}",
+            file.header.shape
         );
     }
-    Ok(array.into_dimensionality::<ndarray::Ix2>()?)
-}
-
-/// Real float32/float64 array of any shape, finite, as f32.
-fn read_real(path: &Path, what: &str) -> Result<ArrayD<f32>> {
-    read_real_from(open(path)?, path, what)
-}
-
-fn read_real_from(
-    (reader, header): (BufReader<File>, NpyHeader),
-    path: &Path,
-    what: &str,
-) -> Result<ArrayD<f32>> {
-    let array = match header.descr.as_str() {
-        "<f4" => read_as::<f32>(reader, path)?,
-        "<f8" => read_as::<f64>(reader, path)?.mapv(|v| v as f32),
-        other => bail!(
-            "{}: {what} must be float32 or float64, found dtype {other}",
-            path.display()
-        ),
+    file.check_grid(&shape, "mask")?;
+    let array: ArrayD<bool> = match file.header.descr.as_str() {
+        "|b1" => file.read::<bool>()?,
+        "|u1" => file.read::<u8>()?.mapv(|v| v != 0),
+        "<f4" | ">f4" | "<f8" | ">f8" => file.read_real("mask")?.mapv(|v| v != 0.0),
+        other => bail!("{name}: mask must be bool, uint8, float32 or float64, found dtype {other}"),
     };
-    if array.iter().any(|v| !v.is_finite()) {
-        bail!(
-            "{}: {what} contains NaN or infinite values (or overflows float32)",
-            path.display()
-        );
-    }
-    Ok(array)
+    Ok(array.into_shape_with_order((shape[0], shape[1]))?)
 }
 
-/// Dictionary filters `[K, s, s]` (DESIGN §3.3).
+/// Dictionary filters `[K, s, s]` (DESIGN §3.3), `K <= MAX_FILTERS`, odd `s <= 11`.
 pub fn read_dictionary(path: &Path) -> Result<Array3<f32>> {
-    let array = read_real(path, "dictionary")?;
-    dictionary_from(array).with_context(|| format!("{}", path.display()))
+    let elements = limits::MAX_FILTERS * limits::MAX_FILTER_SIDE * limits::MAX_FILTER_SIDE;
+    dictionary_from_bytes_named(&read_file(path, elements, "dictionary .npy")?, &shown(path))
 }
 
 /// Dictionary filters from the bytes of an `.npy` file (the bundled dictionary).
 pub fn dictionary_from_bytes(bytes: &[u8]) -> Result<Array3<f32>> {
-    let array =
-        ArrayD::<f32>::read_npy(bytes).context("bundled dictionary is not a float32 .npy")?;
-    dictionary_from(array)
+    dictionary_from_bytes_named(bytes, "bundled dictionary")
 }
 
-fn dictionary_from(array: ArrayD<f32>) -> Result<Array3<f32>> {
-    let shape = array.shape().to_vec();
+/// [`read_dictionary`] on the bytes of a file; `name` is used in errors.
+pub fn dictionary_from_bytes_named(bytes: &[u8], name: &str) -> Result<Array3<f32>> {
+    let file = NpyBytes::parse(bytes, name)?;
+    let shape = file.header.shape.clone();
     if shape.len() != 3 || shape[1] != shape[2] {
-        bail!("dictionary must be [K, s, s] (square filters), found shape {shape:?}");
+        bail!("{name}: dictionary must be [K, s, s] (square filters), found shape {shape:?}");
     }
-    Ok(array.into_dimensionality::<ndarray::Ix3>()?)
+    limits::check_filters(shape[0], shape[1], 1, 1).with_context(|| format!("{name}: dictionary"))?;
+    let array = file.read_real("dictionary")?;
+    Ok(array.into_shape_with_order((shape[0], shape[1], shape[2]))?)
 }
 
 /// Sparsity levels from a file: `[K]` (per filter) or `[K, n_y, n_x]` (maps), non-negative.
 pub fn read_lambda(path: &Path) -> Result<ArrayD<f32>> {
-    let array = read_real(path, "lambda")?;
-    if array.iter().any(|&v| v < 0.0) {
-        bail!("{}: lambda contains negative values", path.display());
+    lambda_from_bytes(
+        &read_file(path, limits::MAX_FILTER_PIXELS / 4, "lambda .npy")?,
+        &shown(path),
+    )
+}
+
+/// [`read_lambda`] on the bytes of a file; `name` is used in errors.
+pub fn lambda_from_bytes(bytes: &[u8], name: &str) -> Result<ArrayD<f32>> {
+    let file = NpyBytes::parse(bytes, name)?;
+    let shape = file.header.shape.clone();
+    match shape[..] {
+        [count] if (1..=limits::MAX_FILTERS).contains(&count) => {}
+        [count, n_y, n_x] if (1..=limits::MAX_FILTERS).contains(&count) => {
+            file.check_grid(&shape[1..], "lambda")?;
+            limits::check_filter_pixels(count, n_y, n_x).with_context(|| name.to_string())?;
+        }
+        _ => bail!(
+            "{name}: lambda must be [K] or [K, n_y, n_x] with K in 1..={}, found shape {shape:?}",
+            limits::MAX_FILTERS
+        ),
     }
-    if !matches!(array.ndim(), 1 | 3) {
-        bail!(
-            "{}: lambda must be [K] or [K, n_y, n_x], found shape {:?}",
-            path.display(),
-            array.shape()
-        );
+    let array = file.read_real("lambda")?;
+    if array.iter().any(|&v| v < 0.0) {
+        bail!("{name}: lambda contains negative values");
     }
     Ok(array)
 }
 
 /// Complex image `[n_y, n_x]` of any complex or real float dtype (e.g. a reference image).
 pub fn read_image(path: &Path) -> Result<Array2<Complex32>> {
-    let (reader, header) = open(path)?;
-    let array: ArrayD<Complex32> = match header.descr.as_str() {
-        "<c8" => read_as::<Complex32>(reader, path)?,
-        "<c16" => {
-            read_as::<Complex64>(reader, path)?.mapv(|v| Complex32::new(v.re as f32, v.im as f32))
-        }
-        "<f4" | "<f8" => {
-            read_real_from((reader, header), path, "image")?.mapv(|v| Complex32::new(v, 0.0))
-        }
-        other => bail!(
-            "{}: image must be complex or real float, found dtype {other}",
-            path.display()
-        ),
-    };
-    let array = squeeze_leading(array, 2);
-    if array.ndim() != 2 {
+    image_from_bytes(&read_file(path, GRID_ELEMENTS, "image .npy")?, &shown(path))
+}
+
+/// [`read_image`] on the bytes of a file; `name` is used in errors.
+pub fn image_from_bytes(bytes: &[u8], name: &str) -> Result<Array2<Complex32>> {
+    let file = NpyBytes::parse(bytes, name)?;
+    let shape = file.squeezed_shape(2).to_vec();
+    if shape.len() != 2 {
         bail!(
-            "{}: image must be [n_y, n_x], found shape {:?}",
-            path.display(),
-            array.shape()
+            "{name}: image must be [n_y, n_x], found shape {:?}",
+            file.header.shape
         );
     }
-    Ok(array.into_dimensionality::<ndarray::Ix2>()?)
+    file.check_grid(&shape, "image")?;
+    let array = match file.header.descr.as_str() {
+        "<f4" | ">f4" | "<f8" | ">f8" => file.read_real("image")?.mapv(|v| Complex32::new(v, 0.0)),
+        _ => file.read_complex("image")?,
+    };
+    if array.iter().any(|v| !(v.re.is_finite() && v.im.is_finite())) {
+        bail!("{name}: image contains NaN or infinite values");
+    }
+    Ok(array.into_shape_with_order((shape[0], shape[1]))?)
 }
 
 /// The core's validated view of a dictionary array `[K, s, s]` (odd `s <= 11`, finite taps).
