@@ -39,6 +39,9 @@ pub enum Error {
     /// No filter responds at any sampled frequency (`L = 0`): the dictionary cannot explain
     /// any of the measured data.
     NoSampledResponse,
+    /// The 99th percentile of the zero-filled magnitude is positive but so small (subnormal)
+    /// that the scale `1 / p99` overflows.
+    ScaleOutOfRange,
 }
 
 impl fmt::Display for Error {
@@ -72,6 +75,10 @@ impl fmt::Display for Error {
             Error::NoSampledResponse => write!(
                 f,
                 "no dictionary filter responds at any sampled frequency (Lipschitz constant is 0)"
+            ),
+            Error::ScaleOutOfRange => write!(
+                f,
+                "the k-space values are too small to scale (99th percentile of the zero-filled magnitude is subnormal, 1/p99 overflows): rescale the data"
             ),
         }
     }

@@ -239,11 +239,21 @@ impl<'a, T: Real> Workspace<'a, T> {
         let p99 = percentile(ws.magnitudes, SCALE_PERCENTILE).ok_or(Error::NonFinite {
             what: "zero-filled image",
         })?;
+        if !p99.is_finite() {
+            return Err(Error::NonFinite {
+                what: "zero-filled image (the k-space values overflow)",
+            });
+        }
         // `partial_cmp` rather than `<=` so that NaN also fails.
-        if !is_positive(p99) || !p99.is_finite() {
+        if !is_positive(p99) {
             return Err(Error::NothingMeasured);
         }
         let scale = T::one() / p99;
+        if !scale.is_finite() {
+            // p99 is positive but so small (subnormal) that 1/p99 overflows: every later
+            // quantity would be infinite or NaN.
+            return Err(Error::ScaleOutOfRange);
+        }
         for v in ws.measured.iter_mut() {
             *v = v.scale(scale);
         }
@@ -255,6 +265,11 @@ impl<'a, T: Real> Workspace<'a, T> {
 
         // 4. Step from the Lipschitz constant over the sampled frequencies.
         let lipschitz = plan.lipschitz(ws.mask);
+        if !lipschitz.is_finite() {
+            return Err(Error::NonFinite {
+                what: "Lipschitz constant (the dictionary's responses overflow)",
+            });
+        }
         if !is_positive(lipschitz) {
             return Err(Error::NoSampledResponse);
         }
@@ -401,6 +416,13 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
             }
         }
 
+        // The inputs were checked, but a finite input can still overflow on the way
+        // (e.g. a huge Lambda-free solve): an image with NaN or infinity is an error.
+        if image.iter().any(|v| !(v.re.is_finite() && v.im.is_finite())) {
+            return Err(Error::NonFinite {
+                what: "reconstructed image",
+            });
+        }
         let zero = Complex::new(T::zero(), T::zero());
         let nonzero_coefficients = ws.z.iter().filter(|v| **v != zero).count();
         Ok(ReconReport {

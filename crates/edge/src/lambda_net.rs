@@ -541,6 +541,14 @@ impl LambdaPredictor {
             plan.run_tensor(input, &mut maps[first * n..(first + len) * n])?;
             first += len;
         }
+        // The contract bounds the output to [0, lambda_max]; a model that breaks it would
+        // otherwise surface as a k-space error in the solve.
+        if let Some(bad) = maps.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+            anyhow::bail!(
+                "{}: the network produced a Lambda of {bad} (maps must be finite and >= 0)",
+                self.plan.name
+            );
+        }
         Ok(PredictTimes {
             features,
             network: started.elapsed().as_secs_f64() - features,

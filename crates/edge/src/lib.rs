@@ -4,7 +4,9 @@
 //! model ([`lambda_net`], tract), reconstructs with `sparsemap-core` ([`runtime`]), writes
 //! images ([`output`]). The `sparsemap` binary
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
+#![forbid(unsafe_code)]
 
+pub mod dictionary_norm;
 pub mod features;
 pub mod guard;
 pub mod ingest;

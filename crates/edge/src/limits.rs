@@ -1,8 +1,8 @@
 //! Limits on every size read from outside the process (docs/design.md §7.3). Each reader
 //! checks what a file or a stream declares against these before it allocates anything for
 //! it, so a crafted header costs an error message, not memory. The largest allocation they
-//! admit is the `--lambda` maps file at [`MAX_FILTER_PIXELS`] (64 MiB of float32); the
-//! largest plan is about 33 bytes per filter pixel (~550 MB at the budget).
+//! admit is the `--lambda` maps file at [`MAX_FILTER_PIXELS`] (32 MiB of float32); the
+//! largest plan is about 25 bytes per filter pixel (~210 MB at the budget).
 
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -16,9 +16,10 @@ pub const MAX_GRID_SIDE: usize = sparsemap_core::Shape::MAX_SIDE;
 pub const MAX_FILTERS: usize = 256;
 /// Largest filter side `s` (the core's).
 pub const MAX_FILTER_SIDE: usize = sparsemap_core::dictionary::MAX_FILTER_SIDE;
-/// Budget of `K * N_y * N_x`: the coefficient, momentum and map buffers grow with it. 2^24 is
-/// K = 256 at 256², or K = 64 at 512².
-pub const MAX_FILTER_PIXELS: usize = 1 << 24;
+/// Budget of `K * N_y * N_x`: the coefficient, momentum and map buffers grow with it, about
+/// 25 bytes per filter pixel (measured: K = 256 at 256², 2^24 filter pixels, peaks at 419 MB).
+/// 2^23 is K = 128 at 256² or K = 32 at 512² (about 210 MB); the bundled model uses 2^21.
+pub const MAX_FILTER_PIXELS: usize = 1 << 23;
 /// Most FISTA iterations, from `--iterations` or a model's `sparsemap.iterations`.
 pub const MAX_ITERATIONS: usize = 10_000;
 /// Largest ONNX model file.

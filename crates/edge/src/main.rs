@@ -1,4 +1,5 @@
 //! `sparsemap`: the edge reconstruction command (DESIGN §7).
+#![forbid(unsafe_code)]
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -11,8 +12,8 @@ use sparsemap_edge::method::{FixedLambda, MethodSpec, Sparsity};
 use sparsemap_edge::runtime::BackendKind;
 use sparsemap_edge::serve::{serve_source, Job, Source};
 use sparsemap_edge::worker::{
-    provenance, slice_stem, with_suffix, write_atomically, OutputOptions, Previewer,
-    SliceRecord, Worker,
+    check_output_paths, provenance, slice_stem, with_suffix, write_atomically, OutputOptions,
+    Previewer, SliceRecord, Worker,
 };
 use sparsemap_edge::{metrics, npy, BUNDLED_DICTIONARY, BUNDLED_DICTIONARY_NAME};
 use sparsemap_wire::AssemblerConfig;
@@ -182,7 +183,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("sparsemap: error: {err:#}");
+            // One line whatever the cause says (parsers report on several).
+            let text = format!("{err:#}");
+            let line: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("sparsemap: error: {}", line.join(" "));
             ExitCode::FAILURE
         }
     }
@@ -198,7 +202,15 @@ fn method_spec(args: &MethodArgs) -> Result<Arc<MethodSpec>> {
             sparsemap_edge::learned::BUNDLED_MODEL_NAME,
         )?),
     };
-    let (dictionary, dictionary_name) = match (&args.dictionary, &sparsity) {
+    if let Some(iterations) = args.iterations {
+        sparsemap_edge::limits::check_iterations(iterations, "--iterations")?;
+    }
+    if let Some(weight) = args.lowpass_weight {
+        if !(weight.is_finite() && weight >= 0.0) {
+            bail!("--lowpass-weight {weight}: must be a finite number >= 0");
+        }
+    }
+    let (mut dictionary, dictionary_name) = match (&args.dictionary, &sparsity) {
         (Some(path), _) => (npy::read_dictionary(path)?, path.display().to_string()),
         (None, Sparsity::Fixed(_)) => (
             npy::dictionary_from_bytes(BUNDLED_DICTIONARY)?,
@@ -210,6 +222,11 @@ fn method_spec(args: &MethodArgs) -> Result<Arc<MethodSpec>> {
         ),
     };
     npy::dictionary_view(&dictionary).with_context(|| format!("dictionary {dictionary_name}"))?;
+    let (dictionary_name, warning) =
+        sparsemap_edge::dictionary_norm::normalise(&mut dictionary, &dictionary_name)?;
+    if let Some(warning) = warning {
+        eprintln!("sparsemap: warning: {warning}");
+    }
     Ok(Arc::new(MethodSpec {
         sparsity,
         dictionary,
@@ -260,6 +277,14 @@ fn print_record(record: &SliceRecord) -> Result<()> {
 
 fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
     let out_dir = args.out_dir.clone().context("--input needs --out-dir")?;
+    let metadata =
+        std::fs::metadata(input).with_context(|| format!("cannot open {}", input.display()))?;
+    if !metadata.is_file() {
+        bail!(
+            "{}: not a regular file (read a live device or pipe with `sparsemap serve --serial PATH`)",
+            input.display()
+        );
+    }
     let spec = method_spec(&args.method)?;
     let mut worker = Worker::new(spec, out_dir, output_options(&args.stream))?;
     let file =
@@ -307,6 +332,7 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
     let (Some(mask_path), Some(out)) = (&args.mask, &args.out) else {
         bail!("--kspace needs --mask and --out");
     };
+    check_recon_outputs(args, kspace_path, mask_path, out)?;
     let kspace = npy::read_kspace(kspace_path)?;
     let mask = npy::read_mask(mask_path)?;
     let (n_y, n_x) = kspace.dim();
@@ -397,6 +423,44 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
         compare(target, &kspace, &mask, &image, shape)?;
     }
     Ok(())
+}
+
+/// Refuses, before any work, outputs that would overwrite each other or an input, or that
+/// could not be written (see [`check_output_paths`]).
+fn check_recon_outputs(args: &ReconArgs, kspace: &Path, mask: &Path, out: &Path) -> Result<()> {
+    let stem = out.with_extension("");
+    let mut outputs = vec![
+        ("--out", out.to_path_buf()),
+        ("the sidecar of --out", sparsemap_edge::output::sidecar_path(out)),
+    ];
+    for (what, path) in [
+        ("--png", &args.png),
+        ("--nifti", &args.nifti),
+        ("--lambda-out", &args.lambda_out),
+    ] {
+        if let Some(path) = path {
+            outputs.push((what, path.clone()));
+        }
+    }
+    if args.stream.save_maps {
+        outputs.push(("--save-maps", with_suffix(&stem, "_lambda.png")));
+        outputs.push(("--save-maps", with_suffix(&stem, "_lambda.npy")));
+    }
+    let mut inputs: Vec<(&str, &Path)> = vec![("--kspace", kspace), ("--mask", mask)];
+    for (what, path) in [
+        ("--compare-to", &args.compare_to),
+        ("--model", &args.method.model),
+        ("--dictionary", &args.method.dictionary),
+    ] {
+        if let Some(path) = path {
+            inputs.push((what, path.as_path()));
+        }
+    }
+    let lambda_file = args.method.lambda.as_deref().map(Path::new);
+    if let Some(path) = lambda_file.filter(|p| p.exists()) {
+        inputs.push(("--lambda", path));
+    }
+    check_output_paths(&outputs, &inputs)
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {

@@ -125,7 +125,11 @@ impl MethodSpec {
     pub fn plan(self: &Arc<Self>, shape: Shape) -> Result<PlannedMethod> {
         let dictionary = npy::dictionary_view(&self.dictionary)
             .with_context(|| format!("dictionary {}", self.dictionary_name))?;
+        let (count, side) = self.dictionary_size();
+        crate::limits::check_filters(count, side, shape.n_y(), shape.n_x())
+            .with_context(|| format!("dictionary {}", self.dictionary_name))?;
         let config = self.config();
+        crate::limits::check_iterations(config.iterations, "iterations T")?;
         let planned = match &self.sparsity {
             Sparsity::Model(model) => {
                 let learned = LearnedReconstructor::with_network_batch(

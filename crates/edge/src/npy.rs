@@ -277,7 +277,7 @@ pub fn dictionary_from_bytes_named(bytes: &[u8], name: &str) -> Result<Array3<f3
 /// Sparsity levels from a file: `[K]` (per filter) or `[K, n_y, n_x]` (maps), non-negative.
 pub fn read_lambda(path: &Path) -> Result<ArrayD<f32>> {
     lambda_from_bytes(
-        &read_file(path, limits::MAX_FILTER_PIXELS / 4, "lambda .npy")?,
+        &read_file(path, limits::MAX_FILTER_PIXELS / 2, "lambda .npy")?,
         &shown(path),
     )
 }

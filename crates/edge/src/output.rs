@@ -189,7 +189,7 @@ fn to_gray8(values: impl Iterator<Item = f32>, white: f32) -> Vec<u8> {
 }
 
 /// The one PNG encoder of this module: 8-bit grayscale `width x height` `pixels` (row-major),
-/// each `(keyword, text)` as `tEXt` (or `iTXt` if the text is not Latin-1). Errors name `path`.
+/// each `(keyword, text)` as `tEXt` if ASCII, else as UTF-8 `iTXt`. Errors name `path`.
 fn write_gray8_png(
     path: &Path,
     width: usize,
@@ -209,8 +209,9 @@ fn write_gray8_png(
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
     for (keyword, value) in text {
-        let latin1 = value.chars().all(|c| (c as u32) < 256);
-        if latin1 {
+        // tEXt is Latin-1, which readers often take for ASCII or UTF-8: anything beyond
+        // ASCII (a path in Cyrillic, say) goes in a UTF-8 iTXt chunk.
+        if value.is_ascii() {
             encoder.add_text_chunk(keyword.to_string(), value.clone())?;
         } else {
             encoder.add_itxt_chunk(keyword.to_string(), value.clone())?;

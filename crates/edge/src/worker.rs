@@ -53,9 +53,87 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
         temporary_name.push(extension);
     }
     let temporary = path.with_file_name(temporary_name);
-    write(&temporary)?;
-    std::fs::rename(&temporary, path)
-        .with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))
+    let written = write(&temporary).and_then(|()| {
+        std::fs::rename(&temporary, path).with_context(|| {
+            format!("cannot rename {} to {}", temporary.display(), path.display())
+        })
+    });
+    if written.is_err() {
+        // Nothing half-written stays behind; the error says what failed.
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// Where a path points, for comparing paths that may be spelt differently (`./x`, `d/../x`,
+/// symbolic links): the canonical path if it exists, else the canonical parent plus its name.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(path) = std::fs::canonicalize(path) {
+        return Some(path);
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Some(std::fs::canonicalize(parent).ok()?.join(path.file_name()?))
+}
+
+/// Checks, before any work, that `outputs` (`(what, path)`) are distinct from each other and
+/// from every input, are not directories, and that their directories exist and take a new
+/// file, so that a reconstruction is never lost at the end nor an input overwritten.
+pub fn check_output_paths(outputs: &[(&str, PathBuf)], inputs: &[(&str, &Path)]) -> Result<()> {
+    let mut seen: Vec<(&str, &Path, PathBuf)> = Vec::new();
+    for (what, path) in outputs {
+        if path.file_name().is_none() {
+            bail!("{what} {}: not a file path", path.display());
+        }
+        if path.is_dir() {
+            bail!("{what} {}: is a directory", path.display());
+        }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        check_writable_dir(parent).with_context(|| format!("{what} {}", path.display()))?;
+        let here = resolved(path)
+            .with_context(|| format!("{what} {}: cannot resolve the path", path.display()))?;
+        if let Some((other, other_path, _)) = seen.iter().find(|(_, _, p)| *p == here) {
+            bail!(
+                "{what} {} and {other} {} are the same file: give them different names",
+                path.display(),
+                other_path.display()
+            );
+        }
+        for (input_what, input) in inputs {
+            if resolved(input).as_ref() == Some(&here) {
+                bail!(
+                    "{what} {} would overwrite the {input_what} {}",
+                    path.display(),
+                    input.display()
+                );
+            }
+        }
+        seen.push((what, path, here));
+    }
+    Ok(())
+}
+
+/// `dir` exists, is a directory, and a file can be created in it (probed with a hidden file
+/// that is removed at once).
+pub fn check_writable_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("the output directory {} does not exist", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let probe = dir.join(format!(".sparsemap-write-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .with_context(|| format!("cannot write to the output directory {}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// `stem` + `suffix` (e.g. `".png"`, `"_lambda.npy"`).
@@ -193,6 +271,7 @@ impl Worker {
     pub fn new(spec: Arc<MethodSpec>, out_dir: PathBuf, options: OutputOptions) -> Result<Self> {
         std::fs::create_dir_all(&out_dir)
             .with_context(|| format!("cannot create the output directory {}", out_dir.display()))?;
+        check_writable_dir(&out_dir)?;
         Ok(Self {
             spec,
             planned: None,

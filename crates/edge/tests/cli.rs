@@ -200,11 +200,13 @@ fn valid_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             mask[(y, x)] = 1;
         }
     }
+    // Two finite differences, scaled to L = 1 as documented: sum_k |h_k|^2 peaks at 4 + 4.
+    let tap = 1.0 / 8f32.sqrt();
     let mut dictionary = Array3::<f32>::zeros((2, 3, 3));
-    dictionary[(0, 1, 1)] = 1.0;
-    dictionary[(0, 1, 2)] = -1.0;
-    dictionary[(1, 1, 1)] = 1.0;
-    dictionary[(1, 2, 1)] = -1.0;
+    dictionary[(0, 1, 1)] = tap;
+    dictionary[(0, 1, 2)] = -tap;
+    dictionary[(1, 1, 1)] = tap;
+    dictionary[(1, 2, 1)] = -tap;
     let paths = (dir.join("k.npy"), dir.join("m.npy"), dir.join("d.npy"));
     write(&paths.0, &kspace);
     write(&paths.1, &mask);
