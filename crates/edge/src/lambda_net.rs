@@ -436,10 +436,11 @@ impl LambdaPlan {
             input.shape(),
             lambda.len()
         );
-        let out = self
-            .runnable
-            .run(tvec!(input.into()))
-            .with_context(|| format!("{}: tract failed to run the model", self.name))?;
+        let out = catch_panic(&self.name, "tract's model run", || {
+            self.runnable
+                .run(tvec!(input.into()))
+                .with_context(|| format!("{}: tract failed to run the model", self.name))
+        })?;
         let out = out[0].cast_to::<f32>()?;
         ensure!(
             out.shape() == [k, 1, ny, nx],

@@ -408,7 +408,10 @@ fn every_crafted_input_is_refused_with_one_line_naming_it() {
         );
         for (class, err, args) in &report {
             let rss = peak_rss_kib(args).map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0));
-            let shown = err.replace(&dir.display().to_string(), "TMP").replace('|', "\\|");
+            let shown = err
+                .replace(&dir.display().to_string(), "TMP")
+                .replace(&repo().display().to_string(), "REPO")
+                .replace('|', "\\|");
             table += &format!("| {class} | {rss} | `{shown}` |\n");
         }
         let mut file = File::create(path).unwrap();
