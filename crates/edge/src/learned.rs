@@ -75,7 +75,7 @@ impl LearnedReconstructor {
         Ok(Self {
             predictor,
             solver,
-            maps: vec![0.0; count * shape.len()],
+            maps: crate::limits::try_filled(count * shape.len(), 0.0)?,
             config: ReconConfig {
                 iterations: info.iterations,
                 lowpass_weight: info.lowpass_weight as f32,

@@ -2,6 +2,7 @@
 //! grid, then reconstructs any number of slices without allocating.
 
 use crate::features::PreparedSlice;
+use crate::limits::try_filled;
 use num_complex::Complex;
 use sparsemap_core::dictionary::{Dictionary, DictionaryPlan, PlanInfo};
 use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
@@ -21,21 +22,27 @@ pub struct Reconstructor<T: Real, B> {
 
 impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
     /// Plans the FFT and the dictionary responses and allocates the workspace (the only
-    /// allocations; see [`Workspace`] for the memory formula).
-    pub fn new(backend: B, dictionary: Dictionary<'_, T>) -> Result<Self> {
+    /// allocations; see [`Workspace`] for the memory formula). The buffers are reserved
+    /// fallibly: a grid and dictionary within docs/design.md §7.3 that still do not fit in
+    /// memory give an error, not an abort.
+    pub fn new(backend: B, dictionary: Dictionary<'_, T>) -> anyhow::Result<Self> {
         let fft = Fft2::new(backend);
         let shape = fft.shape();
         let count = dictionary.count();
-        let mut responses =
-            vec![Complex::default(); DictionaryPlan::<T, B>::responses_len(shape, count)];
-        let mut power = vec![T::zero(); DictionaryPlan::<T, B>::power_len(shape)];
-        let mut scratch = vec![Complex::default(); DictionaryPlan::<T, B>::scratch_len(&fft)];
+        let mut responses = try_filled(
+            DictionaryPlan::<T, B>::responses_len(shape, count),
+            Complex::default(),
+        )?;
+        let mut power = try_filled(DictionaryPlan::<T, B>::power_len(shape), T::zero())?;
+        let mut scratch = try_filled(DictionaryPlan::<T, B>::scratch_len(&fft), Complex::default())?;
         let info =
             DictionaryPlan::compute(&fft, dictionary, &mut responses, &mut power, &mut scratch)?;
         drop(scratch);
-        let complex =
-            vec![Complex::default(); Workspace::<T>::complex_len(shape, count, fft.scratch_len())];
-        let real = vec![T::zero(); Workspace::<T>::real_len(shape)];
+        let complex = try_filled(
+            Workspace::<T>::complex_len(shape, count, fft.scratch_len()),
+            Complex::default(),
+        )?;
+        let real = try_filled(Workspace::<T>::real_len(shape), T::zero())?;
         Ok(Self {
             fft,
             info,
@@ -133,7 +140,7 @@ pub enum EdgeReconstructor {
 
 impl EdgeReconstructor {
     /// Plans `dictionary` on `shape` with the chosen FFT backend.
-    pub fn new(kind: BackendKind, shape: Shape, dictionary: Dictionary<'_, f32>) -> Result<Self> {
+    pub fn new(kind: BackendKind, shape: Shape, dictionary: Dictionary<'_, f32>) -> anyhow::Result<Self> {
         Ok(match kind {
             BackendKind::RustFft => {
                 Self::RustFft(Reconstructor::new(RustFft::new(shape), dictionary)?)
