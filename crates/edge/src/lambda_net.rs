@@ -154,7 +154,7 @@ impl LambdaModel {
             limits::MAX_GRID_SIDE
         );
         ensure!(
-            info.grid_multiple >= 1 && info.grid_multiple % 4 == 0,
+            info.grid_multiple.is_multiple_of(4),
             "{name}: sparsemap.grid_multiple = {} (the features need N_y, N_x multiples of 4)",
             info.grid_multiple
         );

@@ -60,7 +60,7 @@ fn write_npy<A: WriteNpyExt>(path: &Path, array: &A) {
 /// An `.npy` file with a hand-made header dictionary and `data` after it.
 fn raw_npy(path: &Path, dict: &str, data: &[u8]) {
     let mut header = dict.as_bytes().to_vec();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(b' ');
     }
     header.push(b'\n');
