@@ -12,8 +12,16 @@ use std::time::{Duration, Instant};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use ndarray::Array3;
+use num_complex::Complex32;
 use proptest::prelude::*;
+use sparsemap_host::dataset::{
+    read_simulated, read_split, sidecar_path, write_simulated, write_split, Orientation,
+    SimulatedSet, SliceMeta, Split, MAX_NPY_HEADER_BYTES, MAX_SIDECAR_BYTES,
+};
 use sparsemap_host::volume::{Volume, MAX_DIM, MAX_VOXELS, MAX_VOX_OFFSET};
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, ZipWriter};
 
 /// A single-file NIfTI-1 volume built by hand, field by field (offsets of the NIfTI-1
 /// header), so that tests can set any field to any value.
@@ -422,4 +430,260 @@ fn special_files_are_refused() {
     let sub = dir.path().join("dir.nii");
     fs::create_dir(&sub).unwrap();
     expect(sub);
+}
+
+// ---------------------------------------------------------------------------------------------
+// .npz data sets (dataset::read_split, read_simulated)
+
+/// A 3 × 8 × 6 split.
+fn split(name: &str) -> Split {
+    let (n, h, w) = (3, 8, 6);
+    Split {
+        name: name.into(),
+        targets: Array3::from_shape_fn((n, h, w), |(s, y, x)| {
+            Complex32::new((s * 100 + y * 10 + x) as f32, -(y as f32))
+        }),
+        head_masks: Array3::from_shape_fn((n, h, w), |(s, y, x)| (s + y * x) % 3 == 0),
+        slices: (0..n)
+            .map(|s| SliceMeta {
+                volume: "colin27_t1".into(),
+                source: "ch2.nii.gz".into(),
+                orientation: Orientation::Axial,
+                index: s,
+                k_range: [s, s + 1],
+                plane_shape: [h, w],
+                phase_seed: s as u64,
+                peak: 1.0,
+            })
+            .collect(),
+        provenance: serde_json::json!({}),
+    }
+}
+
+/// An `.npy` member: version 1 (or 2 with `wide`) header `dict` padded as NumPy pads it,
+/// then `data`.
+fn npy(dict: &str, data: &[u8], wide: bool) -> Vec<u8> {
+    let prefix = if wide { 12 } else { 10 };
+    let mut text = dict.as_bytes().to_vec();
+    while !(prefix + text.len() + 1).is_multiple_of(64) {
+        text.push(b' ');
+    }
+    text.push(b'\n');
+    let mut out = b"\x93NUMPY".to_vec();
+    if wide {
+        out.extend([2, 0]);
+        out.extend((text.len() as u32).to_le_bytes());
+    } else {
+        out.extend([1, 0]);
+        out.extend((text.len() as u16).to_le_bytes());
+    }
+    out.extend(text);
+    out.extend(data);
+    out
+}
+
+fn dict(descr: &str, shape: &str) -> String {
+    format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}")
+}
+
+/// Writes the members (name, bytes) stored uncompressed to `path`.
+fn write_zip(path: &Path, members: &[(&str, Vec<u8>)]) {
+    let mut z = ZipWriter::new(fs::File::create(path).unwrap());
+    let options = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .large_file(false);
+    for (name, bytes) in members {
+        z.start_file(*name, options).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+/// `read_split(path)` fails; its error names the archive or its sidecar and contains
+/// `needle`, and it came quickly.
+fn expect_split_error(path: &Path, needle: &str) {
+    let t = Instant::now();
+    let e = format!("{:#}", read_split(path).expect_err(needle));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let (npz, json) = (
+        path.display().to_string(),
+        sidecar_path(path).display().to_string(),
+    );
+    assert!(e.contains(&npz) || e.contains(&json), "no file named: {e}");
+    assert!(e.contains(needle), "expected {needle:?} in {e}");
+}
+
+/// Members whose `.npy` headers declare far more than the file holds (or than the sidecar
+/// says) are refused before their arrays are allocated.
+#[test]
+fn npz_members_declaring_huge_arrays_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_split(dir.path(), &split("good")).unwrap();
+    let json = fs::read_to_string(sidecar_path(&good)).unwrap();
+    let mask = npy(&dict("|u1", "(3, 8, 6)"), &[0; 144], false);
+    let case = |name: &str, target: Vec<u8>, sidecar: &str| {
+        let p = dir.path().join(format!("{name}.npz"));
+        write_zip(
+            &p,
+            &[("target.npy", target), ("head_mask.npy", mask.clone())],
+        );
+        fs::write(sidecar_path(&p), sidecar).unwrap();
+        p
+    };
+    let data = vec![0u8; 3 * 8 * 6 * 8];
+
+    // A target of 10^15 complex values (8 PB) in a few hundred bytes.
+    let huge = npy(&dict("<c8", "(100000, 100000, 100000)"), &data, false);
+    expect_split_error(
+        &case("huge", huge, &json),
+        "differs from the shape [3, 8, 6]",
+    );
+    // The sidecar agrees with the header ([3, 100000, 100000]: 240 GB): the member's size
+    // still does not.
+    let mut big: serde_json::Value = serde_json::from_str(&json).unwrap();
+    big["shape"] = serde_json::json!([3, 100_000, 100_000]);
+    let big = big.to_string();
+    let huge = npy(&dict("<c8", "(3, 100000, 100000)"), &data, false);
+    expect_split_error(&case("agreed", huge, &big), "but its .npy header declares");
+    // A shape whose byte count overflows u64.
+    let mut over: serde_json::Value = serde_json::from_str(&json).unwrap();
+    over["shape"] = serde_json::json!([3, usize::MAX / 2, 3]);
+    let huge = npy(
+        &dict("<c8", &format!("(3, {}, 3)", usize::MAX / 2)),
+        &data,
+        false,
+    );
+    expect_split_error(&case("overflow", huge, &over.to_string()), "more than 2^64");
+    // A version 2 header claiming 4 GiB of dictionary.
+    let mut wide = npy(&dict("<c8", "(3, 8, 6)"), &data, true);
+    wide[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    expect_split_error(&case("wide", wide, &json), "MAX_NPY_HEADER_BYTES");
+    // A dictionary of nested brackets (the header parser recurses).
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    let deep = npy(&deep, &data, true);
+    assert!(deep.len() < MAX_NPY_HEADER_BYTES + data.len());
+    expect_split_error(&case("deep", deep, &json), "nests deeper");
+    // A structured dtype (no single item size).
+    let rec = "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3, 8, 6), }";
+    let rec = npy(rec, &data, false);
+    expect_split_error(&case("record", rec, &json), "dtype");
+    // A zero-sized dtype would make any shape fit in no bytes.
+    let mut zero: serde_json::Value = serde_json::from_str(&json).unwrap();
+    zero["shape"] = serde_json::json!([3, 1u64 << 40, 1u64 << 40]);
+    let z = npy(
+        &dict("|u0", "(3, 1099511627776, 1099511627776)"),
+        &[],
+        false,
+    );
+    expect_split_error(&case("zero", z, &zero.to_string()), "unsupported dtype");
+    // The right shape in the wrong dtype.
+    let f8 = npy(&dict("<c16", "(3, 8, 6)"), &[0; 3 * 8 * 6 * 16], false);
+    expect_split_error(&case("c16", f8, &json), "has dtype '<c16', not complex64");
+
+    // The valid members as written by hand read back.
+    let fine = npy(&dict("<c8", "(3, 8, 6)"), &data, false);
+    let p = case("fine", fine, &json);
+    assert_eq!(read_split(&p).unwrap().targets, Array3::zeros((3, 8, 6)));
+}
+
+/// The zip directory claiming a member larger than the file, a sidecar larger than the
+/// limit or inconsistent in itself, and special files are refused before reading.
+#[test]
+fn npz_and_sidecar_sizes_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_split(dir.path(), &split("good")).unwrap();
+    let bytes = fs::read(&good).unwrap();
+    let json = fs::read_to_string(sidecar_path(&good)).unwrap();
+
+    // Patch the sizes in the central directory entry of the first member ("target.npy").
+    let cd = bytes
+        .windows(4)
+        .position(|w| w == [0x50, 0x4b, 0x01, 0x02])
+        .unwrap();
+    let mut patched = bytes.clone();
+    for at in [cd + 20, cd + 24] {
+        patched[at..at + 4].copy_from_slice(&0x7FFF_0000u32.to_le_bytes());
+    }
+    let p = dir.path().join("patched.npz");
+    fs::write(&p, &patched).unwrap();
+    fs::write(sidecar_path(&p), &json).unwrap();
+    expect_split_error(&p, "target");
+
+    // A sidecar over the limit (sparse: no disk used) is not read.
+    let p = dir.path().join("bigjson.npz");
+    fs::write(&p, &bytes).unwrap();
+    let f = fs::File::create(sidecar_path(&p)).unwrap();
+    f.set_len(MAX_SIDECAR_BYTES + 1).unwrap();
+    expect_split_error(&p, "MAX_SIDECAR_BYTES");
+
+    // count, shape[0] and the slice records disagree.
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["shape"][0] = 1_000_000_000.into();
+    v["count"] = 1_000_000_000.into();
+    let p = dir.path().join("count.npz");
+    fs::write(&p, &bytes).unwrap();
+    fs::write(sidecar_path(&p), v.to_string()).unwrap();
+    expect_split_error(&p, "slice records");
+
+    // A FIFO as the sidecar or the archive is refused, not opened (which would block).
+    let p = dir.path().join("fifo.npz");
+    fs::write(&p, &bytes).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(sidecar_path(&p))
+        .status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    expect_split_error(&p, "not a regular file");
+    let p = dir.path().join("fifo2.npz");
+    let made = std::process::Command::new("mkfifo").arg(&p).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    fs::write(sidecar_path(&p), &json).unwrap();
+    expect_split_error(&p, "not a regular file");
+}
+
+/// A simulated set, so that the arbitrary-mutation property covers every member kind.
+fn simulated() -> SimulatedSet {
+    let split = split("sim");
+    SimulatedSet {
+        kspace: split.targets.mapv(|z| z * 0.5),
+        masks: Array3::from_shape_fn((3, 8, 6), |(_, y, _)| y % 2 == 0),
+        zero_filled: split.targets.mapv(|z| z.conj()),
+        acquisition: serde_json::json!({}),
+        split,
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Bytes of a valid archive overwritten, or the archive cut: `read_split` and
+    /// `read_simulated` return (no panic, no abort), and an error names a file.
+    #[test]
+    fn mutated_npz_never_panics(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sim.npz");
+        write_simulated(&p, &simulated()).unwrap();
+        let mut b = fs::read(&p).unwrap();
+        for (at, v) in flips {
+            let at = at.index(b.len());
+            b[at] = v;
+        }
+        if let Some(cut) = cut {
+            b.truncate(cut.index(b.len()));
+        }
+        fs::write(&p, &b).unwrap();
+        let names = |e: &anyhow::Error| {
+            let e = format!("{e:#}");
+            let (npz, json) = (p.display().to_string(), sidecar_path(&p).display().to_string());
+            assert!(e.contains(&npz) || e.contains(&json), "{e}");
+        };
+        if let Err(e) = read_simulated(&p) {
+            names(&e);
+        }
+        if let Err(e) = read_split(&p) {
+            names(&e);
+        }
+    }
 }
