@@ -254,6 +254,33 @@ fn the_small_volume_loads_plain_gzipped_and_big_endian() {
     assert_eq!(w.data(), v.data());
 }
 
+/// The `valid-*` seeds of the fuzz target `nifti_reader` (fuzz/seeds/nifti_reader; the first
+/// byte picks the mode: 0 `.nii`, 1 `.nii.gz`, 2 `.nii` gzipped by the target) are volumes
+/// that pass every check, so that fuzzing starts from inputs that reach the decoder.
+#[test]
+fn nifti_fuzz_seeds_are_valid_volumes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/nifti_reader");
+    let mut n = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if !p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("valid-")
+        {
+            continue;
+        }
+        let bytes = fs::read(&p).unwrap();
+        let (mode, rest) = bytes.split_first().unwrap();
+        let v = Volume::from_bytes(rest, &p, mode % 3 == 1);
+        assert!(v.is_ok(), "{:#}", v.unwrap_err());
+        assert!(bytes.len() < 10_000, "{}: keep seeds small", p.display());
+        n += 1;
+    }
+    assert!(n >= 4, "{n} seeds in {}", dir.display());
+}
+
 /// Regression (found when the reader was rewritten, issue 14): the voxels start at
 /// `vox_offset`. The `nifti` crate read them from byte 352 whenever the extender byte was 0,
 /// so mricron's natbrainlab.nii.gz, jhu189.nii.gz and HarvardOxford-…-1mm.nii.gz
