@@ -32,19 +32,42 @@
 //! `[S, H, W]` shape, that `count` and `shape` in the sidecar agree with the arrays and the
 //! number of `slices`, that masks hold only 0 and 1 (uint8; NumPy bool is accepted too) and that
 //! all complex values are finite. Every error names the offending file.
+//!
+//! # Hostile input
+//! Nothing a file declares is allocated before it is bounded. The readers refuse what is not a
+//! regular file, a sidecar over [`MAX_SIDECAR_BYTES`] and a sidecar whose `count`, `shape[0]`
+//! and number of `slices` disagree. Each array member of the archive is opened by hand before
+//! it is read: it must be stored uncompressed (as NumPy's `np.savez` and [`NpzWriter`] write
+//! it) and lie within the file; its `.npy` header must be at most [`MAX_NPY_HEADER_BYTES`],
+//! declare exactly the sidecar's `[S, H, W]` and a dtype whose size, times `S·H·W`, plus the
+//! header is the member's size. So no array buffer is larger than the bytes the file holds.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ndarray::{Array3, Ix3, OwnedRepr};
-use ndarray_npy::{NpzReader, NpzWriter, ReadNpyError, ReadNpzError, ReadableElement};
+use ndarray::{Array3, ShapeBuilder};
+use ndarray_npy::npy::header::Header;
+use ndarray_npy::{NpzWriter, ReadDataError, ReadableElement};
 use num_complex::Complex32;
 use serde::{Deserialize, Serialize};
+use zip::read::ZipFile;
+use zip::{CompressionMethod, ZipArchive};
 
 pub use crate::volume::Orientation;
+
+/// Largest JSON sidecar the readers accept, in bytes: 64 MiB (a slice record is ~300 bytes).
+/// Checked on the file's size before it is read.
+pub const MAX_SIDECAR_BYTES: u64 = 64 << 20;
+/// Longest `.npy` header (magic, version, length and the dictionary describing the array) the
+/// readers accept, in bytes: 64 KiB (NumPy writes 128; `np.load` refuses more than 10 000 by
+/// default). Checked before the header is read.
+pub const MAX_NPY_HEADER_BYTES: usize = 1 << 16;
+
+/// Deepest nesting of brackets in an `.npy` header the readers parse (NumPy writes 2).
+const MAX_NPY_HEADER_NESTING: usize = 8;
 
 /// `format` of a split sidecar.
 pub const SPLIT_FORMAT: &str = "sparsemap-split/1";
@@ -205,11 +228,11 @@ pub fn write_split(dir: &Path, split: &Split) -> Result<PathBuf> {
 /// path and the sidecar next to it, with the checks listed in the module docs.
 pub fn read_split(npz_path: &Path) -> Result<Split> {
     let (sidecar, json) = read_sidecar(npz_path, SPLIT_FORMAT)?;
-    let mut npz = open_npz(npz_path)?;
+    let mut npz = Npz::open(npz_path, &sidecar, &json)?;
     let split = Split {
         name: sidecar.name.clone(),
-        targets: read_array(&mut npz, npz_path, "target")?,
-        head_masks: read_mask(&mut npz, npz_path, "head_mask")?,
+        targets: npz.array("target")?,
+        head_masks: npz.mask("head_mask")?,
         slices: sidecar.slices.clone(),
         provenance: sidecar.provenance.clone(),
     };
@@ -248,18 +271,18 @@ pub fn read_simulated(path_npz: &Path) -> Result<SimulatedSet> {
         .acquisition
         .clone()
         .ok_or_else(|| anyhow!("{}: sidecar has no \"acquisition\"", json.display()))?;
-    let mut npz = open_npz(path_npz)?;
+    let mut npz = Npz::open(path_npz, &sidecar, &json)?;
     let set = SimulatedSet {
         split: Split {
             name: sidecar.name.clone(),
-            targets: read_array(&mut npz, path_npz, "target")?,
-            head_masks: read_mask(&mut npz, path_npz, "head_mask")?,
+            targets: npz.array("target")?,
+            head_masks: npz.mask("head_mask")?,
             slices: sidecar.slices.clone(),
             provenance: sidecar.provenance.clone(),
         },
-        kspace: read_array(&mut npz, path_npz, "kspace")?,
-        masks: read_mask(&mut npz, path_npz, "mask")?,
-        zero_filled: read_array(&mut npz, path_npz, "zero_filled")?,
+        kspace: npz.array("kspace")?,
+        masks: npz.mask("mask")?,
+        zero_filled: npz.array("zero_filled")?,
         acquisition,
     };
     check_against_sidecar(&sidecar, set.split.shape(), path_npz, &json)?;
@@ -381,12 +404,38 @@ fn finish_partial(result: Result<()>, part: &Path, path: &Path) -> Result<()> {
     }
 }
 
-fn read_sidecar(npz: &Path, format: &str) -> Result<(Sidecar, PathBuf)> {
-    if !npz.is_file() {
-        bail!("{}: no such file", npz.display());
+/// An error's text on one line (the `.npy` header parser's errors draw the input).
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The size of the regular file `path` (following symbolic links); an error naming it if it
+/// is missing or not a regular file (a FIFO would block the read, a device never end).
+fn regular_file_len(path: &Path, what: &str) -> Result<u64> {
+    match fs::metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(m.len()),
+        Ok(_) => bail!("{}: {what} is not a regular file", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{}: no such file", path.display())
+        }
+        Err(e) => bail!("{}: cannot read {what}: {e}", path.display()),
     }
+}
+
+fn read_sidecar(npz: &Path, format: &str) -> Result<(Sidecar, PathBuf)> {
+    regular_file_len(npz, "the archive")?;
     let json = sidecar_path(npz);
     let j = json.display();
+    let len = regular_file_len(&json, &format!("the JSON sidecar of {}", npz.display()))?;
+    if len > MAX_SIDECAR_BYTES {
+        bail!(
+            "{j}: sidecar is {len} bytes, more than the limit of {MAX_SIDECAR_BYTES} \
+             (MAX_SIDECAR_BYTES)"
+        );
+    }
     let text = fs::read_to_string(&json).map_err(|e| {
         anyhow!(
             "{j}: cannot read the JSON sidecar of {}: {e}",
@@ -397,6 +446,14 @@ fn read_sidecar(npz: &Path, format: &str) -> Result<(Sidecar, PathBuf)> {
         serde_json::from_str(&text).map_err(|e| anyhow!("{j}: invalid sidecar: {e}"))?;
     if sidecar.format != format {
         bail!("{j}: format is {:?}, expected {format:?}", sidecar.format);
+    }
+    if sidecar.count != sidecar.shape[0] || sidecar.slices.len() != sidecar.count {
+        bail!(
+            "{j}: sidecar says count {} and shape {:?} with {} slice records",
+            sidecar.count,
+            sidecar.shape,
+            sidecar.slices.len()
+        );
     }
     Ok((sidecar, json))
 }
@@ -421,38 +478,184 @@ fn check_against_sidecar(
     Ok(())
 }
 
-fn open_npz(path: &Path) -> Result<NpzReader<BufReader<File>>> {
-    let file = File::open(path).map_err(|e| anyhow!("{}: cannot open: {e}", path.display()))?;
-    NpzReader::new(BufReader::new(file))
-        .map_err(|e| anyhow!("{}: not a readable .npz archive: {e}", path.display()))
+/// An `.npz` archive whose arrays must all be `[S, H, W]` as its sidecar says (module docs,
+/// "Hostile input").
+struct Npz<'a> {
+    zip: ZipArchive<BufReader<File>>,
+    path: &'a Path,
+    /// The archive's size in bytes.
+    len: u64,
+    shape: [usize; 3],
+    json: &'a Path,
 }
 
-fn read_array<T: ReadableElement>(
-    npz: &mut NpzReader<BufReader<File>>,
-    path: &Path,
-    name: &str,
-) -> Result<Array3<T>> {
-    npz.by_name::<OwnedRepr<T>, Ix3>(name)
-        .map_err(|e| anyhow!("{}: array {name:?}: {e}", path.display()))
-}
+impl<'a> Npz<'a> {
+    fn open(path: &'a Path, sidecar: &Sidecar, json: &'a Path) -> Result<Self> {
+        let p = path.display();
+        let len = regular_file_len(path, "the archive")?;
+        let file = File::open(path).map_err(|e| anyhow!("{p}: cannot open: {e}"))?;
+        let zip = ZipArchive::new(BufReader::new(file))
+            .map_err(|e| anyhow!("{p}: not a readable .npz archive: {e}"))?;
+        Ok(Self {
+            zip,
+            path,
+            len,
+            shape: sidecar.shape,
+            json,
+        })
+    }
 
-/// A mask stored as uint8 (0 or 1) or as NumPy bool.
-fn read_mask(
-    npz: &mut NpzReader<BufReader<File>>,
-    path: &Path,
-    name: &str,
-) -> Result<Array3<bool>> {
-    match npz.by_name::<OwnedRepr<u8>, Ix3>(name) {
-        Ok(m) => {
+    /// The member holding array `name` (`name` or `name.npy`, as NumPy looks it up), with its
+    /// `.npy` header read and checked against the bounds; the reader is at the data.
+    fn member(&mut self, name: &str) -> Result<(ZipFile<'_, BufReader<File>>, Header)> {
+        let p = self.path.display();
+        let index = self
+            .zip
+            .index_for_name(name)
+            .or_else(|| self.zip.index_for_name(&format!("{name}.npy")))
+            .ok_or_else(|| anyhow!("{p}: array {name:?} is missing"))?;
+        let mut file = self
+            .zip
+            .by_index(index)
+            .map_err(|e| anyhow!("{p}: array {name:?}: {e}"))?;
+        let bad = |what: String| anyhow!("{p}: array {name:?}: {what}");
+        if file.compression() != CompressionMethod::Stored {
+            return Err(bad(format!(
+                "stored with {:?} compression; the format is an uncompressed .npz (np.savez, \
+                 not np.savez_compressed)",
+                file.compression()
+            )));
+        }
+        let size = file.size();
+        let end = file.data_start().checked_add(file.compressed_size());
+        if file.compressed_size() != size || end.is_none_or(|end| end > self.len) {
+            return Err(bad(format!(
+                "the archive says it holds {size} bytes at offset {}, but the file is {} bytes",
+                file.data_start(),
+                self.len
+            )));
+        }
+
+        // Magic (6 bytes), version (2), header length (2 bytes in version 1, else 4): read
+        // here so that the length is bounded before the header is.
+        let mut prefix = [0u8; 12];
+        file.read_exact(&mut prefix[..10])
+            .map_err(|e| bad(format!("cannot read the .npy header: {e}")))?;
+        if &prefix[..6] != b"\x93NUMPY" {
+            return Err(bad("not an .npy member (bad magic)".into()));
+        }
+        let (prefix_len, header_len) = if prefix[6] == 1 {
+            (10, usize::from(u16::from_le_bytes([prefix[8], prefix[9]])))
+        } else {
+            file.read_exact(&mut prefix[10..])
+                .map_err(|e| bad(format!("cannot read the .npy header: {e}")))?;
+            let l = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+            (12, usize::try_from(l).unwrap_or(usize::MAX))
+        };
+        let header_total = prefix_len + header_len;
+        if header_total > MAX_NPY_HEADER_BYTES {
+            return Err(bad(format!(
+                ".npy header of {header_total} bytes, more than the limit of \
+                 {MAX_NPY_HEADER_BYTES} (MAX_NPY_HEADER_BYTES)"
+            )));
+        }
+        let mut text = vec![0u8; header_len];
+        file.read_exact(&mut text)
+            .map_err(|e| bad(format!("cannot read the .npy header: {e}")))?;
+        // The dictionary is parsed by a recursive descent: bound its nesting (NumPy's is 2,
+        // a dict holding a shape tuple) so that a header of brackets cannot exhaust the stack.
+        let mut depth = 0usize;
+        for &c in &text {
+            match c {
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_NPY_HEADER_NESTING {
+                return Err(bad(format!(
+                    ".npy header nests deeper than {MAX_NPY_HEADER_NESTING} brackets"
+                )));
+            }
+        }
+        let header = Header::from_reader(&mut (&prefix[..prefix_len]).chain(&text[..]))
+            .map_err(|e| bad(format!("invalid .npy header: {}", one_line(&e))))?;
+        if header.shape != self.shape {
+            return Err(bad(format!(
+                "shape {:?} differs from the shape {:?} in {}",
+                header.shape,
+                self.shape,
+                self.json.display()
+            )));
+        }
+        // The dtype's item size is the number in its descriptor ('<c8', '|u1', '|b1').
+        let descr = header.type_descriptor.to_string();
+        let item = descr
+            .trim_matches(['\'', '"'])
+            .get(2..)
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad(format!("unsupported dtype {descr}")))?;
+        let declared = self
+            .shape
+            .iter()
+            .try_fold(item, |n, &d| n.checked_mul(d as u64))
+            .and_then(|n| n.checked_add(header_total as u64));
+        if declared != Some(size) {
+            return Err(bad(format!(
+                "the member is {size} bytes, but its .npy header declares {} ({header_total} \
+                 of header + {:?} values of {item} bytes)",
+                declared.map_or("more than 2^64".into(), |d| d.to_string()),
+                self.shape
+            )));
+        }
+        Ok((file, header))
+    }
+
+    /// Reads array `name` as `T`: `Ok(Err(dtype))` if its dtype is not one `T` reads.
+    fn read_as<T: ReadableElement>(&mut self, name: &str) -> Result<Result<Array3<T>, String>> {
+        let [s, h, w] = self.shape;
+        let p = self.path.display();
+        let (mut file, header) = self.member(name)?;
+        // `member` checked that the data are exactly S·H·W items (of at least one byte) of the
+        // declared dtype, which `T` accepts only if it has that size: the buffer is no larger
+        // than the member, and the product does not overflow.
+        let data = match T::read_to_end_exact_vec(&mut file, &header.type_descriptor, s * h * w) {
+            Ok(data) => data,
+            Err(ReadDataError::WrongDescriptor(d)) => return Ok(Err(d.to_string())),
+            Err(e) => bail!("{p}: array {name:?}: {}", one_line(&e)),
+        };
+        let shape = (s, h, w).set_f(header.layout.is_fortran());
+        Array3::from_shape_vec(shape, data)
+            .map(Ok)
+            .map_err(|e| anyhow!("{p}: array {name:?}: {e}"))
+    }
+
+    /// A complex64 array.
+    fn array(&mut self, name: &str) -> Result<Array3<Complex32>> {
+        self.read_as(name)?.map_err(|dtype| {
+            anyhow!(
+                "{}: array {name:?} has dtype {dtype}, not complex64 ('<c8')",
+                self.path.display()
+            )
+        })
+    }
+
+    /// A mask stored as uint8 (0 or 1) or as NumPy bool.
+    fn mask(&mut self, name: &str) -> Result<Array3<bool>> {
+        if let Ok(m) = self.read_as::<u8>(name)? {
             if let Some(((s, y, x), v)) = m.indexed_iter().find(|(_, &v)| v > 1) {
                 bail!(
                     "{}: array {name:?} holds {v} at [{s}, {y}, {x}]; a mask holds only 0 and 1",
-                    path.display()
+                    self.path.display()
                 );
             }
-            Ok(m.mapv(|v| v == 1))
+            return Ok(m.mapv(|v| v == 1));
         }
-        Err(ReadNpzError::Npy(ReadNpyError::WrongDescriptor(_))) => read_array(npz, path, name),
-        Err(e) => Err(anyhow!("{}: array {name:?}: {e}", path.display())),
+        self.read_as::<bool>(name)?.map_err(|dtype| {
+            anyhow!(
+                "{}: array {name:?} has dtype {dtype}, not a mask's uint8 ('|u1') or bool ('|b1')",
+                self.path.display()
+            )
+        })
     }
 }

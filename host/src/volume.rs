@@ -18,7 +18,21 @@
 //!   and the MNI ICBM152 2009a templates from `scripts/fetch-data.sh`); so e.g. `ch2better.nii.gz`
 //!   (0.5 mm) is refused rather than silently giving slices of a different scale.
 //!
-//! Every error names the file and what is wrong with it.
+//! Every error is one line that starts with the file and says what is wrong with it.
+//!
+//! # Hostile input
+//! A file is untrusted input: nothing it declares is allocated before it is bounded.
+//! [`Volume::load`] refuses what is not a regular file (a FIFO or a device would block or
+//! never end) and files over [`MAX_FILE_BYTES`]; it then reads only the 348-byte header and
+//! checks it: `sizeof_hdr` 348, magic `n+1` (single file), each spatial side in
+//! `1..=`[`MAX_DIM`], at most [`MAX_VOXELS`] voxels, a supported datatype and a whole
+//! `vox_offset` in `352..=`[`MAX_VOX_OFFSET`]. Only then is the voxel buffer reserved
+//! (fallibly: an allocation failure is an error, not an abort) for exactly the declared bytes,
+//! and exactly those are read: an uncompressed file must be `vox_offset` + data bytes long
+//! (checked on its size before reading), and a `.nii.gz` is decompressed through a bound of
+//! the declared size, so a gzip bomb stops expanding one byte past it; a stream that holds
+//! more or fewer bytes than declared is an error, as is a bad gzip CRC. Extensions are skipped.
+//! [`Volume::from_bytes`] does the same from bytes in memory.
 //!
 //! # Storage and display orientation
 //! [`Volume::data`] is `f32` with `i` fastest (`data[i + n_i·(j + n_j·k)]`), as in NIfTI.
@@ -33,13 +47,33 @@
 //!   columns `j` increasing (posterior on the left, the face on the right).
 
 use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
+use flate2::bufread::MultiGzDecoder;
 use ndarray::Array2;
-use nifti::{Endianness, NiftiHeader, NiftiObject, NiftiType, ReaderOptions};
+use nifti::{Endianness, NiftiHeader, NiftiType};
 use serde::{Deserialize, Serialize};
+
+/// Longest side, in voxels, of a volume [`Volume::load`] accepts: 1 m at the 1 mm it requires.
+/// Checked on the header, before anything is allocated.
+pub const MAX_DIM: usize = 1024;
+/// Most voxels in a volume [`Volume::load`] accepts: 2^26 = 67 108 864 (the volumes used
+/// here have 7–9 million; a head field of view at 1 mm is ~256^3 = 2^24, and a 0.5 mm volume
+/// such as `ch2better.nii.gz`, 35 million, still gets the error saying it is not 1 mm). Bounds
+/// the voxel data to 512 MiB (float64) and the peak memory of a load to that plus 256 MiB for
+/// the `f32` volume. Checked on the header, before anything is allocated.
+pub const MAX_VOXELS: usize = 1 << 26;
+/// Largest `vox_offset` (header plus extensions, which are skipped) [`Volume::load`] accepts:
+/// 1 MiB.
+pub const MAX_VOX_OFFSET: u64 = 1 << 20;
+/// Largest file, compressed or not, [`Volume::load`] opens: the largest volume within the
+/// limits above (`MAX_VOX_OFFSET + 8 · MAX_VOXELS`) plus 1 MiB for gzip framing. Checked on
+/// the file's metadata before it is read.
+pub const MAX_FILE_BYTES: u64 = MAX_VOX_OFFSET + 8 * MAX_VOXELS as u64 + (1 << 20);
 
 /// Largest accepted deviation of a voxel side from 1 mm.
 pub const VOXEL_TOLERANCE_MM: f64 = 1e-3;
@@ -138,27 +172,77 @@ impl Volume {
     }
 
     /// Reads a NIfTI-1 volume, applies the intensity scaling and reorients it to RAS (module
-    /// docs for what is accepted). Every error names `path`.
+    /// docs for what is accepted and the bounds checked before anything is allocated). A name
+    /// ending in `.gz` is decompressed. Every error is one line that starts with `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display();
-        if !path.exists() {
-            bail!("{shown}: no such file");
+        // `metadata` follows symbolic links; FIFOs, devices and directories are refused
+        // before they are opened (opening a FIFO would block, a device may never end).
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("{shown}: no such file"),
+            Err(e) => bail!("{shown}: cannot read: {e}"),
+        };
+        if !meta.file_type().is_file() {
+            bail!("{shown}: not a regular file (a directory, FIFO or device is not a volume)");
         }
-        if !path.is_file() {
-            bail!("{shown}: not a regular file");
+        let len = meta.len();
+        if len > MAX_FILE_BYTES {
+            bail!(
+                "{shown}: file is {len} bytes, more than the {MAX_FILE_BYTES} a volume within \
+                 the reader's limits can take (MAX_FILE_BYTES)"
+            );
         }
-        let object = ReaderOptions::new()
-            .read_file(path)
-            .map_err(|e| anyhow!("{shown}: not a readable NIfTI-1 volume: {e}"))?;
-        let header = object.header().clone();
-        let raw = object.into_volume().into_raw_data();
+        let file = File::open(path).map_err(|e| anyhow!("{shown}: cannot open: {e}"))?;
+        let file = BufReader::new(file);
+        if is_gz(path) {
+            Self::read_from(MultiGzDecoder::new(file), path, None)
+        } else {
+            Self::read_from(file, path, Some(len))
+        }
+    }
 
-        let dims = spatial_dims(&header).map_err(|e| anyhow!("{shown}: {e}"))?;
-        let values = decode(&raw, &header, dims).map_err(|e| anyhow!("{shown}: {e}"))?;
+    /// [`load`](Self::load) from the bytes of a file in memory: `gzipped` says whether they
+    /// are a `.nii.gz` (else a `.nii`); `source` names them in errors and in
+    /// [`source`](Self::source). Same checks and bounds as `load`.
+    pub fn from_bytes(bytes: &[u8], source: impl AsRef<Path>, gzipped: bool) -> Result<Self> {
+        let source = source.as_ref();
+        if gzipped {
+            Self::read_from(MultiGzDecoder::new(bytes), source, None)
+        } else {
+            Self::read_from(bytes, source, Some(bytes.len() as u64))
+        }
+    }
+
+    /// Reads a (decompressed) NIfTI-1 single-file stream: the header first, then — after the
+    /// header passed every bound — exactly the bytes it declares, with no more than one byte
+    /// beyond them read. `plain_len` is the size of an uncompressed file, checked against the
+    /// header before the voxel buffer is allocated.
+    fn read_from(mut input: impl Read, path: &Path, plain_len: Option<u64>) -> Result<Self> {
+        let shown = path.display();
+        let what = if plain_len.is_some() {
+            "file"
+        } else {
+            "gzip stream"
+        };
+        let io_error =
+            |e: io::Error| anyhow!("{shown}: cannot read the NIfTI-1 {what}: {}", one_line(&e));
+
+        let mut raw_header = [0u8; HEADER_BYTES];
+        let got = read_full(&mut input, &mut raw_header).map_err(io_error)?;
+        if got < HEADER_BYTES {
+            bail!(
+                "{shown}: not a NIfTI-1 volume: the {what} ends after {got} bytes, inside the \
+                 {HEADER_BYTES}-byte header"
+            );
+        }
+        let header = NiftiHeader::from_reader(&raw_header[..])
+            .map_err(|e| anyhow!("{shown}: not a NIfTI-1 volume: {e}"))?;
+        let layout = Layout::of(&header).map_err(|e| anyhow!("{shown}: {e}"))?;
+        // The orientation and voxel size come from the header too: refused before any read.
         let affine = Affine::from_header(&header).map_err(|e| anyhow!("{shown}: {e}"))?;
         let axes = affine.ras_axes().map_err(|e| anyhow!("{shown}: {e}"))?;
-
         let voxel_mm = [axes[0].length_mm, axes[1].length_mm, axes[2].length_mm];
         if voxel_mm
             .iter()
@@ -174,7 +258,62 @@ impl Volume {
             );
         }
 
-        let (ras_dims, origin_mm, data) = reorient(&values, dims, &affine, &axes);
+        let total = layout.data_offset + layout.data_bytes as u64;
+        if let Some(len) = plain_len {
+            if len != total {
+                bail!(
+                    "{shown}: NIfTI-1 file is {len} bytes, but its header declares {total} ({}){}",
+                    layout.declared(),
+                    if len < total { ": truncated" } else { "" }
+                );
+            }
+        }
+
+        // Extensions (between the header and vox_offset) are skipped, not kept.
+        let skip = layout.data_offset - HEADER_BYTES as u64;
+        let skipped = io::copy(&mut (&mut input).take(skip), &mut io::sink()).map_err(io_error)?;
+        if skipped < skip {
+            bail!(
+                "{shown}: truncated NIfTI-1 {what}: it ends after {} bytes, before the voxel \
+                 data at vox_offset {}",
+                HEADER_BYTES as u64 + skipped,
+                layout.data_offset
+            );
+        }
+        let mut raw = Vec::new();
+        raw.try_reserve_exact(layout.data_bytes).map_err(|e| {
+            anyhow!(
+                "{shown}: cannot allocate {} bytes for the voxel data: {e}",
+                layout.data_bytes
+            )
+        })?;
+        // The capacity is exact and `take` stops there: `read_to_end` never grows the buffer,
+        // and a gzip bomb is not decompressed beyond the declared size.
+        (&mut input)
+            .take(layout.data_bytes as u64)
+            .read_to_end(&mut raw)
+            .map_err(io_error)?;
+        if raw.len() < layout.data_bytes {
+            bail!(
+                "{shown}: truncated NIfTI-1 {what}: it ends after {} bytes, the header \
+                 declares {total} ({})",
+                layout.data_offset + raw.len() as u64,
+                layout.declared()
+            );
+        }
+        // One byte more must not exist (for gzip this also reaches the end of the stream, so
+        // its CRC and length are checked).
+        if read_full(&mut input, &mut [0u8; 1]).map_err(io_error)? != 0 {
+            bail!(
+                "{shown}: the NIfTI-1 {what} holds more than the {total} bytes its header \
+                 declares ({})",
+                layout.declared()
+            );
+        }
+
+        let (ras_dims, origin_mm, data) = decode_ras(&raw, &header, &layout, &affine, &axes)
+            .map_err(|e| anyhow!("{shown}: {e}"))?;
+        drop(raw);
         Self::new(ras_dims, voxel_mm, origin_mm, data, path)
     }
 
@@ -282,74 +421,161 @@ fn unravel(at: usize, [ni, nj, _]: [usize; 3]) -> [usize; 3] {
     [at % ni, (at / ni) % nj, at / (ni * nj)]
 }
 
-/// `[n_1, n_2, n_3]` of a 3-D volume; dimensions 4.. must be 1 if present.
+/// Size of the NIfTI-1 header (`sizeof_hdr`).
+const HEADER_BYTES: usize = 348;
+/// The header plus the 4-byte extender: the least `vox_offset` of a single file.
+const MIN_VOX_OFFSET: u64 = 352;
+
+/// Fills `buf` from `input` as far as it goes: the number of bytes read (less than
+/// `buf.len()` only at the end of the input).
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Whether `path` names a gzip-compressed file (the rule of the `nifti` crate: the file
+/// name ends in `.gz`).
+fn is_gz(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(".gz"))
+}
+
+/// An error's text on one line.
+fn one_line(e: &dyn fmt::Display) -> String {
+    e.to_string().replace(['\n', '\r'], " ")
+}
+
+/// Where the voxels of a single-file NIfTI-1 volume are and how big they are, from a header
+/// that passed every bound (module docs).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// `[n_1, n_2, n_3]` in file order.
+    dims: [usize; 3],
+    datatype: NiftiType,
+    /// Bytes per voxel value.
+    voxel_bytes: usize,
+    /// `vox_offset`.
+    data_offset: u64,
+    /// `voxels · voxel_bytes`, at most `MAX_VOXELS · 8`.
+    data_bytes: usize,
+}
+
+impl Layout {
+    /// Checks the header's magic, size, dimensions, datatype and `vox_offset` against the
+    /// bounds, computing no size before its factors are bounded.
+    fn of(h: &NiftiHeader) -> Result<Self> {
+        if h.sizeof_hdr != HEADER_BYTES as i32 {
+            bail!(
+                "not a NIfTI-1 volume: sizeof_hdr is {}, not {HEADER_BYTES}",
+                h.sizeof_hdr
+            );
+        }
+        if &h.magic != b"n+1\0" {
+            bail!(
+                "not a single-file NIfTI-1 volume: magic {:?} is not \"n+1\" (header/image \
+                 pairs, .hdr + .img, are not supported)",
+                String::from_utf8_lossy(&h.magic).trim_end_matches('\0')
+            );
+        }
+        let dims = spatial_dims(h)?;
+        let voxels: usize = dims.iter().product();
+        if voxels > MAX_VOXELS {
+            bail!(
+                "dim = {dims:?} is {voxels} voxels, more than the limit of {MAX_VOXELS} \
+                 (MAX_VOXELS)"
+            );
+        }
+        let datatype = h
+            .data_type()
+            .map_err(|_| anyhow!("unknown datatype code {}", h.datatype))?;
+        let voxel_bytes = match datatype {
+            NiftiType::Uint8 | NiftiType::Int8 => 1,
+            NiftiType::Uint16 | NiftiType::Int16 => 2,
+            NiftiType::Uint32 | NiftiType::Int32 | NiftiType::Float32 => 4,
+            NiftiType::Float64 => 8,
+            other => bail!(
+                "unsupported datatype {other:?} (code {}); expected a real scalar type \
+                 (uint8, int8, uint16, int16, uint32, int32, float32, float64)",
+                h.datatype
+            ),
+        };
+        let offset = h.vox_offset;
+        if !(offset.is_finite()
+            && offset.fract() == 0.0
+            && (MIN_VOX_OFFSET as f32..=MAX_VOX_OFFSET as f32).contains(&offset))
+        {
+            bail!(
+                "vox_offset {offset} is not a whole number of bytes in \
+                 {MIN_VOX_OFFSET}..={MAX_VOX_OFFSET} (MAX_VOX_OFFSET)"
+            );
+        }
+        Ok(Self {
+            dims,
+            datatype,
+            voxel_bytes,
+            // Whole and within 352..=2^20: exact in f32 and u64.
+            data_offset: offset as u64,
+            // At most 2^26 · 8 = 2^29.
+            data_bytes: voxels * voxel_bytes,
+        })
+    }
+
+    fn voxels(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// How the declared size is made up, for errors.
+    fn declared(&self) -> String {
+        format!(
+            "vox_offset {} + dim {:?} = {} voxels of {} bytes",
+            self.data_offset,
+            self.dims,
+            self.voxels(),
+            self.voxel_bytes
+        )
+    }
+}
+
+/// `[n_1, n_2, n_3]` of a 3-D volume, each in `1..=MAX_DIM`; dimensions 4.. must be 1 if
+/// present.
 fn spatial_dims(header: &NiftiHeader) -> Result<[usize; 3]> {
-    let dim = header.dim;
-    let rank = usize::from(dim[0]);
+    // NIfTI-1 dims are signed 16-bit; the nifti crate reads them as u16.
+    let dim = header.dim.map(|d| d as i16);
+    let rank = dim[0];
     if !(1..=7).contains(&rank) {
         bail!("invalid dim[0] = {rank} in the header");
     }
-    let extent = &dim[1..=rank];
+    let extent = &dim[1..=rank as usize];
     if rank < 3 || extent[3..].iter().any(|&d| d != 1) {
         bail!("not a 3-D volume: dim = {extent:?}");
     }
-    if extent[..3].contains(&0) {
+    if extent[..3].iter().any(|&d| d < 1) {
         bail!("empty dimension: dim = {extent:?}");
     }
-    Ok([
-        usize::from(dim[1]),
-        usize::from(dim[2]),
-        usize::from(dim[3]),
-    ])
+    if extent[..3].iter().any(|&d| d as usize > MAX_DIM) {
+        bail!("dim = {extent:?} has a side over the limit of {MAX_DIM} voxels (MAX_DIM)");
+    }
+    Ok([extent[0], extent[1], extent[2]].map(|d| d as usize))
 }
 
-/// Decodes the raw voxel bytes (file order, first index fastest) to scaled `f64`s.
-fn decode(raw: &[u8], header: &NiftiHeader, dims: [usize; 3]) -> Result<Vec<f64>> {
-    let datatype = header
-        .data_type()
-        .map_err(|_| anyhow!("unknown datatype code {}", header.datatype))?;
+/// Decodes the raw voxel bytes (file order, first index fastest; exactly
+/// `layout.data_bytes`) to scaled `f32`s in RAS order ([`reorient`]), each finite.
+fn decode_ras(
+    raw: &[u8],
+    header: &NiftiHeader,
+    layout: &Layout,
+    affine: &Affine,
+    axes: &[AxisMap; 3],
+) -> Result<([usize; 3], [f64; 3], Vec<f32>)> {
     let big = header.endianness == Endianness::Big;
-    // Each arm reads fixed-size chunks in the file's byte order; `chunks_exact` guarantees the
-    // chunk length, so the array conversion cannot fail.
-    macro_rules! values {
-        ($t:ty) => {{
-            const SIZE: usize = std::mem::size_of::<$t>();
-            raw.chunks_exact(SIZE)
-                .map(|c| {
-                    let mut b = [0u8; SIZE];
-                    b.copy_from_slice(c);
-                    let v = if big {
-                        <$t>::from_be_bytes(b)
-                    } else {
-                        <$t>::from_le_bytes(b)
-                    };
-                    v as f64
-                })
-                .collect::<Vec<f64>>()
-        }};
-    }
-    let values = match datatype {
-        NiftiType::Uint8 => values!(u8),
-        NiftiType::Int8 => values!(i8),
-        NiftiType::Uint16 => values!(u16),
-        NiftiType::Int16 => values!(i16),
-        NiftiType::Uint32 => values!(u32),
-        NiftiType::Int32 => values!(i32),
-        NiftiType::Float32 => values!(f32),
-        NiftiType::Float64 => values!(f64),
-        other => bail!(
-            "unsupported datatype {other:?} (code {}); expected a real scalar type \
-             (uint8, int8, uint16, int16, uint32, int32, float32, float64)",
-            header.datatype
-        ),
-    };
-    let n: usize = dims.iter().product();
-    if values.len() != n {
-        bail!(
-            "{} voxel values for dim {dims:?} ({n} expected): file truncated?",
-            values.len()
-        );
-    }
     // NIfTI-1: scl_slope == 0 means the values are not scaled.
     let (slope, inter) = if header.scl_slope == 0.0 {
         (1.0, 0.0)
@@ -359,17 +585,51 @@ fn decode(raw: &[u8], header: &NiftiHeader, dims: [usize; 3]) -> Result<Vec<f64>
     if !slope.is_finite() || !inter.is_finite() {
         bail!("non-finite scl_slope / scl_inter ({slope}, {inter})");
     }
-    let scaled: Vec<f64> = values.into_iter().map(|v| slope * v + inter).collect();
-    if let Some(at) = scaled
-        .iter()
-        .position(|v| !v.is_finite() || !(*v as f32).is_finite())
-    {
+    if raw.len() != layout.data_bytes {
         bail!(
-            "non-finite voxel value at file index (i, j, k) = {:?}",
-            unravel(at, dims)
+            "{} bytes of voxel data, {} expected",
+            raw.len(),
+            layout.data_bytes
         );
     }
-    Ok(scaled)
+    let dims = layout.dims;
+    // Each arm reads the value of file voxel `src` in the file's byte order; `raw` holds
+    // every voxel (checked above), so the chunk exists and has the type's size.
+    macro_rules! run {
+        ($t:ty) => {{
+            const SIZE: usize = std::mem::size_of::<$t>();
+            reorient(dims, affine, axes, |src| {
+                let mut b = [0u8; SIZE];
+                b.copy_from_slice(&raw[src * SIZE..(src + 1) * SIZE]);
+                let v = if big {
+                    <$t>::from_be_bytes(b)
+                } else {
+                    <$t>::from_le_bytes(b)
+                };
+                let scaled = slope * (v as f64) + inter;
+                let single = scaled as f32;
+                if !scaled.is_finite() || !single.is_finite() {
+                    bail!(
+                        "non-finite voxel value at file index (i, j, k) = {:?}",
+                        unravel(src, dims)
+                    );
+                }
+                Ok(single)
+            })
+        }};
+    }
+    match layout.datatype {
+        NiftiType::Uint8 => run!(u8),
+        NiftiType::Int8 => run!(i8),
+        NiftiType::Uint16 => run!(u16),
+        NiftiType::Int16 => run!(i16),
+        NiftiType::Uint32 => run!(u32),
+        NiftiType::Int32 => run!(i32),
+        NiftiType::Float32 => run!(f32),
+        NiftiType::Float64 => run!(f64),
+        // `Layout::of` admits only the types above.
+        other => bail!("unsupported datatype {other:?}"),
+    }
 }
 
 /// Voxel-to-world map `world = m · (i, j, k) + t` (mm).
@@ -490,14 +750,15 @@ impl Affine {
     }
 }
 
-/// Permutes and flips `values` (file order, `dims`) to RAS order. Returns the RAS dimensions,
-/// the world position of the new voxel (0, 0, 0) and the `f32` data.
+/// Permutes and flips a volume of file dimensions `dims` to RAS order, taking the value of
+/// file voxel `src` (`i` fastest) from `value`. Returns the RAS dimensions, the world position
+/// of the new voxel (0, 0, 0) and the data, or the first error of `value`.
 fn reorient(
-    values: &[f64],
     dims: [usize; 3],
     affine: &Affine,
     axes: &[AxisMap; 3],
-) -> ([usize; 3], [f64; 3], Vec<f32>) {
+    mut value: impl FnMut(usize) -> Result<f32>,
+) -> Result<([usize; 3], [f64; 3], Vec<f32>)> {
     let ras_dims = axes.map(|a| dims[a.voxel_axis]);
     // File index of the new voxel (0, 0, 0): 0 along a positive axis, n − 1 along a flipped one.
     let mut corner = [0.0_f64; 3];
@@ -510,8 +771,11 @@ fn reorient(
         affine.t[r] + (0..3).map(|c| affine.m[r][c] * corner[c]).sum::<f64>()
     });
 
+    let n: usize = dims.iter().product();
     let stride = [1, dims[0], dims[0] * dims[1]];
-    let mut data = Vec::with_capacity(values.len());
+    let mut data = Vec::new();
+    data.try_reserve_exact(n)
+        .map_err(|e| anyhow!("cannot allocate {n} voxel values: {e}"))?;
     for z in 0..ras_dims[2] {
         for y in 0..ras_dims[1] {
             for x in 0..ras_dims[0] {
@@ -525,11 +789,11 @@ fn reorient(
                     };
                     src += idx * stride[a.voxel_axis];
                 }
-                data.push(values[src] as f32);
+                data.push(value(src)?);
             }
         }
     }
-    (ras_dims, origin_mm, data)
+    Ok((ras_dims, origin_mm, data))
 }
 
 #[cfg(test)]
