@@ -9,6 +9,7 @@
 //! - [`metrics`] (PSNR, SSIM, NRMSE, checked against scikit-image), the classical
 //!   [`baselines`] (total variation, BART) and the common [`methods`] interface;
 //! - [`eval`] (tuning on validation, tables, [`figure`]s) and [`bench`] (time ratios).
+#![forbid(unsafe_code)]
 
 pub mod baselines;
 pub mod bench;

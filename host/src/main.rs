@@ -8,6 +8,7 @@
 //! sparsemap-host eval --data-dir data --out-dir results
 //! sparsemap-host bench
 //! ```
+#![forbid(unsafe_code)]
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
