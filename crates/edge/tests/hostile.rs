@@ -404,7 +404,11 @@ fn every_crafted_input_is_refused_with_one_line_naming_it() {
     assert!(cases.len() >= 45, "{} classes", cases.len());
     if let Ok(path) = std::env::var("SPARSEMAP_HOSTILE_REPORT") {
         let mut table = String::from(
-            "| class | peak RSS (MiB) | message |\n|---|---:|---|\n",
+            "# Crafted input classes\n\nMade by `scripts/hostile-inputs.sh` (the test \
+             `every_crafted_input_is_refused_with_one_line_naming_it` of `crates/edge/tests/hostile.rs`): \
+             every input is refused with exit status 1 and the one line shown, under a 512 MiB \
+             address-space limit; peak RSS by `/usr/bin/time`. TMP is the test's temporary \
+             directory, REPO the repository.\n\n| class | peak RSS (MiB) | message |\n|---|---:|---|\n",
         );
         for (class, err, args) in &report {
             let rss = peak_rss_kib(args).map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0));
