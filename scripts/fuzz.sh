@@ -64,7 +64,7 @@ for entry in $TARGETS; do
     seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }')
     crash=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | head -n 1)
     if [ -n "$crash" ]; then
-        result="CRASH: fuzz/$crash"
+        result="CRASH: $crash"
         failed=1
     elif [ "$status" -ne 0 ]; then
         result="FAILED (exit $status, see fuzz/$log)"

@@ -10,7 +10,7 @@
 //!
 //! Checks: no panic (nor abort: every allocation is bounded before it happens); an error is
 //! one line starting with the name; a volume has `n_i·n_j·n_k` finite values, sides within
-//! `MAX_DIM`, 1 mm voxels and the name as its source.
+//! `MAX_DIM`, 1 mm voxels, a finite origin and the name as its source.
 #![no_main]
 
 use std::io::Write;
@@ -32,6 +32,11 @@ fn read(bytes: &[u8], gz: bool) -> Result<Volume, String> {
             assert!(dims.iter().product::<usize>() <= MAX_VOXELS);
             assert_eq!(v.data().len(), dims.iter().product::<usize>());
             assert!(v.data().iter().all(|x| x.is_finite()));
+            assert!(
+                v.origin_mm().iter().all(|x| x.is_finite()),
+                "{:?}",
+                v.origin_mm()
+            );
             assert!(v
                 .voxel_mm()
                 .iter()

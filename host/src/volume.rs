@@ -12,7 +12,8 @@
 //!   (off-axis components below [`ALIGNMENT_TOLERANCE`] of the axis length); the volume is then
 //!   permuted and flipped to **RAS order**: index `i` increases towards the subject's right,
 //!   `j` towards anterior, `k` towards superior (NIfTI world space is RAS+). Oblique affines
-//!   are refused with an error, as is a file with neither form set (orientation unknown).
+//!   are refused with an error, as is a file with neither form set (orientation unknown) and
+//!   one whose translation puts the first voxel at a non-finite position.
 //! * **1 mm isotropic voxels** within [`VOXEL_TOLERANCE_MM`]. Nothing is resampled, because
 //!   both sources we use are 1 mm (Colin27 `ch2.nii.gz` from the Debian package `mricron-data`,
 //!   and the MNI ICBM152 2009a templates from `scripts/fetch-data.sh`); so e.g. `ch2better.nii.gz`
@@ -131,8 +132,8 @@ pub struct Volume {
 
 impl Volume {
     /// A volume from its parts (e.g. one synthesised from others). `data` is in RAS order with
-    /// `i` fastest and must hold `n_i · n_j · n_k` finite values; `origin_mm` is the world
-    /// position of voxel `(0, 0, 0)`.
+    /// `i` fastest and must hold `n_i · n_j · n_k` finite values; `origin_mm` is the (finite)
+    /// world position of voxel `(0, 0, 0)`, `voxel_mm` the (finite) voxel sides.
     pub fn new(
         dims: [usize; 3],
         voxel_mm: [f64; 3],
@@ -141,6 +142,12 @@ impl Volume {
         source: impl Into<PathBuf>,
     ) -> Result<Self> {
         let source = source.into();
+        if !voxel_mm.iter().chain(&origin_mm).all(|v| v.is_finite()) {
+            bail!(
+                "{}: voxel size {voxel_mm:?} mm or origin {origin_mm:?} mm is not finite",
+                source.display()
+            );
+        }
         let n = dims.iter().product::<usize>();
         if n == 0 {
             bail!(
@@ -255,6 +262,16 @@ impl Volume {
                 voxel_mm[0],
                 voxel_mm[1],
                 voxel_mm[2]
+            );
+        }
+
+        // Found by fuzzing (nifti_reader): a NaN or infinite translation (quatern_x..z or the
+        // srow offsets) passed the axis checks and gave a volume with a non-finite origin.
+        let origin = ras_origin(layout.dims, &affine, &axes);
+        if !origin.iter().all(|v| v.is_finite()) {
+            bail!(
+                "{shown}: the {} puts the first voxel at {origin:?} mm, which is not finite",
+                affine.form
             );
         }
 
@@ -750,6 +767,18 @@ impl Affine {
     }
 }
 
+/// World position (RAS, mm) of the RAS voxel (0, 0, 0) of a volume of file dimensions `dims`:
+/// the file voxel at index 0 along a positive axis, `n − 1` along a flipped one.
+fn ras_origin(dims: [usize; 3], affine: &Affine, axes: &[AxisMap; 3]) -> [f64; 3] {
+    let mut corner = [0.0_f64; 3];
+    for a in axes {
+        if !a.positive {
+            corner[a.voxel_axis] = (dims[a.voxel_axis] - 1) as f64;
+        }
+    }
+    std::array::from_fn(|r| affine.t[r] + (0..3).map(|c| affine.m[r][c] * corner[c]).sum::<f64>())
+}
+
 /// Permutes and flips a volume of file dimensions `dims` to RAS order, taking the value of
 /// file voxel `src` (`i` fastest) from `value`. Returns the RAS dimensions, the world position
 /// of the new voxel (0, 0, 0) and the data, or the first error of `value`.
@@ -760,17 +789,7 @@ fn reorient(
     mut value: impl FnMut(usize) -> Result<f32>,
 ) -> Result<([usize; 3], [f64; 3], Vec<f32>)> {
     let ras_dims = axes.map(|a| dims[a.voxel_axis]);
-    // File index of the new voxel (0, 0, 0): 0 along a positive axis, n − 1 along a flipped one.
-    let mut corner = [0.0_f64; 3];
-    for a in axes {
-        if !a.positive {
-            corner[a.voxel_axis] = (dims[a.voxel_axis] - 1) as f64;
-        }
-    }
-    let origin_mm: [f64; 3] = std::array::from_fn(|r| {
-        affine.t[r] + (0..3).map(|c| affine.m[r][c] * corner[c]).sum::<f64>()
-    });
-
+    let origin_mm = ras_origin(dims, affine, axes);
     let n: usize = dims.iter().product();
     let stride = [1, dims[0], dims[0] * dims[1]];
     let mut data = Vec::new();
@@ -846,5 +865,7 @@ mod tests {
         d[5] = f32::NAN;
         let e = Volume::new([2, 2, 2], [1.0; 3], [0.0; 3], d, "x").unwrap_err();
         assert!(e.to_string().contains("[1, 0, 1]"), "{e}");
+        let e = Volume::new([1; 3], [1.0; 3], [f64::NAN, 0.0, 0.0], vec![0.0], "x").unwrap_err();
+        assert!(e.to_string().contains("not finite"), "{e}");
     }
 }
