@@ -16,6 +16,8 @@
 #   NICE       niceness of the fuzzing processes (default 10: builds of others go first).
 #   SANITIZER  cargo-fuzz --sanitizer (default none: the crates forbid unsafe; overflow
 #              checks and debug assertions stay on in cargo-fuzz's build).
+#   TIMEOUT    seconds one input may take before libFuzzer reports it as a hang (default 10;
+#              libFuzzer's own default of 1200 let an exponential header parse go unnoticed).
 #   FUZZ_ARGS  extra libFuzzer arguments, e.g. "-max_total_time=600".
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
@@ -23,6 +25,7 @@ cd "$(dirname "$0")/../fuzz"
 RUNS="${RUNS:-10000000}"
 NICE="${NICE:-10}"
 SANITIZER="${SANITIZER:-none}"
+TIMEOUT="${TIMEOUT:-10}"
 DEFAULT_MAX_LEN=4096
 # Append new targets here (name:max_len). max_len bounds the inputs libFuzzer makes: a few
 # KiB cover several scans of frames, a small NIfTI volume or a few scans of assembler ops.
@@ -55,7 +58,7 @@ for entry in $TARGETS; do
     status=0
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of arguments
     nice -n "$NICE" cargo +nightly fuzz run --sanitizer "$SANITIZER" "$target" "${dirs[@]}" -- \
-        -runs="$RUNS" -max_len="$max_len" -print_final_stats=1 ${FUZZ_ARGS:-} \
+        -runs="$RUNS" -max_len="$max_len" -timeout="$TIMEOUT" -print_final_stats=1 ${FUZZ_ARGS:-} \
         >"$log" 2>&1 || status=$?
     end=$(date +%s.%N)
 

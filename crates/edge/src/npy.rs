@@ -19,6 +19,9 @@ pub struct NpyHeader {
     pub shape: Vec<usize>,
 }
 
+/// Deepest bracket nesting accepted in an `.npy` header (see [`parse_header`]).
+pub const MAX_HEADER_NESTING: usize = 4;
+
 /// Element types the readers take, with their sizes in bytes.
 const KNOWN_DTYPES: [(&str, usize); 10] = [
     ("|b1", 1),
@@ -62,6 +65,20 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader> {
             "truncated .npy header ({} bytes, the header declares {data_offset})",
             bytes.len()
         );
+    }
+    // The header is a Python literal parsed by a backtracking grammar whose time grows
+    // exponentially with bracket nesting (16 unclosed `{` took over a minute); NumPy writes
+    // a depth of 2 (the dict and the shape tuple), a structured dtype a little more.
+    let depth = bytes[prefix..data_offset]
+        .iter()
+        .fold((0usize, 0usize), |(depth, deepest), b| match b {
+            b'(' | b'[' | b'{' => (depth + 1, deepest.max(depth + 1)),
+            b')' | b']' | b'}' => (depth.saturating_sub(1), deepest),
+            _ => (depth, deepest),
+        })
+        .1;
+    if depth > MAX_HEADER_NESTING {
+        bail!(".npy header nests brackets {depth} deep (limit {MAX_HEADER_NESTING})");
     }
     let header = Header::from_reader(&mut &bytes[..data_offset])
         .map_err(|e| anyhow!("invalid .npy header: {e}"))?;

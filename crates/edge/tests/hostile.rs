@@ -149,6 +149,8 @@ fn cases(dir: &Path) -> Vec<Case> {
     kspace_case("npy: 4 GiB header length", p("header_len.npy"), "header declares");
     raw_npy(&p("dict.npy"), "{'descr': '<c8', 'fortran_order': False, 'shape': (4, 4, ", &[0; 128]);
     kspace_case("npy: malformed header dictionary", p("dict.npy"), "invalid .npy header");
+    raw_npy(&p("nested.npy"), &format!("{{'descr': {}, 'fortran_order': False, 'shape': (4, 4), }}", "{".repeat(16)), &[]);
+    kspace_case("npy: bracket nesting (the header parser was exponential: a hang)", p("nested.npy"), "nests brackets 18 deep");
     raw_npy(&p("int.npy"), "{'descr': '<i4', 'fortran_order': False, 'shape': (4, 4), }", &[0; 64]);
     kspace_case("npy: unsupported dtype", p("int.npy"), "unsupported .npy dtype");
     raw_npy(&p("struct.npy"), "{'descr': [('re', '<f4'), ('im', '<f4')], 'fortran_order': False, 'shape': (4, 4), }", &[0; 128]);
