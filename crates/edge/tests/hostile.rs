@@ -489,6 +489,7 @@ fn an_unnormalised_dictionary_is_normalised_and_said_so() {
             "recon", "--kspace", &example("kspace.npy").display().to_string(),
             "--mask", &example("mask.npy").display().to_string(),
             "--out", &out.display().to_string(), "--png", &out.with_extension("png").display().to_string(),
+            "--nifti", &out.with_extension("nii").display().to_string(),
             "--lambda", "0.01", "--dictionary", &dictionary.display().to_string(),
         ]);
         assert!(output.status.success(), "{}", one_line(&output));
@@ -512,7 +513,7 @@ fn an_unnormalised_dictionary_is_normalised_and_said_so() {
     assert!(png[itxt..].windows(name.len()).any(|w| w == name), "the name is not in the iTXt chunk");
     // Byte-reproducible: the same run again writes the same files.
     let (again, _) = recon(&scaled, "again.npy");
-    for ext in ["npy", "png", "json"] {
+    for ext in ["npy", "png", "nii", "json"] {
         assert_eq!(
             std::fs::read(out.with_extension(ext)).unwrap(),
             std::fs::read(again.with_extension(ext)).unwrap(),
