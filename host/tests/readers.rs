@@ -255,31 +255,35 @@ fn the_small_volume_loads_plain_gzipped_and_big_endian() {
     assert_eq!(w.data(), v.data());
 }
 
+/// The seeds of the fuzz target `nifti_reader` whose names start with `prefix`, with their bytes.
+fn nifti_seeds(prefix: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/nifti_reader");
+    let mut seeds: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    seeds.sort();
+    seeds
+}
+
 /// The `valid-*` seeds of the fuzz target `nifti_reader` (fuzz/seeds/nifti_reader; the first
 /// byte picks the mode: 0 `.nii`, 1 `.nii.gz`, 2 `.nii` gzipped by the target) are volumes
 /// that pass every check, so that fuzzing starts from inputs that reach the decoder.
 #[test]
 fn nifti_fuzz_seeds_are_valid_volumes() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/nifti_reader");
-    let mut n = 0;
-    for entry in fs::read_dir(&dir).unwrap() {
-        let p = entry.unwrap().path();
-        if !p
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("valid-")
-        {
-            continue;
-        }
-        let bytes = fs::read(&p).unwrap();
+    let seeds = nifti_seeds("valid-");
+    for (p, bytes) in &seeds {
         let (mode, rest) = bytes.split_first().unwrap();
-        let v = Volume::from_bytes(rest, &p, mode % 3 == 1);
+        let v = Volume::from_bytes(rest, p, mode % 3 == 1);
         assert!(v.is_ok(), "{:#}", v.unwrap_err());
         assert!(bytes.len() < 10_000, "{}: keep seeds small", p.display());
-        n += 1;
     }
-    assert!(n >= 4, "{n} seeds in {}", dir.display());
+    assert!(seeds.len() >= 4, "{} valid seeds", seeds.len());
 }
 
 /// The `regression-*` seeds of `nifti_reader` are inputs the fuzzer found: read in their
@@ -287,19 +291,8 @@ fn nifti_fuzz_seeds_are_valid_volumes() {
 /// gzipped reading of the same bytes agree.
 #[test]
 fn nifti_fuzz_regressions_are_refused() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/nifti_reader");
-    let mut n = 0;
-    for entry in fs::read_dir(&dir).unwrap() {
-        let p = entry.unwrap().path();
-        if !p
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("regression-")
-        {
-            continue;
-        }
-        let bytes = fs::read(&p).unwrap();
+    let seeds = nifti_seeds("regression-");
+    for (p, bytes) in &seeds {
         let (mode, rest) = bytes.split_first().unwrap();
         let (plain, gz) = match mode % 3 {
             0 => (rest.to_vec(), None),
@@ -312,9 +305,8 @@ fn nifti_fuzz_regressions_are_refused() {
         for e in [&plain_error, &gz_error].into_iter().flatten() {
             assert!(e.is_some(), "{}: accepted", p.display());
         }
-        n += 1;
     }
-    assert!(n >= 1);
+    assert!(!seeds.is_empty());
 }
 
 /// Found by fuzzing (`regression-nan-origin`): a qform whose translation (`quatern_x`) is NaN
