@@ -65,23 +65,32 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
     written
 }
 
+/// The directory a file path is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Where a path points, for comparing paths that may be spelt differently (`./x`, `d/../x`,
 /// symbolic links): the canonical path if it exists, else the canonical parent plus its name.
 fn resolved(path: &Path) -> Option<PathBuf> {
     if let Ok(path) = std::fs::canonicalize(path) {
         return Some(path);
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    Some(std::fs::canonicalize(parent).ok()?.join(path.file_name()?))
+    Some(std::fs::canonicalize(parent_dir(path)).ok()?.join(path.file_name()?))
 }
 
 /// Checks, before any work, that `outputs` (`(what, path)`) are distinct from each other and
 /// from every input, are not directories, and that their directories exist and take a new
 /// file, so that a reconstruction is never lost at the end nor an input overwritten.
 pub fn check_output_paths(outputs: &[(&str, PathBuf)], inputs: &[(&str, &Path)]) -> Result<()> {
+    let inputs: Vec<(&str, &Path, Option<PathBuf>)> = inputs
+        .iter()
+        .map(|&(what, path)| (what, path, resolved(path)))
+        .collect();
+    let mut writable: Vec<&Path> = Vec::new();
     let mut seen: Vec<(&str, &Path, PathBuf)> = Vec::new();
     for (what, path) in outputs {
         if path.file_name().is_none() {
@@ -90,11 +99,11 @@ pub fn check_output_paths(outputs: &[(&str, PathBuf)], inputs: &[(&str, &Path)])
         if path.is_dir() {
             bail!("{what} {}: is a directory", path.display());
         }
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        check_writable_dir(parent).with_context(|| format!("{what} {}", path.display()))?;
+        let parent = parent_dir(path);
+        if !writable.contains(&parent) {
+            check_writable_dir(parent).with_context(|| format!("{what} {}", path.display()))?;
+            writable.push(parent);
+        }
         let here = resolved(path)
             .with_context(|| format!("{what} {}: cannot resolve the path", path.display()))?;
         if let Some((other, other_path, _)) = seen.iter().find(|(_, _, p)| *p == here) {
@@ -104,14 +113,14 @@ pub fn check_output_paths(outputs: &[(&str, PathBuf)], inputs: &[(&str, &Path)])
                 other_path.display()
             );
         }
-        for (input_what, input) in inputs {
-            if resolved(input).as_ref() == Some(&here) {
-                bail!(
-                    "{what} {} would overwrite the {input_what} {}",
-                    path.display(),
-                    input.display()
-                );
-            }
+        if let Some((input_what, input, _)) =
+            inputs.iter().find(|(_, _, p)| p.as_ref() == Some(&here))
+        {
+            bail!(
+                "{what} {} would overwrite the {input_what} {}",
+                path.display(),
+                input.display()
+            );
         }
         seen.push((what, path, here));
     }
