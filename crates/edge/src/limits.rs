@@ -30,15 +30,16 @@ pub const MAX_MODEL_TENSOR_ELEMENTS: u64 = 1 << 24;
 /// Largest `.npy` header (NumPy writes under 200 bytes; format 2/3 allows 4 GiB).
 pub const MAX_NPY_HEADER_BYTES: usize = 64 << 10;
 
-/// Checks `K`, the filter side and the filter-pixel budget of a dictionary on a grid.
-pub fn check_filters(count: usize, side: usize, n_y: usize, n_x: usize) -> Result<()> {
+/// Checks `K` and the filter side of a dictionary (its budget on a grid:
+/// [`check_filter_pixels`]).
+pub fn check_filters(count: usize, side: usize) -> Result<()> {
     if !(1..=MAX_FILTERS).contains(&count) {
         bail!("K = {count} filters: must be 1..={MAX_FILTERS}");
     }
     if side == 0 || side > MAX_FILTER_SIDE || side.is_multiple_of(2) {
         bail!("{side}x{side} filters: the side must be odd and at most {MAX_FILTER_SIDE}");
     }
-    check_filter_pixels(count, n_y, n_x)
+    Ok(())
 }
 
 /// `K * N_y * N_x <= MAX_FILTER_PIXELS`.

@@ -126,7 +126,8 @@ impl MethodSpec {
         let dictionary = npy::dictionary_view(&self.dictionary)
             .with_context(|| format!("dictionary {}", self.dictionary_name))?;
         let (count, side) = self.dictionary_size();
-        crate::limits::check_filters(count, side, shape.n_y(), shape.n_x())
+        crate::limits::check_filters(count, side)
+            .and_then(|()| crate::limits::check_filter_pixels(count, shape.n_y(), shape.n_x()))
             .with_context(|| format!("dictionary {}", self.dictionary_name))?;
         let config = self.config();
         crate::limits::check_iterations(config.iterations, "iterations T")?;

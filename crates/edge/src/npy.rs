@@ -3,9 +3,8 @@
 
 use crate::limits;
 use anyhow::{anyhow, bail, Context, Result};
-use ndarray::{Array2, Array3, ArrayD};
+use ndarray::{Array2, Array3, ArrayD, IxDyn, ShapeBuilder};
 use ndarray_npy::npy::header::Header;
-use ndarray_npy::ReadNpyExt;
 use num_complex::{Complex32, Complex64};
 use py_literal::Value as PyValue;
 use sparsemap_core::dictionary::Dictionary;
@@ -17,6 +16,8 @@ pub struct NpyHeader {
     pub descr: String,
     pub fortran_order: bool,
     pub shape: Vec<usize>,
+    /// Where the data starts (after the magic, the length and the header dictionary).
+    pub data_offset: usize,
 }
 
 /// Deepest bracket nesting accepted in an `.npy` header (see [`parse_header`]).
@@ -110,6 +111,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader> {
         descr,
         fortran_order: header.layout.is_fortran(),
         shape: header.shape,
+        data_offset,
     })
 }
 
@@ -141,8 +143,16 @@ impl<'a> NpyBytes<'a> {
 
     /// The data as `T`, in C order (a Fortran-order file is transposed into C order).
     fn read<T: ndarray_npy::ReadableElement + Clone>(&self) -> Result<ArrayD<T>> {
-        let array = ArrayD::<T>::read_npy(self.bytes)
+        // The header was parsed and its size checked in `parse`; ndarray-npy's element reader
+        // takes the data from there (its `read_npy` would parse the header a second time).
+        let header = &self.header;
+        let len = header.shape.iter().product();
+        let descriptor = PyValue::String(header.descr.clone());
+        let data = T::read_to_end_exact_vec(&self.bytes[header.data_offset..], &descriptor, len)
             .map_err(|e| anyhow!("{}: cannot read the array data: {e}", self.name))?;
+        let shape = IxDyn(&header.shape).set_f(header.fortran_order);
+        let array = ArrayD::from_shape_vec(shape, data)
+            .map_err(|e| anyhow!("{}: cannot shape the array data: {e}", self.name))?;
         Ok(if array.is_standard_layout() {
             array
         } else {
@@ -286,7 +296,7 @@ pub fn dictionary_from_bytes_named(bytes: &[u8], name: &str) -> Result<Array3<f3
     if shape.len() != 3 || shape[1] != shape[2] {
         bail!("{name}: dictionary must be [K, s, s] (square filters), found shape {shape:?}");
     }
-    limits::check_filters(shape[0], shape[1], 1, 1).with_context(|| format!("{name}: dictionary"))?;
+    limits::check_filters(shape[0], shape[1]).with_context(|| format!("{name}: dictionary"))?;
     let array = file.read_real("dictionary")?;
     Ok(array.into_shape_with_order((shape[0], shape[1], shape[2]))?)
 }
