@@ -116,6 +116,9 @@ mod tests {
     #[test]
     fn an_all_zero_dictionary_is_refused() {
         let mut d = Array3::<f32>::zeros((4, 3, 3));
-        assert!(normalise(&mut d, "zeros").unwrap_err().to_string().contains("zeros"));
+        assert!(normalise(&mut d, "zeros")
+            .unwrap_err()
+            .to_string()
+            .contains("zeros"));
     }
 }

@@ -83,9 +83,11 @@ mod tests {
     #[test]
     fn results_pass_through() {
         assert_eq!(catch_panic("x", "y", || Ok(3)).unwrap(), 3);
-        assert!(catch_panic("x", "y", || -> Result<()> { Err(anyhow!("plain")) })
-            .unwrap_err()
-            .to_string()
-            .contains("plain"));
+        assert!(
+            catch_panic("x", "y", || -> Result<()> { Err(anyhow!("plain")) })
+                .unwrap_err()
+                .to_string()
+                .contains("plain")
+        );
     }
 }

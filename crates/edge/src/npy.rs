@@ -222,7 +222,10 @@ fn shown(path: &Path) -> String {
 
 /// Complex k-space `[n_y, n_x]` (or `[1, n_y, n_x]`), complex64 or complex128, finite.
 pub fn read_kspace(path: &Path) -> Result<Array2<Complex32>> {
-    kspace_from_bytes(&read_file(path, GRID_ELEMENTS, "k-space .npy")?, &shown(path))
+    kspace_from_bytes(
+        &read_file(path, GRID_ELEMENTS, "k-space .npy")?,
+        &shown(path),
+    )
 }
 
 /// [`read_kspace`] on the bytes of a file; `name` is used in errors.
@@ -351,7 +354,10 @@ pub fn image_from_bytes(bytes: &[u8], name: &str) -> Result<Array2<Complex32>> {
         "<f4" | ">f4" | "<f8" | ">f8" => file.read_real("image")?.mapv(|v| Complex32::new(v, 0.0)),
         _ => file.read_complex("image")?,
     };
-    if array.iter().any(|v| !(v.re.is_finite() && v.im.is_finite())) {
+    if array
+        .iter()
+        .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+    {
         bail!("{name}: image contains NaN or infinite values");
     }
     Ok(array.into_shape_with_order((shape[0], shape[1]))?)
