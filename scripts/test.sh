@@ -14,6 +14,9 @@
 # cross-built for aarch64 and run under qemu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A test run builds each workspace crate once: incremental caches would only add gigabytes
+# to the target directory (the CI machine's disk is shared and not large).
+export CARGO_INCREMENTAL=0
 
 step() { printf '\n==> %s\n' "$*"; }
 
