@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sparsemap_core::dictionary::{Dictionary, DictionaryPlan, MaskedSynthesis};
 use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
-use sparsemap_core::fista::{fista, FistaBuffers, Lambda};
+use sparsemap_core::fista::{chunk_count, fista, FistaBuffers, Lambda, WorkerBuffers};
 use sparsemap_core::Shape;
 use std::hint::black_box;
 use std::time::Duration;
@@ -108,6 +108,7 @@ fn bench_backend<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) 
     let mut v = vec![Complex32::default(); FILTERS * n];
     let mut residual = vec![Complex32::default(); n];
     let mut next_residual = vec![Complex32::default(); n];
+    let mut partials = vec![Complex32::default(); chunk_count(FILTERS) * n];
     let mut block = vec![Complex32::default(); n];
     let mut op_scratch =
         vec![Complex32::default(); MaskedSynthesis::<f32, B>::required_scratch(&plan)];
@@ -128,8 +129,11 @@ fn bench_backend<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) 
                             previous: &mut v,
                             residual: &mut residual,
                             next_residual: &mut next_residual,
-                            block: &mut block,
-                            scratch: &mut op_scratch,
+                            partials: &mut partials,
+                            workers: &mut [WorkerBuffers {
+                                block: &mut block,
+                                scratch: &mut op_scratch,
+                            }],
                         },
                     )
                     .unwrap()

@@ -46,8 +46,9 @@ pub enum Direction {
 /// Batched 1-D FFTs of the two lengths of one [`Shape`], planned once.
 ///
 /// Implementations must not allocate in `rows_*`; they get `scratch_len()` elements of
-/// scratch whose contents on entry are arbitrary.
-pub trait FftBackend<T: Real> {
+/// scratch whose contents on entry are arbitrary. A plan is shared by the threads of a
+/// multi-threaded solve ([`crate::fista::Executor`]), hence `Sync`.
+pub trait FftBackend<T: Real>: Sync {
     fn shape(&self) -> Shape;
     /// Scratch (complex elements) that `rows_in_place` and `rows_out_of_place` need.
     fn scratch_len(&self) -> usize;
