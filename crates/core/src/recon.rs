@@ -3,7 +3,7 @@
 
 use crate::dictionary::{DictionaryPlan, MaskedSynthesis};
 use crate::error::{Error, Result};
-use crate::fft::FftBackend;
+use crate::fft::{ActiveRows, FftBackend};
 use crate::fista::{fista, FistaBuffers, Lambda};
 use crate::ops::{checkerboard, LinearOperator};
 use crate::real::Real;
@@ -263,6 +263,10 @@ impl<'a, T: Real> Workspace<'a, T> {
             ws.data[t] = ws.measured[t].scale(T::one() - gain)
         });
 
+        // The readout frequencies (transposed rows) with a sample: the solver's FFTs skip
+        // the others (DESIGN §3.5, pruning).
+        let rows = ActiveRows::of_transposed_mask(shape, ws.mask)?;
+
         // 4. Step from the Lipschitz constant over the sampled frequencies.
         let lipschitz = plan.lipschitz(ws.mask);
         if !lipschitz.is_finite() {
@@ -280,6 +284,8 @@ impl<'a, T: Real> Workspace<'a, T> {
             lipschitz,
             sampled,
             lowpass_weight,
+            rows,
+            solver_rows: rows,
         })
     }
 }
@@ -294,6 +300,11 @@ pub struct Prepared<'w, 'a, 'p, T, B> {
     lipschitz: T,
     sampled: usize,
     lowpass_weight: T,
+    /// Transposed rows with a sampled frequency: what the solver's FFTs compute.
+    rows: ActiveRows,
+    /// The rows the solver's operators compute: `rows`, or all of them after
+    /// [`Prepared::set_pruning`]`(false)`.
+    solver_rows: ActiveRows,
 }
 
 impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
@@ -310,6 +321,23 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
     /// Number of sampled k-space positions.
     pub fn sampled(&self) -> usize {
         self.sampled
+    }
+
+    /// The readout frequencies `kx` (rows of the transposed spectrum) with at least one
+    /// sampled position: the solver's FFTs compute only these rows (DESIGN §3.5, pruning).
+    pub fn rows(&self) -> ActiveRows {
+        self.rows
+    }
+
+    /// Turns the pruning of the solver's FFTs off (`false`: every row is computed) or back
+    /// on (`true`, the default). The result is the same either way (up to the sign of exact
+    /// zeros, DESIGN §3.5); this exists for tests and benchmarks that compare the two.
+    pub fn set_pruning(&mut self, prune: bool) {
+        self.solver_rows = if prune {
+            self.rows
+        } else {
+            ActiveRows::all(self.plan.shape())
+        };
     }
 
     /// Number of filters `K`.
@@ -350,10 +378,11 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
             });
         }
         let ws = &mut *self.workspace;
-        // Unmasked: y' is zero off the mask already.
+        // Unmasked: y' is zero off the mask already, so also off the sampled rows.
         let op = MaskedSynthesis {
             plan: self.plan,
             mask: None,
+            rows: self.solver_rows,
         };
         op.adjoint_block(ws.data, k, ws.residual, ws.scratch);
         for (o, v) in out.iter_mut().zip(ws.residual.iter()) {
@@ -384,6 +413,7 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
         let op = MaskedSynthesis {
             plan,
             mask: Some(&*ws.mask),
+            rows: self.solver_rows,
         };
         fista(
             &op,
@@ -402,7 +432,11 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
         )?;
 
         // 6. x = F^H (G y + sum_k h_k F z_k), unscaled.
-        let synthesis = MaskedSynthesis { plan, mask: None };
+        let synthesis = MaskedSynthesis {
+            plan,
+            mask: None,
+            rows: ActiveRows::all(shape),
+        };
         synthesis.apply(ws.z, ws.residual, ws.scratch);
         crate::lowpass::for_each_gain(shape, self.lowpass_weight, |t, gain| {
             ws.residual[t] = ws.residual[t] + ws.measured[t].scale(gain)
