@@ -19,3 +19,31 @@ for backend in ("rustfft", "microfft"):
     iteration = (t5 - t1) / 4
     print(f"{backend:9} {floor:9.2f} {streaming:19.2f} {iteration:13.2f} {iteration / floor:11.3f} {iteration / streaming:15.3f}")
 PY
+# Pruned FFTs (DESIGN §3.5), groups pruning_<backend>: the central 128x128 block of 256^2
+# leaves half the kx rows unsampled. Ratios only (one run, same machine, same minute).
+python3 - <<'PY'
+import json, os, pathlib
+root = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "target"), "criterion")
+def median(*parts):
+    path = root.joinpath(*parts, "new", "estimates.json")
+    return json.loads(path.read_text())["median"]["point_estimate"] if path.exists() else None
+def iteration(group, variant):
+    t1, t5 = median(group, f"fista_{variant}", "T1"), median(group, f"fista_{variant}", "T5")
+    return None if t1 is None or t5 is None else (t5 - t1) / 4
+def ratio(new, old):
+    return "not run" if new is None or old is None else f"{new / old:.3f}"
+print()
+print("Pruning (256x256, K = 32), ratios of medians of one run:")
+print("  block = central 128x128 block (25 % of the 1-D transforms skipped);")
+print("  ky lines = every third ky, full readout: solved as the transposed problem (pruned),")
+print("  or with the FFT prototype that runs the Y pass first (FFT pairs only)")
+print(f"{'backend':9} {'block: fft pair':>16} {'block: iteration':>17} {'ky lines transposed: iteration':>31} {'ky lines y-first: fft pair':>27}")
+for backend in ("rustfft", "microfft"):
+    group = f"pruning_{backend}"
+    unpruned = iteration(group, "unpruned")
+    print(f"{backend:9}"
+          f" {ratio(median(group, 'fft_pair', 'pruned'), median(group, 'fft_pair', 'unpruned')):>16}"
+          f" {ratio(iteration(group, 'pruned'), unpruned):>17}"
+          f" {ratio(iteration(group, 'transposed_ky_lines'), unpruned):>31}"
+          f" {ratio(median(group, 'ky_lines', 'y_first_pruned'), median(group, 'ky_lines', 'transposed')):>27}")
+PY

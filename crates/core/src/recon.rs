@@ -3,7 +3,7 @@
 
 use crate::dictionary::{DictionaryPlan, MaskedSynthesis};
 use crate::error::{Error, Result};
-use crate::fft::FftBackend;
+use crate::fft::{ActiveRows, FftBackend};
 use crate::fista::{
     apply_with, chunk_count, fista_with, Executor, FistaBuffers, Lambda, Serial, WorkerBuffers,
 };
@@ -270,6 +270,10 @@ impl<'a, T: Real> Workspace<'a, T> {
             ws.data[t] = ws.measured[t].scale(T::one() - gain)
         });
 
+        // The readout frequencies (transposed rows) with a sample: the solver's FFTs skip
+        // the others (DESIGN §3.5, pruning).
+        let rows = ActiveRows::of_transposed_mask(shape, ws.mask)?;
+
         // 4. Step from the Lipschitz constant over the sampled frequencies.
         let lipschitz = plan.lipschitz(ws.mask);
         if !lipschitz.is_finite() {
@@ -287,6 +291,8 @@ impl<'a, T: Real> Workspace<'a, T> {
             lipschitz,
             sampled,
             lowpass_weight,
+            rows,
+            solver_rows: rows,
         })
     }
 }
@@ -301,6 +307,11 @@ pub struct Prepared<'w, 'a, 'p, T, B> {
     lipschitz: T,
     sampled: usize,
     lowpass_weight: T,
+    /// Transposed rows with a sampled frequency: what the solver's FFTs compute.
+    rows: ActiveRows,
+    /// The rows the solver's operators compute: `rows`, or all of them after
+    /// [`Prepared::set_pruning`]`(false)`.
+    solver_rows: ActiveRows,
 }
 
 impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
@@ -317,6 +328,23 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
     /// Number of sampled k-space positions.
     pub fn sampled(&self) -> usize {
         self.sampled
+    }
+
+    /// The readout frequencies `kx` (rows of the transposed spectrum) with at least one
+    /// sampled position: the solver's FFTs compute only these rows (DESIGN §3.5, pruning).
+    pub fn rows(&self) -> ActiveRows {
+        self.rows
+    }
+
+    /// Turns the pruning of the solver's FFTs off (`false`: every row is computed) or back
+    /// on (`true`, the default). The result is the same either way (up to the sign of exact
+    /// zeros, DESIGN §3.5); this exists for tests and benchmarks that compare the two.
+    pub fn set_pruning(&mut self, prune: bool) {
+        self.solver_rows = if prune {
+            self.rows
+        } else {
+            ActiveRows::all(self.plan.shape())
+        };
     }
 
     /// Number of filters `K`.
@@ -352,7 +380,7 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
             block: &mut *ws.residual,
             scratch: &mut *ws.scratch,
         };
-        gradient_abs_into(self.plan, ws.data, k, out, &mut worker)
+        gradient_abs_into(self.plan, self.solver_rows, ws.data, k, out, &mut worker)
     }
 
     /// [`Self::gradient_abs`] with the caller's buffers (`block`: `N`, `scratch`:
@@ -364,7 +392,14 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
         out: &mut [T],
         worker: &mut WorkerBuffers<'_, T>,
     ) -> Result<()> {
-        gradient_abs_into(self.plan, self.workspace.data, k, out, worker)
+        gradient_abs_into(
+            self.plan,
+            self.solver_rows,
+            self.workspace.data,
+            k,
+            out,
+            worker,
+        )
     }
 
     /// Items 5–6 of DESIGN §3.7 on the calling thread: [`Self::solve_with`] with the
@@ -418,6 +453,7 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
         let op = MaskedSynthesis {
             plan,
             mask: Some(&*ws.mask),
+            rows: self.solver_rows,
         };
         fista_with(
             &op,
@@ -437,7 +473,11 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
         )?;
 
         // 6. x = F^H (G y + sum_k h_k F z_k), unscaled.
-        let synthesis = MaskedSynthesis { plan, mask: None };
+        let synthesis = MaskedSynthesis {
+            plan,
+            mask: None,
+            rows: ActiveRows::all(shape),
+        };
         apply_with(
             &synthesis,
             ws.z,
@@ -488,6 +528,7 @@ impl<T, B> core::fmt::Debug for Prepared<'_, '_, '_, T, B> {
 /// `out = |F^H(conj(h_k) (.) data)|` (unmasked: `data` is zero off the mask already).
 fn gradient_abs_into<T: Real, B: FftBackend<T>>(
     plan: &DictionaryPlan<'_, T, B>,
+    rows: ActiveRows,
     data: &[Complex<T>],
     k: usize,
     out: &mut [T],
@@ -508,7 +549,12 @@ fn gradient_abs_into<T: Real, B: FftBackend<T>>(
             actual: k + 1,
         });
     }
-    let op = MaskedSynthesis { plan, mask: None };
+    // Unmasked: y' is zero off the mask already, so also off the sampled rows.
+    let op = MaskedSynthesis {
+        plan,
+        mask: None,
+        rows,
+    };
     op.adjoint_block(data, k, &mut worker.block[..n], worker.scratch);
     for (o, v) in out.iter_mut().zip(worker.block.iter()) {
         *o = v.norm();

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use num_complex::Complex;
 use sparsemap_core::dictionary::{Dictionary, DictionaryPlan, MaskedSynthesis};
-use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
+use sparsemap_core::fft::{ActiveRows, Fft2, FftBackend, MicroFft, RustFft};
 use sparsemap_core::fista::{
     apply_with, chunk_count, fista, fista_with, Executor, FistaBuffers, Lambda, Serial,
     WorkerBuffers, BLOCKS_PER_CHUNK,
@@ -118,6 +118,7 @@ fn solve<B: FftBackend<f32>, E: Executor>(
     let op = MaskedSynthesis {
         plan: &plan,
         mask: Some(&mask_t),
+        rows: ActiveRows::all(shape),
     };
     let step = 1.0 / plan.lipschitz(&mask_t);
     let mut z = vec![Complex::default(); FILTERS * n];
@@ -235,6 +236,7 @@ fn chunked_fista_still_solves_the_problem() {
     let op = MaskedSynthesis {
         plan: &plan,
         mask: Some(&mask_t),
+        rows: ActiveRows::all(shape),
     };
     let mut z = vec![Complex::default(); FILTERS * n];
     let mut previous = z.clone();
@@ -302,6 +304,7 @@ fn chunked_synthesis_matches_the_operator_and_every_schedule() {
     let op = MaskedSynthesis {
         plan: &plan,
         mask: None,
+        rows: ActiveRows::all(shape),
     };
     let mut r = rng(92);
     let x: Vec<Complex<f32>> = random_complex(&mut r, FILTERS * n);
@@ -362,6 +365,7 @@ fn too_few_buffers_are_errors() {
     let op = MaskedSynthesis {
         plan: &plan,
         mask: None,
+        rows: ActiveRows::all(shape),
     };
     let mut z = vec![Complex::default(); FILTERS * n];
     let mut previous = z.clone();
