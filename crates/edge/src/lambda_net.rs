@@ -507,7 +507,6 @@ pub struct PredictTimes {
 /// Features and network for one filter count and grid: a prepared slice in, Lambda maps out.
 pub struct LambdaPredictor {
     shape: Shape,
-    count: usize,
     batch: usize,
     features: SliceFeatures,
     plan: LambdaPlan,
@@ -526,7 +525,6 @@ impl LambdaPredictor {
         };
         Ok(Self {
             shape,
-            count,
             batch,
             features: SliceFeatures::new(shape, count),
             plan,
