@@ -3,7 +3,8 @@
 #   1. crates/core/benches/fista_iteration.rs (criterion): one FISTA iteration at N = 256²,
 #      K = 32 against its floors (docs/design.md §3.5): 2K cache-hot FFTs, the same FFTs over
 #      K distinct grids, and the bytes one iteration moves over this machine's streaming
-#      bandwidth, measured in the same process (STREAM copy and triad);
+#      bandwidth, measured in the same process (STREAM copy and triad); and the pruned
+#      FFTs for Cartesian masks (groups pruning_<backend>, ratios pruned / unpruned);
 #   2. `sparsemap-host bench-e2e` (host/src/e2e.rs): whole processes on the bundled example,
 #      `sparsemap recon` with the int8 and the f32 model on 1 and 2 threads and BART pics TV
 #      and l1-wavelet (tuned weights, results/eval.json) with OMP_NUM_THREADS=1 and 2, median
@@ -82,7 +83,7 @@ p(f"N = {int(math.isqrt(n))}², K = {k}, 9×9 filters, Lambda maps; one thread. 
   "STREAM's byte count): " + (f"copy {copy_bw:.1f} GB/s, triad {triad_bw:.1f} GB/s; the "
   f"larger, {bandwidth:.1f} GB/s, turns bytes into time.\n" if bandwidth else "not run.\n"))
 memory = traffic["memory_bytes"]
-p(f"Bytes one iteration must move to and from memory: 36·K·N = {memory / 1e6:.1f} MB "
+p(f"Bytes one iteration must move to and from memory: 40·K·N = {memory / 1e6:.1f} MB "
   f"(docs/design.md §3.5, \"Memory traffic\"); all its passes over buffers, most from cache: "
   f"{traffic['total_touched_bytes'] / 1e6:.0f} MB.\n")
 p("| backend | FFT floor, cache-hot (ms) | streaming floor, 2K FFTs over K grids (ms) | "
@@ -104,6 +105,32 @@ for backend in ("rustfft", "microfft"):
     p(f"| {backend} | {floor:.2f} | {streaming:.2f} | {memory_ms:.2f} | {iteration:.2f} | "
       f"{iteration / floor:.2f} | {iteration / streaming:.2f} | {iteration / larger:.2f} |")
 p("\nOne iteration is `(T5 − T1) / 4` of two solves, which cancels the per-solve set-up.\n")
+
+# Pruned FFTs (DESIGN §3.5), groups pruning_<backend>: the central 128x128 block of 256²
+# leaves half the kx rows unsampled. Ratios only (one run, same machine, same minute).
+def iteration_of(group, variant):
+    t1, t5 = estimate(group, f"fista_{variant}", "T1"), estimate(group, f"fista_{variant}", "T5")
+    return None if t1 is None or t5 is None else (t5 - t1) / 4
+
+
+def ratio(new, old):
+    return "not run" if new is None or old is None else f"{new / old:.3f}"
+
+
+p("### Pruning (256², K = 32), ratios of medians of this run\n")
+p("block = central 128×128 block (25 % of the 1-D transforms skipped); ky lines = every "
+  "third ky, full readout: solved as the transposed problem (pruned), or with the FFT "
+  "prototype that runs the Y pass first (FFT pairs only).\n")
+p("| backend | block: FFT pair | block: iteration | ky lines transposed: iteration | "
+  "ky lines y-first: FFT pair |\n|---|---|---|---|---|")
+for backend in ("rustfft", "microfft"):
+    group = f"pruning_{backend}"
+    unpruned = iteration_of(group, "unpruned")
+    p(f"| {backend} | {ratio(estimate(group, 'fft_pair', 'pruned'), estimate(group, 'fft_pair', 'unpruned'))} | "
+      f"{ratio(iteration_of(group, 'pruned'), unpruned)} | "
+      f"{ratio(iteration_of(group, 'transposed_ky_lines'), unpruned)} | "
+      f"{ratio(estimate(group, 'ky_lines', 'y_first_pruned'), estimate(group, 'ky_lines', 'transposed'))} |")
+p("")
 
 # --- 2. whole processes ------------------------------------------------------------------
 p("## End to end: whole processes (`sparsemap-host bench-e2e`, host/src/e2e.rs)\n")

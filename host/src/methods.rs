@@ -28,6 +28,7 @@ use sparsemap_core::recon::ReconConfig;
 use sparsemap_core::Shape;
 use sparsemap_edge::lambda_net::LambdaModel;
 use sparsemap_edge::learned::LearnedReconstructor;
+use sparsemap_edge::parallel::Threads;
 use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
 use std::path::{Path, PathBuf};
 
@@ -200,6 +201,8 @@ impl LearnedSettings {
             BackendKind::RustFft,
             shape,
             sparsemap_edge::npy::dictionary_view(&filters)?,
+            // The host's comparisons run every method on one thread (bench: "ratios on one core").
+            Threads::new(1),
         )
         .with_context(|| {
             format!(
@@ -306,6 +309,7 @@ impl Runner {
             BackendKind::RustFft,
             shape,
             Dictionary::new(&dictionary.filters, dictionary.count, dictionary.side)?,
+            Threads::new(1),
         )
         .with_context(|| {
             format!(

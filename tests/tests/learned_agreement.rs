@@ -44,6 +44,7 @@ fn edge_image(precision: &str) -> Array2<Complex32> {
         BackendKind::RustFft,
         Shape::new(n_y, n_x).unwrap(),
         sparsemap_edge::npy::dictionary_view(&dictionary).unwrap(),
+        sparsemap_edge::parallel::Threads::new(1),
     )
     .unwrap();
     let mask: Vec<f32> = mask.iter().map(|&m| f32::from(m)).collect();

@@ -2,7 +2,7 @@
 //! operators built on them.
 
 use crate::error::{Error, Result};
-use crate::fft::{Fft2, FftBackend};
+use crate::fft::{ActiveRows, Fft2, FftBackend};
 use crate::ops::{checkerboard, fourier_multiplier, LinearOperator};
 use crate::real::Real;
 use crate::shape::{check_capacity, check_len, Shape};
@@ -333,13 +333,27 @@ where
 ///
 /// One `apply_block_add` is one forward FFT and one `adjoint_block` one inverse FFT, so a
 /// FISTA iteration costs the DESIGN floor of `2K` FFTs plus elementwise work.
+///
+/// **Pruning.** Only the transposed rows (readout frequencies `kx`) in `rows` are computed:
+/// the operator is exactly the one with the effective mask `M (.) R`, where `R` is 1 on
+/// the rows in `rows` and 0 elsewhere (with `mask: None`, `M = 1`). When `rows` holds
+/// every row with a non-zero weight ([`ActiveRows::of_transposed_mask`], what
+/// [`Self::pruned`] and [`crate::recon::Workspace::prepare`] use), `M (.) R = M` and the
+/// pruned operator gives the same values as the unpruned one (`rows =
+/// ActiveRows::all(shape)`): the skipped `Y` passes only produced values multiplied by a
+/// zero weight (forward) or exact zeros (adjoint). For finite inputs the results compare
+/// equal element by element (only the sign of an exact zero may differ; they differ more
+/// only where the unpruned product `h̃ Φ(z̃) · 0` overflows to NaN).
 pub struct MaskedSynthesis<'p, 'a, T, B> {
     pub plan: &'p DictionaryPlan<'a, T, B>,
     /// Sampling weights in the transposed layout; `None` means fully sampled.
     pub mask: Option<&'p [T]>,
+    /// The transposed rows computed; [`ActiveRows::all`] for no pruning. Must be for the
+    /// plan's grid (`rows.len() == n_x`; the methods panic otherwise).
+    pub rows: ActiveRows,
 }
 
-impl<B, T> MaskedSynthesis<'_, '_, T, B>
+impl<'p, 'a, B, T> MaskedSynthesis<'p, 'a, T, B>
 where
     B: FftBackend<T>,
     T: Real,
@@ -347,6 +361,62 @@ where
     /// Scratch of `apply` and `adjoint_block`.
     pub fn required_scratch(plan: &DictionaryPlan<'_, T, B>) -> usize {
         plan.shape().len() + plan.fft().scratch_len()
+    }
+
+    /// The operator with transposed sampling weights `mask` (`[n_x][n_y]`), pruned to the
+    /// rows where `mask` is non-zero. Fails if `mask` does not have `n_y n_x` elements.
+    pub fn pruned(plan: &'p DictionaryPlan<'a, T, B>, mask: &'p [T]) -> Result<Self> {
+        let rows = ActiveRows::of_transposed_mask(plan.shape(), mask)?;
+        Ok(Self {
+            plan,
+            mask: Some(mask),
+            rows,
+        })
+    }
+}
+
+/// `acc += m (.) (h (.) s)`, or `acc += h (.) s` without weights.
+#[inline(always)]
+fn accumulate_masked<T: Real>(
+    acc: &mut [Complex<T>],
+    spectrum: &[Complex<T>],
+    response: &[Complex<T>],
+    mask: Option<&[T]>,
+) {
+    match mask {
+        Some(mask) => {
+            for (((acc, &s), &h), &m) in acc.iter_mut().zip(spectrum).zip(response).zip(mask) {
+                *acc = *acc + (h * s).scale(m);
+            }
+        }
+        None => {
+            for ((acc, &s), &h) in acc.iter_mut().zip(spectrum).zip(response) {
+                *acc = *acc + h * s;
+            }
+        }
+    }
+}
+
+/// `spectrum = gain m (.) conj(h) (.) r`, or without `m`.
+#[inline(always)]
+fn weight_adjoint<T: Real>(
+    spectrum: &mut [Complex<T>],
+    residual: &[Complex<T>],
+    response: &[Complex<T>],
+    mask: Option<&[T]>,
+    gain: T,
+) {
+    match mask {
+        Some(mask) => {
+            for (((s, &r), &h), &m) in spectrum.iter_mut().zip(residual).zip(response).zip(mask) {
+                *s = (h.conj() * r).scale(gain * m);
+            }
+        }
+        None => {
+            for ((s, &r), &h) in spectrum.iter_mut().zip(residual).zip(response) {
+                *s = (h.conj() * r).scale(gain);
+            }
+        }
     }
 }
 
@@ -367,7 +437,8 @@ where
     fn block_len(&self) -> usize {
         self.plan.shape().len()
     }
-    /// `y += M (.) h̃_k (.) Φ(z̃_k)`: one forward FFT.
+    /// `y += M (.) R (.) h̃_k (.) Φ(z̃_k)`: one forward FFT, whose `Y` pass runs on the rows
+    /// in `R = rows` only; `y` is not touched outside them.
     fn apply_block_add(
         &self,
         feature: &[Complex<T>],
@@ -377,28 +448,27 @@ where
     ) {
         let n = self.plan.shape().len();
         let (spectrum, fft_scratch) = scratch.split_at_mut(n);
-        self.plan
-            .fft()
-            .forward_to_transposed(feature, spectrum, fft_scratch);
         let response = self.plan.response(k);
-        match self.mask {
-            Some(mask) => {
-                for (((acc, &s), &h), &m) in y[..n]
-                    .iter_mut()
-                    .zip(spectrum.iter())
-                    .zip(response)
-                    .zip(mask)
-                {
-                    *acc = *acc + (h * s).scale(m);
-                }
-            }
-            None => {
-                for ((acc, &s), &h) in y[..n].iter_mut().zip(spectrum.iter()).zip(response) {
-                    *acc = *acc + h * s;
-                }
-            }
+        let fft = self.plan.fft();
+        if self.rows.is_all() {
+            fft.forward_to_transposed(feature, spectrum, fft_scratch);
+            accumulate_masked(&mut y[..n], spectrum, response, self.mask);
+            return;
+        }
+        fft.forward_to_transposed_rows(feature, spectrum, &self.rows, fft_scratch);
+        let n_y = self.plan.shape().n_y();
+        for run in self.rows.runs() {
+            let span = run.start * n_y..run.end * n_y;
+            accumulate_masked(
+                &mut y[span.clone()],
+                &spectrum[span.clone()],
+                &response[span.clone()],
+                self.mask.map(|m| &m[span]),
+            );
         }
     }
+    /// `out = Φ^H(R (.) M (.) conj(h̃_k) (.) y) · inverse_divisor`: one inverse FFT whose `Y`
+    /// pass runs on the rows in `R = rows` only; `y` is not read outside them.
     fn adjoint_block(
         &self,
         y: &[Complex<T>],
@@ -410,22 +480,24 @@ where
         let (spectrum, fft_scratch) = scratch.split_at_mut(n);
         let gain = self.plan.fft().inverse_divisor::<T>();
         let response = self.plan.response(k);
-        match self.mask {
-            Some(mask) => {
-                for (((s, &r), &h), &m) in spectrum.iter_mut().zip(&y[..n]).zip(response).zip(mask)
-                {
-                    *s = (h.conj() * r).scale(gain * m);
-                }
-            }
-            None => {
-                for ((s, &r), &h) in spectrum.iter_mut().zip(&y[..n]).zip(response) {
-                    *s = (h.conj() * r).scale(gain);
-                }
-            }
+        let fft = self.plan.fft();
+        if self.rows.is_all() {
+            weight_adjoint(spectrum, &y[..n], response, self.mask, gain);
+            fft.inverse_from_transposed(spectrum, out, fft_scratch);
+            return;
         }
-        self.plan
-            .fft()
-            .inverse_from_transposed(spectrum, out, fft_scratch);
+        let n_y = self.plan.shape().n_y();
+        for run in self.rows.runs() {
+            let span = run.start * n_y..run.end * n_y;
+            weight_adjoint(
+                &mut spectrum[span.clone()],
+                &y[span.clone()],
+                &response[span.clone()],
+                self.mask.map(|m| &m[span]),
+                gain,
+            );
+        }
+        fft.inverse_from_transposed_rows(spectrum, out, &self.rows, fft_scratch);
     }
 }
 
@@ -452,6 +524,7 @@ impl<T, B> core::fmt::Debug for MaskedSynthesis<'_, '_, T, B> {
         f.debug_struct("MaskedSynthesis")
             .field("plan", self.plan)
             .field("masked", &self.mask.is_some())
+            .field("rows", &self.rows)
             .finish()
     }
 }

@@ -5,9 +5,14 @@
 //! gradient `A^H (A v - y)`, its soft-threshold and momentum update, and — while the new
 //! `v_b` is still in cache — its contribution `A_b v_b` to the next residual. So each
 //! iteration streams `z`, `v` (and Lambda maps) through memory once, and besides the
-//! iterates only one block and two residuals are stored. A solve of `T` iterations costs
-//! `T` adjoint and `T - 1` forward passes (`v^1 = 0` needs none). Nothing allocates; all
-//! buffers are the caller's ([`FistaBuffers`]).
+//! iterates only one block per worker, two residuals and one forward-pass sum per chunk of
+//! [`BLOCKS_PER_CHUNK`] blocks are stored. A solve of `T` iterations costs `T` adjoint and
+//! `T - 1` forward passes (`v^1 = 0` needs none). Nothing allocates; all buffers are the
+//! caller's ([`FistaBuffers`]).
+//!
+//! The chunks are independent within an iteration, so an [`Executor`] may run them on
+//! several threads ([`fista_with`]); [`fista`] runs them in order on the calling thread.
+//! Both give the same bits: the chunk sums are always added in chunk order.
 
 use crate::error::{Error, Result};
 use crate::ops::LinearOperator;
@@ -81,23 +86,77 @@ pub fn soft_threshold<T: Real>(u: Complex<T>, threshold: T) -> Complex<T> {
     u.scale(shrink)
 }
 
+/// Operator blocks (dictionary filters) per chunk. The forward half of an iteration sums
+/// `A_b v_b` over all blocks; that sum is formed per chunk of this many consecutive blocks,
+/// then the chunk sums are added in chunk order. The order depends on nothing but the block
+/// count, so the result is bit-identical however many threads process the chunks.
+pub const BLOCKS_PER_CHUNK: usize = 4;
+
+/// Most chunks a solve may have (`K <= 256` filters at [`BLOCKS_PER_CHUNK`]); the chunk
+/// table lives on the stack, so the core allocates nothing.
+pub const MAX_CHUNKS: usize = 64;
+
+/// Chunks of an operator with `blocks` blocks.
+pub fn chunk_count(blocks: usize) -> usize {
+    blocks.div_ceil(BLOCKS_PER_CHUNK)
+}
+
+/// Runs independent pieces of work, possibly concurrently: the seam between the serial
+/// no_std core and a multi-threaded caller (the edge runtime's scoped threads).
+pub trait Executor {
+    /// Calls `work(item, worker)` exactly once for every item, lending each call one of the
+    /// `workers` (a worker is never used by two calls at once), and returns when all calls
+    /// have finished. `workers` is not empty.
+    fn for_each<I: Send, W: Send>(
+        &self,
+        items: &mut [I],
+        workers: &mut [W],
+        work: &(dyn Fn(&mut I, &mut W) + Sync),
+    );
+}
+
+/// Every item in order on the calling thread, with the first worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Serial;
+
+impl Executor for Serial {
+    fn for_each<I: Send, W: Send>(
+        &self,
+        items: &mut [I],
+        workers: &mut [W],
+        work: &(dyn Fn(&mut I, &mut W) + Sync),
+    ) {
+        if let Some(worker) = workers.first_mut() {
+            items.iter_mut().for_each(|item| work(item, worker));
+        }
+    }
+}
+
+/// The memory one worker needs while it processes a block: `block` (`block_len`) and
+/// `scratch` (`A.scratch_len()`).
+pub struct WorkerBuffers<'a, T> {
+    pub block: &'a mut [Complex<T>],
+    pub scratch: &'a mut [Complex<T>],
+}
+
 /// Caller-owned memory of one FISTA run.
 ///
 /// Sizes for an operator `A` (complex elements): `z` and `previous`: `domain_len`;
-/// `residual` and `next_residual`: `range_len`; `block`: `block_len`;
-/// `scratch`: `A.scratch_len()`.
-pub struct FistaBuffers<'a, T> {
+/// `residual` and `next_residual`: `range_len`; `partials`: `chunk_count(blocks) *
+/// range_len` (one forward-pass sum per chunk); `workers`: at least one, each with
+/// `block_len` and `A.scratch_len()`. More workers than chunks are never used.
+pub struct FistaBuffers<'a, 'w, T> {
     /// On return: the final iterate `z^T`.
     pub z: &'a mut [Complex<T>],
     /// The second iterate (`z^{i-2}` during the run); garbage on return.
     pub previous: &'a mut [Complex<T>],
     pub residual: &'a mut [Complex<T>],
     pub next_residual: &'a mut [Complex<T>],
-    pub block: &'a mut [Complex<T>],
-    pub scratch: &'a mut [Complex<T>],
+    pub partials: &'a mut [Complex<T>],
+    pub workers: &'a mut [WorkerBuffers<'w, T>],
 }
 
-impl<T: Real> FistaBuffers<'_, T> {
+impl<T: Real> FistaBuffers<'_, '_, T> {
     fn check<A: LinearOperator<T>>(&self, op: &A) -> Result<()> {
         check_capacity("fista z", self.z.len(), op.domain_len())?;
         check_capacity("fista previous", self.previous.len(), op.domain_len())?;
@@ -107,76 +166,72 @@ impl<T: Real> FistaBuffers<'_, T> {
             self.next_residual.len(),
             op.range_len(),
         )?;
-        check_capacity("fista block", self.block.len(), op.block_len())?;
-        check_capacity("fista scratch", self.scratch.len(), op.scratch_len())
+        let chunks = chunk_count(op.domain_len() / op.block_len().max(1));
+        if chunks > MAX_CHUNKS {
+            return Err(Error::LengthMismatch {
+                what: "fista chunks (blocks / BLOCKS_PER_CHUNK)",
+                expected: MAX_CHUNKS,
+                actual: chunks,
+            });
+        }
+        check_capacity(
+            "fista partial sums",
+            self.partials.len(),
+            chunks * op.range_len(),
+        )?;
+        if self.workers.is_empty() {
+            return Err(Error::LengthMismatch {
+                what: "fista workers",
+                expected: 1,
+                actual: 0,
+            });
+        }
+        for worker in self.workers.iter() {
+            check_capacity("fista block", worker.block.len(), op.block_len())?;
+            check_capacity("fista scratch", worker.scratch.len(), op.scratch_len())?;
+        }
+        Ok(())
     }
 }
 
-/// Runs exactly `iterations` steps of FISTA from `z^0 = 0` with step `step` (`1/L`):
-///
-/// ```text
-/// v^1 = z^0 = 0, t_1 = 1
-/// for i = 1..T:
-///     g       = A^H (A v^i - y)
-///     z^i     = soft(v^i - step g, step lambda)
-///     t_{i+1} = (1 + sqrt(1 + 4 t_i²)) / 2
-///     v^{i+1} = z^i + ((t_i - 1) / t_{i+1}) (z^i - z^{i-1})
-/// ```
-///
-/// The result is left in `buffers.z`. Fails (before iterating) if a buffer is too small,
-/// `y` has the wrong length, or `lambda` does not fit the operator.
-pub fn fista<T: Real, A: LinearOperator<T>>(
-    op: &A,
-    y: &[Complex<T>],
-    lambda: Lambda<'_, T>,
+/// One chunk of consecutive blocks: its slices of the two iterates and its forward-pass sum.
+struct Chunk<'a, T> {
+    first_block: usize,
+    current: &'a mut [Complex<T>],
+    previous: &'a mut [Complex<T>],
+    partial: &'a mut [Complex<T>],
+}
+
+/// What every chunk of one iteration shares (read only).
+struct IterationInputs<'a, T, A> {
+    op: &'a A,
+    residual: &'a [Complex<T>],
+    lambda: Lambda<'a, T>,
     step: T,
-    iterations: usize,
-    buffers: FistaBuffers<'_, T>,
-) -> Result<()> {
-    buffers.check(op)?;
-    check_len("fista data", y.len(), op.range_len())?;
-    let block_len = op.block_len();
-    lambda.validate(op.domain_len(), block_len)?;
+    momenta: Momenta<T>,
+    needs_next: bool,
+}
 
-    let domain = op.domain_len();
-    let range = op.range_len();
-    // `current` holds z^{i-1} and `previous` z^{i-2}; z^i overwrites z^{i-2}, then the two
-    // swap. v^i = z^{i-1} + beta_{i-1} (z^{i-1} - z^{i-2}) is formed on the fly, so each
-    // iteration reads two arrays and writes one instead of reading and writing z and v.
-    let mut current = &mut buffers.z[..domain];
-    let mut previous = &mut buffers.previous[..domain];
-    let mut residual = &mut buffers.residual[..range];
-    let mut next_residual = &mut buffers.next_residual[..range];
-    let block = &mut buffers.block[..block_len];
-    let scratch = &mut buffers.scratch[..op.scratch_len()];
-    let zero = Complex::new(T::zero(), T::zero());
-    current.fill(zero);
-    previous.fill(zero);
-    // A v^1 - y = -y.
-    for (r, &measured) in residual.iter_mut().zip(y) {
-        *r = -measured;
-    }
-
-    let mut t = T::one();
-    let mut momentum = T::zero(); // beta_{i-1}; v^1 = z^0
-    for iteration in 0..iterations {
-        let needs_next = iteration + 1 < iterations;
-        let t_next = (T::one() + (T::one() + T::lit(4.0) * t * t).sqrt()) / T::lit(2.0);
-        let momentum_next = (t - T::one()) / t_next;
-        let momenta = Momenta {
-            current: momentum,
-            next: momentum_next,
-        };
-        if needs_next {
-            next_residual.fill(zero);
+impl<T: Real, A: LinearOperator<T>> IterationInputs<'_, T, A> {
+    /// For each block of the chunk: the gradient block, the thresholded update, and (if
+    /// another iteration follows) `A_b v_b` added to the chunk's partial sum.
+    fn run(&self, chunk: &mut Chunk<'_, T>, worker: &mut WorkerBuffers<'_, T>) {
+        let block_len = self.op.block_len();
+        let block = &mut worker.block[..block_len];
+        let scratch = &mut worker.scratch[..self.op.scratch_len()];
+        if self.needs_next {
+            chunk.partial.fill(Complex::new(T::zero(), T::zero()));
         }
-        for (index, (current_block, previous_block)) in current
+        for (offset, (current_block, previous_block)) in chunk
+            .current
             .chunks_exact_mut(block_len)
-            .zip(previous.chunks_exact_mut(block_len))
+            .zip(chunk.previous.chunks_exact_mut(block_len))
             .enumerate()
         {
-            op.adjoint_block(residual, index, block, scratch);
-            match lambda.block(index, block_len) {
+            let index = chunk.first_block + offset;
+            self.op.adjoint_block(self.residual, index, block, scratch);
+            let (step, momenta) = (self.step, self.momenta);
+            match self.lambda.block(index, block_len) {
                 BlockLevels::Uniform(level) => {
                     let threshold = step * level;
                     update_block(current_block, previous_block, block, step, momenta, |_| {
@@ -190,23 +245,248 @@ pub fn fista<T: Real, A: LinearOperator<T>>(
                 }
             }
             // `block` now holds v^{i+1}_b.
-            if needs_next {
-                op.apply_block_add(block, index, next_residual, scratch);
+            if self.needs_next {
+                self.op
+                    .apply_block_add(block, index, chunk.partial, scratch);
             }
         }
-        if needs_next {
-            for (r, &measured) in next_residual.iter_mut().zip(y) {
-                *r = *r - measured;
+    }
+}
+
+/// Runs exactly `iterations` steps of FISTA from `z^0 = 0` with step `step` (`1/L`) on the
+/// calling thread: [`fista_with`] and the [`Serial`] executor.
+pub fn fista<T: Real, A: LinearOperator<T> + Sync>(
+    op: &A,
+    y: &[Complex<T>],
+    lambda: Lambda<'_, T>,
+    step: T,
+    iterations: usize,
+    buffers: FistaBuffers<'_, '_, T>,
+) -> Result<()> {
+    fista_with(op, y, lambda, step, iterations, buffers, &Serial)
+}
+
+/// Runs exactly `iterations` steps of FISTA from `z^0 = 0` with step `step` (`1/L`):
+///
+/// ```text
+/// v^1 = z^0 = 0, t_1 = 1
+/// for i = 1..T:
+///     g       = A^H (A v^i - y)
+///     z^i     = soft(v^i - step g, step lambda)
+///     t_{i+1} = (1 + sqrt(1 + 4 t_i²)) / 2
+///     v^{i+1} = z^i + ((t_i - 1) / t_{i+1}) (z^i - z^{i-1})
+/// ```
+///
+/// Blocks are processed in chunks of [`BLOCKS_PER_CHUNK`] by `executor`, one worker's
+/// buffers per concurrent chunk; `A v^{i+1}` is summed per chunk and the chunk sums in chunk
+/// order, so the result does not depend on the executor or the number of workers.
+///
+/// The result is left in `buffers.z`. Fails (before iterating) if a buffer is too small,
+/// `y` has the wrong length, or `lambda` does not fit the operator.
+pub fn fista_with<T: Real, A: LinearOperator<T> + Sync, E: Executor>(
+    op: &A,
+    y: &[Complex<T>],
+    lambda: Lambda<'_, T>,
+    step: T,
+    iterations: usize,
+    buffers: FistaBuffers<'_, '_, T>,
+    executor: &E,
+) -> Result<()> {
+    buffers.check(op)?;
+    check_len("fista data", y.len(), op.range_len())?;
+    let block_len = op.block_len();
+    lambda.validate(op.domain_len(), block_len)?;
+
+    let domain = op.domain_len();
+    let range = op.range_len();
+    let zero = Complex::new(T::zero(), T::zero());
+    let chunk_len = BLOCKS_PER_CHUNK * block_len;
+    let chunk_total = chunk_count(domain / block_len);
+
+    // `current` holds z^{i-1} and `previous` z^{i-2}; z^i overwrites z^{i-2}, then the two
+    // swap (per chunk). v^i = z^{i-1} + beta_{i-1} (z^{i-1} - z^{i-2}) is formed on the fly,
+    // so each iteration reads two arrays and writes one instead of reading and writing z
+    // and v.
+    buffers.z[..domain].fill(zero);
+    buffers.previous[..domain].fill(zero);
+    let mut chunks: [Option<Chunk<'_, T>>; MAX_CHUNKS] = core::array::from_fn(|_| None);
+    for (index, ((slot, (current, previous)), partial)) in chunks
+        .iter_mut()
+        .zip(
+            buffers.z[..domain]
+                .chunks_mut(chunk_len)
+                .zip(buffers.previous[..domain].chunks_mut(chunk_len)),
+        )
+        .zip(buffers.partials.chunks_exact_mut(range))
+        .enumerate()
+    {
+        *slot = Some(Chunk {
+            first_block: index * BLOCKS_PER_CHUNK,
+            current,
+            previous,
+            partial,
+        });
+    }
+    let chunks = &mut chunks[..chunk_total];
+    let workers = &mut *buffers.workers;
+
+    let mut residual = &mut buffers.residual[..range];
+    let mut next_residual = &mut buffers.next_residual[..range];
+    // A v^1 - y = -y.
+    for (r, &measured) in residual.iter_mut().zip(y) {
+        *r = -measured;
+    }
+
+    let mut t = T::one();
+    let mut momentum = T::zero(); // beta_{i-1}; v^1 = z^0
+    for iteration in 0..iterations {
+        let needs_next = iteration + 1 < iterations;
+        let t_next = (T::one() + (T::one() + T::lit(4.0) * t * t).sqrt()) / T::lit(2.0);
+        let momentum_next = (t - T::one()) / t_next;
+        let inputs = IterationInputs {
+            op,
+            residual: &*residual,
+            lambda,
+            step,
+            momenta: Momenta {
+                current: momentum,
+                next: momentum_next,
+            },
+            needs_next,
+        };
+        executor.for_each(chunks, workers, &|slot, worker| {
+            if let Some(chunk) = slot {
+                inputs.run(chunk, worker);
             }
+        });
+        if needs_next {
+            reduce_partials(chunks, y, next_residual, workers, executor);
             core::mem::swap(&mut residual, &mut next_residual);
         }
-        core::mem::swap(&mut current, &mut previous);
+        for chunk in chunks.iter_mut().flatten() {
+            core::mem::swap(&mut chunk.current, &mut chunk.previous);
+        }
         momentum = momentum_next;
         t = t_next;
     }
-    // After an odd number of swaps z^T sits in the `previous` buffer.
+    // After an odd number of swaps each chunk's z^T (its `current` slice) lies in the
+    // `previous` buffer, and its `previous` slice is its part of `z`.
     if iterations % 2 == 1 {
-        buffers.z[..domain].copy_from_slice(&buffers.previous[..domain]);
+        for chunk in chunks.iter_mut().flatten() {
+            chunk.previous.copy_from_slice(chunk.current);
+        }
+    }
+    Ok(())
+}
+
+/// `next = sum_c partial_c - y`, the chunks' partial sums added in chunk order at every
+/// element. Elements are independent, so `executor` gets one range of elements per chunk
+/// (any split gives the same bits).
+fn reduce_partials<T: Real, W: Send, E: Executor>(
+    chunks: &[Option<Chunk<'_, T>>],
+    y: &[Complex<T>],
+    next: &mut [Complex<T>],
+    workers: &mut [W],
+    executor: &E,
+) {
+    struct Range<'a, T> {
+        start: usize,
+        next: &'a mut [Complex<T>],
+    }
+    let piece = next.len().div_ceil(chunks.len().max(1)).max(1);
+    let pieces = next.len().div_ceil(piece);
+    let mut ranges: [Option<Range<'_, T>>; MAX_CHUNKS] = core::array::from_fn(|_| None);
+    for (index, (slot, next)) in ranges.iter_mut().zip(next.chunks_mut(piece)).enumerate() {
+        *slot = Some(Range {
+            start: index * piece,
+            next,
+        });
+    }
+    executor.for_each(&mut ranges[..pieces], workers, &|slot, _| {
+        if let Some(range) = slot {
+            let end = range.start + range.next.len();
+            range.next.fill(Complex::new(T::zero(), T::zero()));
+            for chunk in chunks.iter().flatten() {
+                crate::ops::add_into(range.next, &chunk.partial[range.start..end]);
+            }
+            for (r, &measured) in range.next.iter_mut().zip(&y[range.start..end]) {
+                *r = *r - measured;
+            }
+        }
+    });
+}
+
+/// `y = A x` with the blocks summed as in the forward half of [`fista_with`]: per chunk of
+/// [`BLOCKS_PER_CHUNK`] blocks into `partials` (`chunk_count(blocks) * range_len`), then the
+/// chunk sums in chunk order, the chunks run by `executor` (the result does not depend on
+/// it). `workers` as for [`fista_with`].
+pub fn apply_with<T: Real, A: LinearOperator<T> + Sync, E: Executor>(
+    op: &A,
+    x: &[Complex<T>],
+    y: &mut [Complex<T>],
+    partials: &mut [Complex<T>],
+    workers: &mut [WorkerBuffers<'_, T>],
+    executor: &E,
+) -> Result<()> {
+    let (domain, range, block_len) = (op.domain_len(), op.range_len(), op.block_len());
+    check_len("synthesis input", x.len(), domain)?;
+    check_capacity("synthesis output", y.len(), range)?;
+    let chunk_total = chunk_count(domain / block_len);
+    if chunk_total > MAX_CHUNKS {
+        return Err(Error::LengthMismatch {
+            what: "synthesis chunks (blocks / BLOCKS_PER_CHUNK)",
+            expected: MAX_CHUNKS,
+            actual: chunk_total,
+        });
+    }
+    check_capacity(
+        "synthesis partial sums",
+        partials.len(),
+        chunk_total * range,
+    )?;
+    if workers.is_empty() {
+        return Err(Error::LengthMismatch {
+            what: "synthesis workers",
+            expected: 1,
+            actual: 0,
+        });
+    }
+    for worker in workers.iter() {
+        check_capacity("synthesis scratch", worker.scratch.len(), op.scratch_len())?;
+    }
+
+    struct SynthesisChunk<'a, T> {
+        first_block: usize,
+        x: &'a [Complex<T>],
+        partial: &'a mut [Complex<T>],
+    }
+    let mut chunks: [Option<SynthesisChunk<'_, T>>; MAX_CHUNKS] = core::array::from_fn(|_| None);
+    for (index, ((slot, x), partial)) in chunks
+        .iter_mut()
+        .zip(x.chunks(BLOCKS_PER_CHUNK * block_len))
+        .zip(partials.chunks_exact_mut(range))
+        .enumerate()
+    {
+        *slot = Some(SynthesisChunk {
+            first_block: index * BLOCKS_PER_CHUNK,
+            x,
+            partial,
+        });
+    }
+    let chunks = &mut chunks[..chunk_total];
+    executor.for_each(chunks, workers, &|slot, worker| {
+        if let Some(chunk) = slot {
+            chunk.partial.fill(Complex::new(T::zero(), T::zero()));
+            let scratch = &mut worker.scratch[..op.scratch_len()];
+            for (offset, block) in chunk.x.chunks_exact(block_len).enumerate() {
+                op.apply_block_add(block, chunk.first_block + offset, chunk.partial, scratch);
+            }
+        }
+    });
+    let y = &mut y[..range];
+    y.fill(Complex::new(T::zero(), T::zero()));
+    for chunk in chunks.iter().flatten() {
+        crate::ops::add_into(y, chunk.partial);
     }
     Ok(())
 }
@@ -243,14 +523,23 @@ fn update_block<T: Real>(
     }
 }
 
-impl<T> core::fmt::Debug for FistaBuffers<'_, T> {
+impl<T> core::fmt::Debug for WorkerBuffers<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WorkerBuffers")
+            .field("block", &self.block.len())
+            .field("scratch", &self.scratch.len())
+            .finish()
+    }
+}
+
+impl<T> core::fmt::Debug for FistaBuffers<'_, '_, T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("FistaBuffers")
             .field("z", &self.z.len())
             .field("previous", &self.previous.len())
             .field("residual", &self.residual.len())
-            .field("block", &self.block.len())
-            .field("scratch", &self.scratch.len())
+            .field("partials", &self.partials.len())
+            .field("workers", &self.workers.len())
             .finish()
     }
 }

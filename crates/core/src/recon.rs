@@ -3,8 +3,10 @@
 
 use crate::dictionary::{DictionaryPlan, MaskedSynthesis};
 use crate::error::{Error, Result};
-use crate::fft::FftBackend;
-use crate::fista::{fista, FistaBuffers, Lambda};
+use crate::fft::{ActiveRows, FftBackend};
+use crate::fista::{
+    apply_with, chunk_count, fista_with, Executor, FistaBuffers, Lambda, Serial, WorkerBuffers,
+};
 use crate::ops::{checkerboard, LinearOperator};
 use crate::real::Real;
 use crate::shape::{check_capacity, check_len, Shape};
@@ -53,11 +55,13 @@ pub struct ReconReport<T> {
 /// Caller-owned memory of [`reconstruct`] for one grid and filter count. Allocate it once
 /// and reuse it for every slice; nothing else is allocated.
 ///
-/// Sizes (elements): complex `(2K + 7) N + b`, real `2N`, where `b` is the FFT backend's
-/// scratch (0 for microfft, at most `max(n_y, n_x)` for rustfft). With the
-/// [`DictionaryPlan`] (`K N` complex + `N` real) and Lambda maps (`K N` real, if used) the
-/// peak memory of a slice in `f32` is about `(24 K + 68) N` bytes without maps and
-/// `(28 K + 68) N` with them: 55 MB and 63 MB at `K = 32`, `N = 256²`.
+/// Sizes (elements): complex `(2K + ⌈K/4⌉ + 7) N + b`, real `2N`, where `b` is the FFT
+/// backend's scratch (0 for microfft, at most `max(n_y, n_x)` for rustfft) and `⌈K/4⌉ N`
+/// holds one forward-pass sum per chunk of filters ([`crate::fista::BLOCKS_PER_CHUNK`]).
+/// With the [`DictionaryPlan`] (`K N` complex + `N` real) and Lambda maps (`K N` real, if
+/// used) the peak memory of a slice in `f32` is about `(26 K + 68) N` bytes without maps
+/// and `(30 K + 68) N` with them: 59 MB and 67 MB at `K = 32`, `N = 256²`. A multi-threaded
+/// solve ([`Prepared::solve_with`]) needs `2N + b` more per extra thread.
 pub struct Workspace<'a, T> {
     shape: Shape,
     count: usize,
@@ -69,6 +73,7 @@ pub struct Workspace<'a, T> {
     next_residual: &'a mut [Complex<T>],
     block: &'a mut [Complex<T>],
     scratch: &'a mut [Complex<T>],
+    partials: &'a mut [Complex<T>],
     mask: &'a mut [T],
     magnitudes: &'a mut [T],
 }
@@ -78,7 +83,7 @@ impl<'a, T: Real> Workspace<'a, T> {
     /// `fft_scratch_len` ([`crate::fft::Fft2::scratch_len`]).
     pub fn complex_len(shape: Shape, count: usize, fft_scratch_len: usize) -> usize {
         let n = shape.len();
-        2 * count * n + 5 * n + (n + fft_scratch_len)
+        2 * count * n + 5 * n + (n + fft_scratch_len) + chunk_count(count) * n
     }
 
     /// Real elements needed.
@@ -108,7 +113,8 @@ impl<'a, T: Real> Workspace<'a, T> {
         let (residual, rest) = rest.split_at_mut(n);
         let (next_residual, rest) = rest.split_at_mut(n);
         let (block, rest) = rest.split_at_mut(n);
-        let scratch = &mut rest[..n + fft_scratch_len];
+        let (scratch, rest) = rest.split_at_mut(n + fft_scratch_len);
+        let partials = &mut rest[..chunk_count(count) * n];
         let (mask, rest) = real.split_at_mut(n);
         let magnitudes = &mut rest[..n];
         Ok(Self {
@@ -122,6 +128,7 @@ impl<'a, T: Real> Workspace<'a, T> {
             next_residual,
             block,
             scratch,
+            partials,
             mask,
             magnitudes,
         })
@@ -263,6 +270,10 @@ impl<'a, T: Real> Workspace<'a, T> {
             ws.data[t] = ws.measured[t].scale(T::one() - gain)
         });
 
+        // The readout frequencies (transposed rows) with a sample: the solver's FFTs skip
+        // the others (DESIGN §3.5, pruning).
+        let rows = ActiveRows::of_transposed_mask(shape, ws.mask)?;
+
         // 4. Step from the Lipschitz constant over the sampled frequencies.
         let lipschitz = plan.lipschitz(ws.mask);
         if !lipschitz.is_finite() {
@@ -280,6 +291,8 @@ impl<'a, T: Real> Workspace<'a, T> {
             lipschitz,
             sampled,
             lowpass_weight,
+            rows,
+            solver_rows: rows,
         })
     }
 }
@@ -294,6 +307,11 @@ pub struct Prepared<'w, 'a, 'p, T, B> {
     lipschitz: T,
     sampled: usize,
     lowpass_weight: T,
+    /// Transposed rows with a sampled frequency: what the solver's FFTs compute.
+    rows: ActiveRows,
+    /// The rows the solver's operators compute: `rows`, or all of them after
+    /// [`Prepared::set_pruning`]`(false)`.
+    solver_rows: ActiveRows,
 }
 
 impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
@@ -310,6 +328,23 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
     /// Number of sampled k-space positions.
     pub fn sampled(&self) -> usize {
         self.sampled
+    }
+
+    /// The readout frequencies `kx` (rows of the transposed spectrum) with at least one
+    /// sampled position: the solver's FFTs compute only these rows (DESIGN §3.5, pruning).
+    pub fn rows(&self) -> ActiveRows {
+        self.rows
+    }
+
+    /// Turns the pruning of the solver's FFTs off (`false`: every row is computed) or back
+    /// on (`true`, the default). The result is the same either way (up to the sign of exact
+    /// zeros, DESIGN §3.5); this exists for tests and benchmarks that compare the two.
+    pub fn set_pruning(&mut self, prune: bool) {
+        self.solver_rows = if prune {
+            self.rows
+        } else {
+            ActiveRows::all(self.plan.shape())
+        };
     }
 
     /// Number of filters `K`.
@@ -340,36 +375,70 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
     /// magnitude of filter `k`'s block of the first FISTA gradient (from `z = 0`), i.e. the
     /// correlation of filter `k` with the high-pass zero-filled image. One inverse FFT.
     pub fn gradient_abs(&mut self, k: usize, out: &mut [T]) -> Result<()> {
-        let n = self.plan.shape().len();
-        check_len("gradient magnitude", out.len(), n)?;
-        if k >= self.plan.count() {
-            return Err(Error::LengthMismatch {
-                what: "filter index (K)",
-                expected: self.plan.count(),
-                actual: k + 1,
-            });
-        }
         let ws = &mut *self.workspace;
-        // Unmasked: y' is zero off the mask already.
-        let op = MaskedSynthesis {
-            plan: self.plan,
-            mask: None,
+        let mut worker = WorkerBuffers {
+            block: &mut *ws.residual,
+            scratch: &mut *ws.scratch,
         };
-        op.adjoint_block(ws.data, k, ws.residual, ws.scratch);
-        for (o, v) in out.iter_mut().zip(ws.residual.iter()) {
-            *o = v.norm();
-        }
-        Ok(())
+        gradient_abs_into(self.plan, self.solver_rows, ws.data, k, out, &mut worker)
     }
 
-    /// Items 5–6 of DESIGN §3.7: `iterations` steps of FISTA with thresholds
-    /// `Lambda / L`, then `x = F^H (G (.) y + sum_k h_k (.) F z_k) / c` into `image`
-    /// (`[n_y][n_x]`, on the scale of `F^H y`). May be called again with other levels.
+    /// [`Self::gradient_abs`] with the caller's buffers (`block`: `N`, `scratch`:
+    /// [`MaskedSynthesis::required_scratch`]), so that several filters can be computed at
+    /// once from a shared `&self`.
+    pub fn gradient_abs_with(
+        &self,
+        k: usize,
+        out: &mut [T],
+        worker: &mut WorkerBuffers<'_, T>,
+    ) -> Result<()> {
+        gradient_abs_into(
+            self.plan,
+            self.solver_rows,
+            self.workspace.data,
+            k,
+            out,
+            worker,
+        )
+    }
+
+    /// Items 5–6 of DESIGN §3.7 on the calling thread: [`Self::solve_with`] with the
+    /// workspace's own block and scratch as the one worker and the [`Serial`] executor.
     pub fn solve(
         &mut self,
         lambda: Lambda<'_, T>,
         iterations: usize,
         image: &mut [Complex<T>],
+    ) -> Result<ReconReport<T>> {
+        // Lend the workspace's block and scratch to the solve as its worker, then put them
+        // back (the solve itself uses the workspace's other buffers).
+        let ws = &mut *self.workspace;
+        let mut workers = [WorkerBuffers {
+            block: core::mem::take(&mut ws.block),
+            scratch: core::mem::take(&mut ws.scratch),
+        }];
+        let result = self.solve_with(lambda, iterations, image, &mut workers, &Serial);
+        let [worker] = workers;
+        self.workspace.block = worker.block;
+        self.workspace.scratch = worker.scratch;
+        result
+    }
+
+    /// Items 5–6 of DESIGN §3.7: `iterations` steps of FISTA with thresholds
+    /// `Lambda / L`, then `x = F^H (G (.) y + sum_k h_k (.) F z_k) / c` into `image`
+    /// (`[n_y][n_x]`, on the scale of `F^H y`). May be called again with other levels.
+    ///
+    /// The filters are processed in chunks ([`crate::fista::BLOCKS_PER_CHUNK`]) by
+    /// `executor`, one of `workers` per concurrent chunk (each `N` +
+    /// [`MaskedSynthesis::required_scratch`] complex; at least one). The image is
+    /// bit-identical for any executor and number of workers.
+    pub fn solve_with<E: Executor>(
+        &mut self,
+        lambda: Lambda<'_, T>,
+        iterations: usize,
+        image: &mut [Complex<T>],
+        workers: &mut [WorkerBuffers<'_, T>],
+        executor: &E,
     ) -> Result<ReconReport<T>> {
         let plan = self.plan;
         let shape = plan.shape();
@@ -384,8 +453,9 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
         let op = MaskedSynthesis {
             plan,
             mask: Some(&*ws.mask),
+            rows: self.solver_rows,
         };
-        fista(
+        fista_with(
             &op,
             ws.data,
             lambda,
@@ -396,18 +466,30 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
                 previous: ws.v,
                 residual: ws.residual,
                 next_residual: ws.next_residual,
-                block: ws.block,
-                scratch: ws.scratch,
+                partials: ws.partials,
+                workers: &mut *workers,
             },
+            executor,
         )?;
 
         // 6. x = F^H (G y + sum_k h_k F z_k), unscaled.
-        let synthesis = MaskedSynthesis { plan, mask: None };
-        synthesis.apply(ws.z, ws.residual, ws.scratch);
+        let synthesis = MaskedSynthesis {
+            plan,
+            mask: None,
+            rows: ActiveRows::all(shape),
+        };
+        apply_with(
+            &synthesis,
+            ws.z,
+            ws.residual,
+            ws.partials,
+            workers,
+            executor,
+        )?;
         crate::lowpass::for_each_gain(shape, self.lowpass_weight, |t, gain| {
             ws.residual[t] = ws.residual[t] + ws.measured[t].scale(gain)
         });
-        fft.inverse_from_transposed(ws.residual, image, ws.scratch);
+        fft.inverse_from_transposed(ws.residual, image, workers[0].scratch);
         let inverse_gain = fft.inverse_divisor::<T>() / T::lit(n as f64).sqrt();
         let output_gain = inverse_gain / self.scale;
         for (y, row) in image.chunks_exact_mut(shape.n_x()).enumerate() {
@@ -418,7 +500,10 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
 
         // The inputs were checked, but a finite input can still overflow on the way
         // (e.g. a huge Lambda-free solve): an image with NaN or infinity is an error.
-        if image.iter().any(|v| !(v.re.is_finite() && v.im.is_finite())) {
+        if image
+            .iter()
+            .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+        {
             return Err(Error::NonFinite {
                 what: "reconstructed image",
             });
@@ -438,6 +523,43 @@ impl<T, B> core::fmt::Debug for Prepared<'_, '_, '_, T, B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Prepared").finish_non_exhaustive()
     }
+}
+
+/// `out = |F^H(conj(h_k) (.) data)|` (unmasked: `data` is zero off the mask already).
+fn gradient_abs_into<T: Real, B: FftBackend<T>>(
+    plan: &DictionaryPlan<'_, T, B>,
+    rows: ActiveRows,
+    data: &[Complex<T>],
+    k: usize,
+    out: &mut [T],
+    worker: &mut WorkerBuffers<'_, T>,
+) -> Result<()> {
+    let n = plan.shape().len();
+    check_len("gradient magnitude", out.len(), n)?;
+    check_capacity("gradient block", worker.block.len(), n)?;
+    check_capacity(
+        "gradient scratch",
+        worker.scratch.len(),
+        MaskedSynthesis::required_scratch(plan),
+    )?;
+    if k >= plan.count() {
+        return Err(Error::LengthMismatch {
+            what: "filter index (K)",
+            expected: plan.count(),
+            actual: k + 1,
+        });
+    }
+    // Unmasked: y' is zero off the mask already, so also off the sampled rows.
+    let op = MaskedSynthesis {
+        plan,
+        mask: None,
+        rows,
+    };
+    op.adjoint_block(data, k, &mut worker.block[..n], worker.scratch);
+    for (o, v) in out.iter_mut().zip(worker.block.iter()) {
+        *o = v.norm();
+    }
+    Ok(())
 }
 
 /// `value > 0`, false for NaN.

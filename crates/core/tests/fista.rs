@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use num_complex::{Complex, Complex64};
 use proptest::prelude::*;
-use sparsemap_core::fista::{fista, soft_threshold, FistaBuffers, Lambda};
+use sparsemap_core::fista::{fista, soft_threshold, FistaBuffers, Lambda, WorkerBuffers};
 use sparsemap_core::ops::{LinearOperator, Mask};
 use sparsemap_core::recon::percentile;
 
@@ -57,6 +57,7 @@ struct OwnedBuffers {
     previous: Vec<Complex64>,
     residual: Vec<Complex64>,
     next_residual: Vec<Complex64>,
+    partial: Vec<Complex64>,
     block: Vec<Complex64>,
 }
 
@@ -68,19 +69,39 @@ impl OwnedBuffers {
             previous: zeros(),
             residual: zeros(),
             next_residual: zeros(),
+            partial: zeros(),
             block: zeros(),
         }
     }
 
-    fn buffers(&mut self) -> FistaBuffers<'_, f64> {
-        FistaBuffers {
-            z: &mut self.z,
-            previous: &mut self.previous,
-            residual: &mut self.residual,
-            next_residual: &mut self.next_residual,
+    /// Runs `fista` on these buffers (one worker: a single-block operator has one chunk).
+    fn run(
+        &mut self,
+        op: &Mask<'_, f64>,
+        y: &[Complex64],
+        lambda: Lambda<'_, f64>,
+        step: f64,
+        iterations: usize,
+    ) -> sparsemap_core::Result<()> {
+        let mut workers = [WorkerBuffers {
             block: &mut self.block,
             scratch: &mut [],
-        }
+        }];
+        fista(
+            op,
+            y,
+            lambda,
+            step,
+            iterations,
+            FistaBuffers {
+                z: &mut self.z,
+                previous: &mut self.previous,
+                residual: &mut self.residual,
+                next_residual: &mut self.next_residual,
+                partials: &mut self.partial,
+                workers: &mut workers,
+            },
+        )
     }
 }
 
@@ -116,15 +137,9 @@ fn fista_meets_its_convergence_bound_on_a_known_minimiser() {
 
     let mut owned = OwnedBuffers::new(n);
     for k in [1usize, 2, 5, 10, 20, 50, 100, 400] {
-        fista(
-            &op,
-            &y,
-            Lambda::Scalar(lambda),
-            1.0 / lipschitz,
-            k,
-            owned.buffers(),
-        )
-        .unwrap();
+        owned
+            .run(&op, &y, Lambda::Scalar(lambda), 1.0 / lipschitz, k)
+            .unwrap();
         let gap = objective(&weights, &owned.z, &y, lambda) - best;
         let bound = 2.0 * lipschitz * distance_sq / ((k + 1) as f64).powi(2);
         assert!(
@@ -152,15 +167,9 @@ fn per_pixel_lambda_maps_threshold_each_coefficient() {
     let y = random_complex::<f64>(&mut r, n);
     let maps = random_real::<f64>(&mut r, n, 0.0, 1.2);
     let mut owned = OwnedBuffers::new(n);
-    fista(
-        &Mask { weights: &weights },
-        &y,
-        Lambda::Maps(&maps),
-        1.0,
-        1,
-        owned.buffers(),
-    )
-    .unwrap();
+    owned
+        .run(&Mask { weights: &weights }, &y, Lambda::Maps(&maps), 1.0, 1)
+        .unwrap();
     let z = &owned.z;
     for i in 0..n {
         assert!((z[i] - soft_threshold(y[i], maps[i])).norm() < 1e-15);
@@ -180,6 +189,7 @@ fn fista_rejects_invalid_lambda_and_buffers() {
         vec![Complex::default(); 4],
     ];
     let mut next = vec![Complex64::default(); 4];
+    let mut partial = vec![Complex64::default(); 4];
     let [z, v, residual, block] = &mut b;
     let mut run = |lambda: Lambda<'_, f64>,
                    z: &mut [Complex64],
@@ -197,8 +207,11 @@ fn fista_rejects_invalid_lambda_and_buffers() {
                 previous: v,
                 residual: r,
                 next_residual: &mut next,
-                block: bl,
-                scratch: &mut [],
+                partials: &mut partial,
+                workers: &mut [WorkerBuffers {
+                    block: bl,
+                    scratch: &mut [],
+                }],
             },
         )
     };

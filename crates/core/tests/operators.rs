@@ -7,7 +7,7 @@ use common::*;
 use num_complex::{Complex, Complex64};
 use proptest::prelude::*;
 use sparsemap_core::dictionary::{ConvDictionary, Dictionary, DictionaryPlan, MaskedSynthesis};
-use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
+use sparsemap_core::fft::{ActiveRows, Fft2, FftBackend, MicroFft, RustFft};
 use sparsemap_core::lowpass::LowPass;
 use sparsemap_core::ops::{adjoint_mismatch, CentredFourier, Chain, LinearOperator, Mask, Scaled};
 use sparsemap_core::{Real, Shape};
@@ -104,15 +104,15 @@ proptest! {
         let plan = make_plan(&fft, &filters, count, side, &mut store);
         check_adjoint(&ConvDictionary { plan: &plan }, seed, ADJOINT_TOL_F64);
         let weights: Vec<f64> = random_real::<f64>(&mut rng(seed ^ 3), shape.len(), 0.0, 1.0);
-        check_adjoint(&MaskedSynthesis { plan: &plan, mask: Some(&weights) }, seed, ADJOINT_TOL_F64);
-        check_adjoint(&MaskedSynthesis { plan: &plan, mask: None }, seed, ADJOINT_TOL_F64);
+        check_adjoint(&MaskedSynthesis { plan: &plan, mask: Some(&weights), rows: ActiveRows::all(shape) }, seed, ADJOINT_TOL_F64);
+        check_adjoint(&MaskedSynthesis { plan: &plan, mask: None, rows: ActiveRows::all(shape) }, seed, ADJOINT_TOL_F64);
 
         let filters32: Vec<f32> = filters.iter().map(|&v| v as f32).collect();
         let fft32 = Fft2::new(MicroFft::new(shape));
         let mut store32 = PlanStore { responses: vec![], power: vec![] };
         let plan32 = make_plan(&fft32, &filters32, count, side, &mut store32);
         let weights32: Vec<f32> = weights.iter().map(|&v| v as f32).collect();
-        check_adjoint(&MaskedSynthesis { plan: &plan32, mask: Some(&weights32) }, seed, ADJOINT_TOL_F32);
+        check_adjoint(&MaskedSynthesis { plan: &plan32, mask: Some(&weights32), rows: ActiveRows::all(shape) }, seed, ADJOINT_TOL_F32);
     }
 }
 

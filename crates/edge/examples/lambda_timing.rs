@@ -12,10 +12,10 @@ use anyhow::{Context, Result};
 use ndarray::Array2;
 use ndarray_npy::ReadNpyExt;
 use num_complex::Complex32;
+use sparsemap_core::dictionary::Dictionary;
 use sparsemap_core::fista::Lambda;
 use sparsemap_core::recon::ReconConfig;
 use sparsemap_core::Shape;
-use sparsemap_core::dictionary::Dictionary;
 use sparsemap_edge::features::{compute_features, FEATURE_CHANNELS};
 use sparsemap_edge::lambda_net::LambdaModel;
 use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
@@ -94,7 +94,12 @@ fn main() -> Result<()> {
     let int8_plan = int8_model.plan(K, ny, nx)?;
     let t_plan_int8 = t_plan.elapsed().as_secs_f64();
 
-    let mut recon = EdgeReconstructor::new(BackendKind::RustFft, shape, dictionary)?;
+    let mut recon = EdgeReconstructor::new(
+        BackendKind::RustFft,
+        shape,
+        dictionary,
+        sparsemap_edge::parallel::Threads::new(1),
+    )?;
     let a = info.lowpass_weight as f32;
     let t_features = time(runs, || {
         x = recon.with_prepared(&kspace, &mask, a, compute_features)?;

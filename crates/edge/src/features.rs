@@ -12,31 +12,46 @@
 //! so [`SliceFeatures::write_filters`] builds the input of any run of filters on demand and
 //! the whole `[K][3][N]` tensor never has to exist at once.
 
+use crate::parallel::WorkerPool;
 use anyhow::{ensure, Result};
 use num_complex::Complex32;
 use sparsemap_core::fft::FftBackend;
-use sparsemap_core::fista::Lambda;
+use sparsemap_core::fista::{Executor, Lambda, WorkerBuffers};
 use sparsemap_core::recon::{Prepared, ReconReport};
 use sparsemap_core::Shape;
-use std::ops::Range;
 
 /// Channels of the version-1 features.
 pub const FEATURE_CHANNELS: usize = 3;
 
 /// A prepared slice behind a run-time backend choice: the per-slice quantities of
-/// [`Prepared`] and its solve, object-safe.
-pub trait PreparedSlice {
+/// [`Prepared`] and its solve, object-safe. `Sync` so that threads can compute the filter
+/// correlations of one slice at once.
+pub trait PreparedSlice: Sync {
     fn shape(&self) -> Shape;
     fn count(&self) -> usize;
     fn scale(&self) -> f32;
     fn lipschitz(&self) -> f32;
     fn zero_filled_abs(&mut self, out: &mut [f32]) -> sparsemap_core::Result<()>;
     fn gradient_abs(&mut self, k: usize, out: &mut [f32]) -> sparsemap_core::Result<()>;
+    fn gradient_abs_with(
+        &self,
+        k: usize,
+        out: &mut [f32],
+        worker: &mut WorkerBuffers<'_, f32>,
+    ) -> sparsemap_core::Result<()>;
     fn solve(
         &mut self,
         lambda: Lambda<'_, f32>,
         iterations: usize,
         image: &mut [Complex32],
+    ) -> sparsemap_core::Result<ReconReport<f32>>;
+    /// The solve on the pool's threads ([`crate::runtime::solve_on`]).
+    fn solve_on(
+        &mut self,
+        lambda: Lambda<'_, f32>,
+        iterations: usize,
+        image: &mut [Complex32],
+        pool: &mut WorkerPool<f32>,
     ) -> sparsemap_core::Result<ReconReport<f32>>;
 }
 
@@ -59,6 +74,14 @@ impl<B: FftBackend<f32>> PreparedSlice for Prepared<'_, '_, '_, f32, B> {
     fn gradient_abs(&mut self, k: usize, out: &mut [f32]) -> sparsemap_core::Result<()> {
         Prepared::gradient_abs(self, k, out)
     }
+    fn gradient_abs_with(
+        &self,
+        k: usize,
+        out: &mut [f32],
+        worker: &mut WorkerBuffers<'_, f32>,
+    ) -> sparsemap_core::Result<()> {
+        Prepared::gradient_abs_with(self, k, out, worker)
+    }
     fn solve(
         &mut self,
         lambda: Lambda<'_, f32>,
@@ -66,6 +89,15 @@ impl<B: FftBackend<f32>> PreparedSlice for Prepared<'_, '_, '_, f32, B> {
         image: &mut [Complex32],
     ) -> sparsemap_core::Result<ReconReport<f32>> {
         Prepared::solve(self, lambda, iterations, image)
+    }
+    fn solve_on(
+        &mut self,
+        lambda: Lambda<'_, f32>,
+        iterations: usize,
+        image: &mut [Complex32],
+        pool: &mut WorkerPool<f32>,
+    ) -> sparsemap_core::Result<ReconReport<f32>> {
+        crate::runtime::solve_on(self, pool, lambda, iterations, image)
     }
 }
 
@@ -94,11 +126,12 @@ impl SliceFeatures {
     }
 
     /// Computes channel 0 of every filter into `correlations` (`[K][N]`) and the shared
-    /// channels into `self`. `K` inverse FFTs plus one.
+    /// channels into `self`. `K` inverse FFTs plus one; the `K` run on the pool's threads.
     pub fn compute(
         &mut self,
         prepared: &mut dyn PreparedSlice,
         correlations: &mut [f32],
+        pool: &mut WorkerPool<f32>,
     ) -> Result<()> {
         let n = self.shape.len();
         ensure!(
@@ -118,9 +151,39 @@ impl SliceFeatures {
             self.count * n
         );
         let norm = 1.0 / prepared.lipschitz().sqrt();
+        let threads = pool.threads();
+        if threads.count() == 1 {
+            for (k, r) in correlations.chunks_exact_mut(n).enumerate() {
+                prepared.gradient_abs(k, r)?;
+            }
+        } else {
+            struct Filter<'a> {
+                index: usize,
+                out: &'a mut [f32],
+                failed: Option<sparsemap_core::Error>,
+            }
+            let mut filters: Vec<Filter<'_>> = correlations
+                .chunks_exact_mut(n)
+                .enumerate()
+                .map(|(index, out)| Filter {
+                    index,
+                    out,
+                    failed: None,
+                })
+                .collect();
+            let shared: &dyn PreparedSlice = prepared;
+            threads.for_each(&mut filters, &mut pool.workers(), &|filter, worker| {
+                filter.failed = shared
+                    .gradient_abs_with(filter.index, filter.out, worker)
+                    .err();
+            });
+            if let Some(error) = filters.into_iter().find_map(|f| f.failed) {
+                return Err(error.into());
+            }
+        }
+        // In filter order whatever the threads: the mean is the same for any count.
         self.mean.fill(0.0);
-        for (k, r) in correlations.chunks_exact_mut(n).enumerate() {
-            prepared.gradient_abs(k, r)?;
+        for r in correlations.chunks_exact_mut(n) {
             for (m, v) in self.mean.iter_mut().zip(r.iter_mut()) {
                 *v *= norm;
                 *m += *v;
@@ -132,14 +195,17 @@ impl SliceFeatures {
         Ok(())
     }
 
-    /// Writes the features `[filters.len()][3][N]` of `filters` into `out`, channel 0 from
-    /// `correlations` (`[K][N]`, as filled by [`Self::compute`]).
-    pub fn write_filters(&self, correlations: &[f32], filters: Range<usize>, out: &mut [f32]) {
+    /// Writes the features `[k][3][N]` of a run of `k` filters into `out`, channel 0 from
+    /// `correlations`, that run's part of what [`Self::compute`] filled (`[k][N]`).
+    pub fn write_filters(&self, correlations: &[f32], out: &mut [f32]) {
         let n = self.shape.len();
-        for (k, dst) in filters.zip(out.chunks_exact_mut(FEATURE_CHANNELS * n)) {
+        for (r_in, dst) in correlations
+            .chunks_exact(n)
+            .zip(out.chunks_exact_mut(FEATURE_CHANNELS * n))
+        {
             let (r, rest) = dst.split_at_mut(n);
             let (x0, mean) = rest.split_at_mut(n);
-            r.copy_from_slice(&correlations[k * n..(k + 1) * n]);
+            r.copy_from_slice(r_in);
             x0.copy_from_slice(&self.zero_filled);
             mean.copy_from_slice(&self.mean);
         }
@@ -148,12 +214,15 @@ impl SliceFeatures {
 
 /// All features `[K][3][N_y][N_x]` of a prepared slice at once (for tests and tools; the
 /// runtime builds them a few filters at a time).
-pub fn compute_features(prepared: &mut dyn PreparedSlice) -> Result<Vec<f32>> {
+pub fn compute_features(
+    prepared: &mut dyn PreparedSlice,
+    pool: &mut WorkerPool<f32>,
+) -> Result<Vec<f32>> {
     let (shape, count) = (prepared.shape(), prepared.count());
     let mut features = SliceFeatures::new(shape, count);
     let mut correlations = vec![0.0; count * shape.len()];
-    features.compute(prepared, &mut correlations)?;
+    features.compute(prepared, &mut correlations, pool)?;
     let mut out = vec![0.0; count * FEATURE_CHANNELS * shape.len()];
-    features.write_filters(&correlations, 0..count, &mut out);
+    features.write_filters(&correlations, &mut out);
     Ok(out)
 }

@@ -11,8 +11,8 @@
 use anyhow::{Context, Result};
 use num_complex::Complex32;
 use sparsemap_wire::{
-    AssemblerConfig, Completed, Decoder, Error as WireError, FeedResult, Frame, ScanStart, SliceAssembler,
-    SliceStats,
+    AssemblerConfig, Completed, Decoder, Error as WireError, FeedResult, Frame, ScanStart,
+    SliceAssembler, SliceStats,
 };
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -284,9 +284,8 @@ pub fn ingest(
         };
         let mut kspace = vec![Complex32::default(); len];
         let mut mask = vec![false; len];
-        let mut assembler =
-            SliceAssembler::new(start, config.assembler, &mut kspace, &mut mask)
-                .map_err(|e| anyhow::anyhow!("scan {}: {e}", start.scan_id))?;
+        let mut assembler = SliceAssembler::new(start, config.assembler, &mut kspace, &mut mask)
+            .map_err(|e| anyhow::anyhow!("scan {}: {e}", start.scan_id))?;
         sink(Event::Scan(start))?;
         let mut arrivals: BTreeMap<u16, Arrival> = BTreeMap::new();
         let mut completed: Vec<SliceJob> = Vec::new();

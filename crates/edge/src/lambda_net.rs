@@ -15,7 +15,9 @@
 use crate::features::{PreparedSlice, SliceFeatures, FEATURE_CHANNELS};
 use crate::guard::catch_panic;
 use crate::limits;
+use crate::parallel::WorkerPool;
 use anyhow::{anyhow, ensure, Context, Result};
+use sparsemap_core::fista::Executor;
 use sparsemap_core::Shape;
 use std::collections::HashMap;
 use std::path::Path;
@@ -239,10 +241,34 @@ impl LambdaModel {
 /// forms, pointwise activations and arithmetic, pooling, resizing and concatenation. Anything
 /// else (control flow, sequences, random ops, ...) is refused before tract plans it.
 pub const ALLOWED_OPS: &[&str] = &[
-    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv",
-    "ConvInteger", "ConvTranspose", "DequantizeLinear", "Div", "GlobalAveragePool",
-    "HardSigmoid", "Identity", "LeakyRelu", "MatMulInteger", "MaxPool", "Mul", "Pad",
-    "QLinearConv", "QuantizeLinear", "Relu", "Resize", "Sigmoid", "Sub", "Tanh", "Upsample",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "ConvInteger",
+    "ConvTranspose",
+    "DequantizeLinear",
+    "Div",
+    "GlobalAveragePool",
+    "HardSigmoid",
+    "Identity",
+    "LeakyRelu",
+    "MatMulInteger",
+    "MaxPool",
+    "Mul",
+    "Pad",
+    "QLinearConv",
+    "QuantizeLinear",
+    "Relu",
+    "Resize",
+    "Sigmoid",
+    "Sub",
+    "Tanh",
+    "Upsample",
 ];
 /// Most nodes in a Lambda network's graph.
 pub const MAX_MODEL_NODES: usize = 4096;
@@ -274,7 +300,12 @@ pub fn check_graph(graph: &GraphProto) -> Result<()> {
             .and_then(|tract_onnx::pb::type_proto::Value::TensorType(t)| t.shape.as_ref())
             .map(|s| s.dim.as_slice())
             .unwrap_or_default();
-        ensure!(dims.len() <= 8, "{:?} has {} dimensions", value.name, dims.len());
+        ensure!(
+            dims.len() <= 8,
+            "{:?} has {} dimensions",
+            value.name,
+            dims.len()
+        );
         for dim in dims {
             if let Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) =
                 dim.value
@@ -337,7 +368,10 @@ fn check_tensor(tensor: &TensorProto) -> Result<()> {
         tensor.external_data.is_empty() && tensor.data_location.unwrap_or(0) == 0,
         "external data is not supported: a model is one self-contained file"
     );
-    ensure!(tensor.segment.is_none(), "segmented tensors are not supported");
+    ensure!(
+        tensor.segment.is_none(),
+        "segmented tensors are not supported"
+    );
     ensure!(tensor.dims.len() <= 8, "{} dimensions", tensor.dims.len());
     let elements = tensor.dims.iter().try_fold(1u64, |acc, &d| {
         u64::try_from(d).ok().and_then(|d| acc.checked_mul(d))
@@ -362,7 +396,10 @@ fn check_tensor(tensor: &TensorProto) -> Result<()> {
         + tensor.int64_data.len()
         + tensor.double_data.len()
         + tensor.uint64_data.len();
-    ensure!(tensor.string_data.is_empty(), "string tensors are not supported");
+    ensure!(
+        tensor.string_data.is_empty(),
+        "string tensors are not supported"
+    );
     if tensor.raw_data.is_empty() {
         ensure!(
             typed == elements,
@@ -501,6 +538,24 @@ impl LambdaPredictor {
         &self.plan
     }
 
+    /// One network run on the filters whose correlations `maps` holds (`[k][N]`, `k` the
+    /// batch or the tail), replaced by their maps.
+    fn run_filters(&self, maps: &mut [f32]) -> Result<()> {
+        let len = maps.len() / self.shape.len();
+        let plan = if len == self.batch {
+            &self.plan
+        } else {
+            self.tail
+                .as_ref()
+                .context("a tail plan exists when the batch does not divide K")?
+        };
+        let mut input =
+            Tensor::zero::<f32>(&[len, FEATURE_CHANNELS, self.shape.n_y(), self.shape.n_x()])?;
+        self.features
+            .write_filters(maps, input.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+        plan.run_tensor(input, maps)
+    }
+
     /// Filters per network run.
     pub fn batch(&self) -> usize {
         self.batch
@@ -514,33 +569,35 @@ impl LambdaPredictor {
     }
 
     /// Predicts Lambda maps `[K][N_y][N_x]` into `maps` for a prepared slice. `maps` first
-    /// holds the filter correlations (channel 0), each run of filters is then overwritten
-    /// by its maps: the correlations of later runs are still intact when they are read.
+    /// holds the filter correlations (channel 0); each run of filters then reads its own
+    /// correlations and overwrites them with its maps, so the runs are independent and
+    /// go to the pool's threads (the network sees each filter alone: same maps for any
+    /// thread count).
     pub fn predict(
         &mut self,
         prepared: &mut dyn PreparedSlice,
         maps: &mut [f32],
+        pool: &mut WorkerPool<f32>,
     ) -> Result<PredictTimes> {
         let started = Instant::now();
-        self.features.compute(prepared, maps)?;
+        self.features.compute(prepared, maps, pool)?;
         let features = started.elapsed().as_secs_f64();
         let n = self.shape.len();
-        let mut first = 0;
-        while first < self.count {
-            let len = self.batch.min(self.count - first);
-            let plan = if len == self.batch {
-                &self.plan
-            } else {
-                self.tail.as_ref().expect("a tail plan exists when batch does not divide K")
-            };
-            let mut input = Tensor::zero::<f32>(&[len, FEATURE_CHANNELS, self.shape.n_y(), self.shape.n_x()])?;
-            self.features.write_filters(
-                maps,
-                first..first + len,
-                input.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-            );
-            plan.run_tensor(input, &mut maps[first * n..(first + len) * n])?;
-            first += len;
+        struct Run<'a> {
+            maps: &'a mut [f32],
+            failed: Option<anyhow::Error>,
+        }
+        let mut runs: Vec<Run<'_>> = maps
+            .chunks_mut(self.batch * n)
+            .map(|maps| Run { maps, failed: None })
+            .collect();
+        let threads = pool.threads();
+        let this = &*self;
+        threads.for_each(&mut runs, &mut vec![(); threads.count()], &|run, _| {
+            run.failed = this.run_filters(run.maps).err();
+        });
+        if let Some(error) = runs.into_iter().find_map(|run| run.failed) {
+            return Err(error);
         }
         // The contract bounds the output to [0, lambda_max]; a model that breaks it would
         // otherwise surface as a k-space error in the solve.

@@ -5,6 +5,7 @@
 //! including the Lambda maps, is owned here and reused for each slice.
 
 use crate::lambda_net::{LambdaModel, LambdaPredictor, PredictTimes, DEFAULT_NETWORK_BATCH};
+use crate::parallel::Threads;
 use crate::runtime::{BackendKind, EdgeReconstructor};
 use anyhow::{Context, Result};
 use num_complex::Complex32;
@@ -48,27 +49,37 @@ pub struct LearnedReconstructor {
 
 impl LearnedReconstructor {
     /// Plans the dictionary on `shape` and binds and optimises the network for its `K`
-    /// and grid, run on [`DEFAULT_NETWORK_BATCH`] filters at a time (errors name the model).
+    /// and grid, run on [`DEFAULT_NETWORK_BATCH`] filters at a time, for `threads` threads
+    /// (errors name the model).
     pub fn new(
         model: &LambdaModel,
         backend: BackendKind,
         shape: Shape,
         dictionary: Dictionary<'_, f32>,
+        threads: Threads,
     ) -> Result<Self> {
-        Self::with_network_batch(model, backend, shape, dictionary, DEFAULT_NETWORK_BATCH)
+        Self::with_network_batch(
+            model,
+            backend,
+            shape,
+            dictionary,
+            DEFAULT_NETWORK_BATCH,
+            threads,
+        )
     }
 
     /// [`Self::new`] with `batch` filters per network run (the maps do not depend on it;
-    /// tract's memory grows with it).
+    /// tract's memory grows with it and with the threads).
     pub fn with_network_batch(
         model: &LambdaModel,
         backend: BackendKind,
         shape: Shape,
         dictionary: Dictionary<'_, f32>,
         batch: usize,
+        threads: Threads,
     ) -> Result<Self> {
         let count = dictionary.count();
-        let solver = EdgeReconstructor::new(backend, shape, dictionary)
+        let solver = EdgeReconstructor::new(backend, shape, dictionary, threads)
             .with_context(|| format!("{}: planning the dictionary", model.name()))?;
         let predictor = LambdaPredictor::new(model, count, shape, batch)?;
         let info = model.info();
@@ -103,6 +114,11 @@ impl LearnedReconstructor {
             + self.predictor.planned_bytes()
     }
 
+    /// Threads of the features, the network runs and the solve.
+    pub fn threads(&self) -> Threads {
+        self.solver.threads()
+    }
+
     /// Filters per network run.
     pub fn network_batch(&self) -> usize {
         self.predictor.batch()
@@ -130,14 +146,20 @@ impl LearnedReconstructor {
         } = self;
         let started = Instant::now();
         let (times, prepare_seconds, solve, solve_seconds) =
-            solver.with_prepared(kspace, mask, config.lowpass_weight, |prepared| {
+            solver.with_prepared(kspace, mask, config.lowpass_weight, |prepared, pool| {
                 let prepare_seconds = started.elapsed().as_secs_f64();
                 let times = predictor
-                    .predict(prepared, maps)
+                    .predict(prepared, maps, pool)
                     .context("predicting the Lambda maps")?;
                 let solve_started = Instant::now();
-                let solve = prepared.solve(Lambda::Maps(maps), config.iterations, image)?;
-                Ok((times, prepare_seconds, solve, solve_started.elapsed().as_secs_f64()))
+                let solve =
+                    prepared.solve_on(Lambda::Maps(maps), config.iterations, image, pool)?;
+                Ok((
+                    times,
+                    prepare_seconds,
+                    solve,
+                    solve_started.elapsed().as_secs_f64(),
+                ))
             })?;
         let lambda_mean = maps.iter().sum::<f32>() / maps.len() as f32;
         Ok(LearnedReport {

@@ -9,6 +9,7 @@ use sparsemap_core::Shape;
 use sparsemap_edge::ingest::{ingest, Event, IngestConfig, ReaderSource};
 use sparsemap_edge::lambda_net::{LambdaModel, DEFAULT_NETWORK_BATCH};
 use sparsemap_edge::method::{FixedLambda, MethodSpec, Sparsity};
+use sparsemap_edge::parallel::Threads;
 use sparsemap_edge::runtime::BackendKind;
 use sparsemap_edge::serve::{serve_source, Job, Source};
 use sparsemap_edge::worker::{
@@ -79,6 +80,10 @@ struct MethodArgs {
     /// grows with it.
     #[arg(long, default_value_t = DEFAULT_NETWORK_BATCH as u16, value_parser = clap::value_parser!(u16).range(1..))]
     network_batch: u16,
+    /// Threads for one slice (the filters are split between them); the image is the same
+    /// bit for bit for any count. Default: the cores this process may use.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=sparsemap_edge::parallel::MAX_THREADS as i64))]
+    threads: Option<u16>,
 }
 
 #[derive(Args)]
@@ -115,7 +120,12 @@ struct ReconArgs {
     #[arg(long, value_name = "X.nii", requires = "kspace")]
     nifti: Option<PathBuf>,
     /// Also write the Lambda maps, float32 [K, n_y, n_x] (scaled-problem units).
-    #[arg(long, value_name = "L.npy", conflicts_with = "lambda", requires = "kspace")]
+    #[arg(
+        long,
+        value_name = "L.npy",
+        conflicts_with = "lambda",
+        requires = "kspace"
+    )]
     lambda_out: Option<PathBuf>,
     /// A recorded wire stream (.smw, docs/design.md §5): every slice is reconstructed into
     /// --out-dir, and one JSON line per slice is printed.
@@ -185,7 +195,11 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line whatever the cause says (parsers report on several).
             let text = format!("{err:#}");
-            let line: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
             eprintln!("sparsemap: error: {}", line.join(" "));
             ExitCode::FAILURE
         }
@@ -238,6 +252,10 @@ fn method_spec(args: &MethodArgs) -> Result<Arc<MethodSpec>> {
             Backend::Microfft => BackendKind::MicroFft,
         },
         network_batch: usize::from(args.network_batch),
+        threads: Threads::new(
+            args.threads
+                .map_or_else(sparsemap_edge::parallel::available_threads, usize::from),
+        ),
     }))
 }
 
@@ -262,7 +280,9 @@ fn recon(args: &ReconArgs) -> Result<()> {
     match (&args.input, &args.kspace) {
         (Some(input), _) => recon_stream(args, input),
         (None, Some(kspace)) => recon_npy(args, kspace),
-        (None, None) => bail!("give --kspace K.npy --mask M.npy --out X.npy, or --input SCAN.smw --out-dir DIR"),
+        (None, None) => {
+            bail!("give --kspace K.npy --mask M.npy --out X.npy, or --input SCAN.smw --out-dir DIR")
+        }
     }
 }
 
@@ -301,7 +321,11 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
             }
             Event::Preview { .. } => {}
             Event::Rejected { start, reason } => {
-                eprintln!("sparsemap: {}: scan {} rejected: {reason}", input.display(), start.scan_id)
+                eprintln!(
+                    "sparsemap: {}: scan {} rejected: {reason}",
+                    input.display(),
+                    start.scan_id
+                )
             }
         }
         Ok(())
@@ -322,7 +346,11 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
         bail!("{}: no slice in the stream", input.display());
     }
     if failed > 0 {
-        bail!("{}: {failed} of {} slices could not be reconstructed (see their JSON lines)", input.display(), summary.slices);
+        bail!(
+            "{}: {failed} of {} slices could not be reconstructed (see their JSON lines)",
+            input.display(),
+            summary.slices
+        );
     }
     Ok(())
 }
@@ -369,7 +397,9 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
         sparsemap_edge::output::write_sidecar(p, &provenance)
     })?;
     if let Some(png) = &args.png {
-        write_atomically(png, |p| sparsemap_edge::output::write_png(p, &image, &provenance))?;
+        write_atomically(png, |p| {
+            sparsemap_edge::output::write_png(p, &image, &provenance)
+        })?;
     }
     if let Some(nifti) = &args.nifti {
         write_atomically(nifti, |p| {
@@ -404,10 +434,11 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
     let config = planned.config();
     let (count, side) = spec.dictionary_size();
     eprintln!(
-        "sparsemap: {n_y}x{n_x}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}), lambda {}: {:.3} s (prepare {:.3}, features {:.3}, network {:.3}, solve {:.3}), total {:.3} s, {:.1} MB planned, peak RSS {:.1} MB; wrote {}",
+        "sparsemap: {n_y}x{n_x}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}, {} threads), lambda {}: {:.3} s (prepare {:.3}, features {:.3}, network {:.3}, solve {:.3}), total {:.3} s, {:.1} MB planned, peak RSS {:.1} MB; wrote {}",
         100.0 * provenance.sampled_fraction,
         config.iterations,
         spec.backend.name(),
+        spec.threads.count(),
         provenance.lambda,
         solve_seconds,
         result.times.prepare,
@@ -431,7 +462,10 @@ fn check_recon_outputs(args: &ReconArgs, kspace: &Path, mask: &Path, out: &Path)
     let stem = out.with_extension("");
     let mut outputs = vec![
         ("--out", out.to_path_buf()),
-        ("the sidecar of --out", sparsemap_edge::output::sidecar_path(out)),
+        (
+            "the sidecar of --out",
+            sparsemap_edge::output::sidecar_path(out),
+        ),
     ];
     for (what, path) in [
         ("--png", &args.png),

@@ -7,6 +7,7 @@
 use crate::lambda_net::{LambdaModel, DEFAULT_NETWORK_BATCH};
 use crate::learned::LearnedReconstructor;
 use crate::npy;
+use crate::parallel::Threads;
 use crate::runtime::{BackendKind, EdgeReconstructor};
 use anyhow::{bail, Context, Result};
 use ndarray::{Array3, ArrayD};
@@ -69,6 +70,8 @@ pub struct MethodSpec {
     pub backend: BackendKind,
     /// Filters per network run.
     pub network_batch: usize,
+    /// Threads of one slice's reconstruction (`--threads`); the image does not depend on it.
+    pub threads: Threads,
 }
 
 impl MethodSpec {
@@ -85,6 +88,7 @@ impl MethodSpec {
             lowpass_weight: None,
             backend: BackendKind::RustFft,
             network_batch: DEFAULT_NETWORK_BATCH,
+            threads: Threads::new(crate::parallel::available_threads()),
         })
     }
 
@@ -97,11 +101,9 @@ impl MethodSpec {
     /// The model's name and precision, `None` with fixed levels.
     pub fn model_name(&self) -> Option<String> {
         match &self.sparsity {
-            Sparsity::Model(model) => Some(format!(
-                "{} ({})",
-                model.name(),
-                model.info().precision
-            )),
+            Sparsity::Model(model) => {
+                Some(format!("{} ({})", model.name(), model.info().precision))
+            }
             Sparsity::Fixed(_) => None,
         }
     }
@@ -139,6 +141,7 @@ impl MethodSpec {
                     shape,
                     dictionary,
                     self.network_batch,
+                    self.threads,
                 )
                 .with_context(|| {
                     format!(
@@ -169,7 +172,7 @@ impl MethodSpec {
                     }
                 }
                 Planned::Fixed(
-                    EdgeReconstructor::new(self.backend, shape, dictionary)
+                    EdgeReconstructor::new(self.backend, shape, dictionary, self.threads)
                         .with_context(|| format!("dictionary {}", self.dictionary_name))?,
                 )
             }
@@ -293,14 +296,18 @@ impl PlannedMethod {
                 };
                 let config = self.config;
                 let started = Instant::now();
-                let (prepare, report) =
-                    solver.with_prepared(kspace, mask, config.lowpass_weight, |prepared| {
+                let (prepare, report) = solver.with_prepared(
+                    kspace,
+                    mask,
+                    config.lowpass_weight,
+                    |prepared, pool| {
                         let prepare = started.elapsed().as_secs_f64();
                         Ok((
                             prepare,
-                            prepared.solve(lambda, config.iterations, image)?,
+                            prepared.solve_on(lambda, config.iterations, image, pool)?,
                         ))
-                    })?;
+                    },
+                )?;
                 Ok(SliceResult {
                     report,
                     times: ReconTimes {

@@ -3,11 +3,12 @@
 
 use crate::features::PreparedSlice;
 use crate::limits::try_filled;
+use crate::parallel::{Threads, WorkerPool};
 use num_complex::Complex;
-use sparsemap_core::dictionary::{Dictionary, DictionaryPlan, PlanInfo};
+use sparsemap_core::dictionary::{Dictionary, DictionaryPlan, MaskedSynthesis, PlanInfo};
 use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
 use sparsemap_core::fista::Lambda;
-use sparsemap_core::recon::{reconstruct, Prepared, ReconConfig, ReconReport, Workspace};
+use sparsemap_core::recon::{Prepared, ReconConfig, ReconReport, Workspace};
 use sparsemap_core::{Real, Result, Shape};
 
 /// A planned reconstructor for one grid and one dictionary.
@@ -18,14 +19,20 @@ pub struct Reconstructor<T: Real, B> {
     power: Vec<T>,
     complex: Vec<Complex<T>>,
     real: Vec<T>,
+    pool: WorkerPool<T>,
 }
 
 impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
     /// Plans the FFT and the dictionary responses and allocates the workspace (the only
-    /// allocations; see [`Workspace`] for the memory formula). The buffers are reserved
-    /// fallibly: a grid and dictionary within docs/design.md §7.3 that still do not fit in
-    /// memory give an error, not an abort.
-    pub fn new(backend: B, dictionary: Dictionary<'_, T>) -> anyhow::Result<Self> {
+    /// allocations; see [`Workspace`] for the memory formula) and, for more than one
+    /// thread, one block and scratch per thread. The buffers are reserved fallibly: a grid
+    /// and dictionary within docs/design.md §7.3 that still do not fit in memory give an
+    /// error, not an abort.
+    pub fn new(
+        backend: B,
+        dictionary: Dictionary<'_, T>,
+        threads: Threads,
+    ) -> anyhow::Result<Self> {
         let fft = Fft2::new(backend);
         let shape = fft.shape();
         let count = dictionary.count();
@@ -34,7 +41,10 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
             Complex::default(),
         )?;
         let mut power = try_filled(DictionaryPlan::<T, B>::power_len(shape), T::zero())?;
-        let mut scratch = try_filled(DictionaryPlan::<T, B>::scratch_len(&fft), Complex::default())?;
+        let mut scratch = try_filled(
+            DictionaryPlan::<T, B>::scratch_len(&fft),
+            Complex::default(),
+        )?;
         let info =
             DictionaryPlan::compute(&fft, dictionary, &mut responses, &mut power, &mut scratch)?;
         drop(scratch);
@@ -43,6 +53,12 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
             Complex::default(),
         )?;
         let real = try_filled(Workspace::<T>::real_len(shape), T::zero())?;
+        let plan = DictionaryPlan::view(&fft, info, &responses, &power)?;
+        let pool = WorkerPool::new(
+            threads,
+            shape.len(),
+            MaskedSynthesis::<T, B>::required_scratch(&plan),
+        )?;
         Ok(Self {
             fft,
             info,
@@ -50,7 +66,13 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
             power,
             complex,
             real,
+            pool,
         })
+    }
+
+    /// Threads the solve and the features run on.
+    pub fn threads(&self) -> Threads {
+        self.pool.threads()
     }
 
     pub fn shape(&self) -> Shape {
@@ -66,10 +88,12 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
     pub fn memory_bytes(&self) -> usize {
         let c = core::mem::size_of::<Complex<T>>();
         let r = core::mem::size_of::<T>();
-        (self.responses.len() + self.complex.len()) * c + (self.power.len() + self.real.len()) * r
+        (self.responses.len() + self.complex.len()) * c
+            + (self.power.len() + self.real.len()) * r
+            + self.pool.memory_bytes()
     }
 
-    /// Reconstructs one slice into `image` (DESIGN §3.7); see
+    /// Reconstructs one slice into `image` (DESIGN §3.7) on the planned threads; see
     /// [`sparsemap_core::recon::reconstruct`] for the arguments and errors.
     pub fn reconstruct(
         &mut self,
@@ -79,25 +103,31 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
         config: &ReconConfig<T>,
         image: &mut [Complex<T>],
     ) -> Result<ReconReport<T>> {
-        let plan = DictionaryPlan::view(&self.fft, self.info, &self.responses, &self.power)?;
-        let mut workspace = Workspace::new(
-            self.fft.shape(),
-            self.info.count(),
-            self.fft.scratch_len(),
-            &mut self.complex,
-            &mut self.real,
-        )?;
-        reconstruct(&plan, kspace, mask, lambda, config, &mut workspace, image)
+        let n = self.fft.shape().len();
+        if image.len() != n {
+            return Err(sparsemap_core::Error::LengthMismatch {
+                what: "image",
+                expected: n,
+                actual: image.len(),
+            });
+        }
+        lambda.validate(self.info.count() * n, n)?;
+        self.with_prepared(kspace, mask, config.lowpass_weight, |prepared, pool| {
+            solve_on(prepared, pool, lambda, config.iterations, image)
+        })
     }
 
-    /// Prepares one slice ([`Workspace::prepare`]) and hands it to `f`, which reads the
-    /// per-slice quantities and solves.
+    /// Prepares one slice ([`Workspace::prepare`]) and hands it, with the thread pool, to
+    /// `f`, which reads the per-slice quantities and solves.
     pub fn with_prepared<R, E: From<sparsemap_core::Error>>(
         &mut self,
         kspace: &[Complex<T>],
         mask: &[T],
         lowpass_weight: T,
-        f: impl FnOnce(&mut Prepared<'_, '_, '_, T, B>) -> core::result::Result<R, E>,
+        f: impl FnOnce(
+            &mut Prepared<'_, '_, '_, T, B>,
+            &mut WorkerPool<T>,
+        ) -> core::result::Result<R, E>,
     ) -> core::result::Result<R, E> {
         let plan = DictionaryPlan::view(&self.fft, self.info, &self.responses, &self.power)?;
         let shape = self.fft.shape();
@@ -109,8 +139,24 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
             &mut self.real,
         )?;
         let mut prepared = workspace.prepare(&plan, kspace, mask, lowpass_weight)?;
-        f(&mut prepared)
+        f(&mut prepared, &mut self.pool)
     }
+}
+
+/// The solve of a prepared slice on the pool's threads: the serial core path for one
+/// thread, [`Prepared::solve_with`] otherwise (the same bits either way).
+pub fn solve_on<T: Real, B: FftBackend<T>>(
+    prepared: &mut Prepared<'_, '_, '_, T, B>,
+    pool: &mut WorkerPool<T>,
+    lambda: Lambda<'_, T>,
+    iterations: usize,
+    image: &mut [Complex<T>],
+) -> Result<ReconReport<T>> {
+    let threads = pool.threads();
+    if threads.count() == 1 {
+        return prepared.solve(lambda, iterations, image);
+    }
+    prepared.solve_with(lambda, iterations, image, &mut pool.workers(), &threads)
 }
 
 /// Which FFT backend the runtime uses.
@@ -139,16 +185,32 @@ pub enum EdgeReconstructor {
 }
 
 impl EdgeReconstructor {
-    /// Plans `dictionary` on `shape` with the chosen FFT backend.
-    pub fn new(kind: BackendKind, shape: Shape, dictionary: Dictionary<'_, f32>) -> anyhow::Result<Self> {
+    /// Plans `dictionary` on `shape` with the chosen FFT backend, for `threads` threads.
+    pub fn new(
+        kind: BackendKind,
+        shape: Shape,
+        dictionary: Dictionary<'_, f32>,
+        threads: Threads,
+    ) -> anyhow::Result<Self> {
         Ok(match kind {
-            BackendKind::RustFft => {
-                Self::RustFft(Reconstructor::new(RustFft::new(shape), dictionary)?)
-            }
-            BackendKind::MicroFft => {
-                Self::MicroFft(Reconstructor::new(MicroFft::new(shape), dictionary)?)
-            }
+            BackendKind::RustFft => Self::RustFft(Reconstructor::new(
+                RustFft::new(shape),
+                dictionary,
+                threads,
+            )?),
+            BackendKind::MicroFft => Self::MicroFft(Reconstructor::new(
+                MicroFft::new(shape),
+                dictionary,
+                threads,
+            )?),
         })
+    }
+
+    pub fn threads(&self) -> Threads {
+        match self {
+            Self::RustFft(r) => r.threads(),
+            Self::MicroFft(r) => r.threads(),
+        }
     }
 
     pub fn memory_bytes(&self) -> usize {
@@ -185,15 +247,15 @@ impl EdgeReconstructor {
         kspace: &[Complex<f32>],
         mask: &[f32],
         lowpass_weight: f32,
-        f: impl FnOnce(&mut dyn PreparedSlice) -> anyhow::Result<R>,
+        f: impl FnOnce(&mut dyn PreparedSlice, &mut WorkerPool<f32>) -> anyhow::Result<R>,
     ) -> anyhow::Result<R> {
         match self {
-            Self::RustFft(r) => {
-                r.with_prepared(kspace, mask, lowpass_weight, |p| f(p as &mut dyn PreparedSlice))
-            }
-            Self::MicroFft(r) => {
-                r.with_prepared(kspace, mask, lowpass_weight, |p| f(p as &mut dyn PreparedSlice))
-            }
+            Self::RustFft(r) => r.with_prepared(kspace, mask, lowpass_weight, |p, pool| {
+                f(p as &mut dyn PreparedSlice, pool)
+            }),
+            Self::MicroFft(r) => r.with_prepared(kspace, mask, lowpass_weight, |p, pool| {
+                f(p as &mut dyn PreparedSlice, pool)
+            }),
         }
     }
 }

@@ -14,8 +14,8 @@
 use crate::ingest::SliceJob;
 use crate::method::{MethodSpec, PlannedMethod, ReconTimes};
 use crate::output::{
-    write_maps_montage, write_nifti, write_npy, write_png, write_sidecar, Acquisition,
-    Provenance, ARRAY_ORIENTATION,
+    write_maps_montage, write_nifti, write_npy, write_png, write_sidecar, Acquisition, Provenance,
+    ARRAY_ORIENTATION,
 };
 use anyhow::{bail, Context, Result};
 use ndarray::{Array2, ArrayView2, ArrayView3};
@@ -55,7 +55,11 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
     let temporary = path.with_file_name(temporary_name);
     let written = write(&temporary).and_then(|()| {
         std::fs::rename(&temporary, path).with_context(|| {
-            format!("cannot rename {} to {}", temporary.display(), path.display())
+            format!(
+                "cannot rename {} to {}",
+                temporary.display(),
+                path.display()
+            )
         })
     });
     if written.is_err() {
@@ -79,7 +83,11 @@ fn resolved(path: &Path) -> Option<PathBuf> {
     if let Ok(path) = std::fs::canonicalize(path) {
         return Some(path);
     }
-    Some(std::fs::canonicalize(parent_dir(path)).ok()?.join(path.file_name()?))
+    Some(
+        std::fs::canonicalize(parent_dir(path))
+            .ok()?
+            .join(path.file_name()?),
+    )
 }
 
 /// Checks, before any work, that `outputs` (`(what, path)`) are distinct from each other and
@@ -246,6 +254,8 @@ pub struct SliceRecord {
     pub complete: bool,
     pub completion: &'static str,
     pub times: SliceTimes,
+    /// Threads the reconstruction ran on (`--threads`; the image does not depend on it).
+    pub threads: usize,
     /// Previews written while the slice arrived.
     pub previews: u32,
     /// From the slice's last line to its files on disk, seconds.
@@ -347,6 +357,7 @@ impl Worker {
                 previews: job.preview_seconds,
                 ..SliceTimes::default()
             },
+            threads: self.spec.threads.count(),
             previews: job.previews,
             latency: 0.0,
             files: Vec::new(),
@@ -360,7 +371,8 @@ impl Worker {
                 match self.save_kspace(&job, &stem) {
                     Ok(files) => record.files = files,
                     Err(e) => {
-                        record.error = Some(format!("{error:#}; and saving its k-space failed: {e:#}"))
+                        record.error =
+                            Some(format!("{error:#}; and saving its k-space failed: {e:#}"))
                     }
                 }
             }
@@ -385,7 +397,10 @@ impl Worker {
         let shape = planned.shape();
         let n = shape.len();
         let kspace = &job.kspace[..n];
-        let mask: Vec<f32> = job.mask[..n].iter().map(|&m| f32::from(u8::from(m))).collect();
+        let mask: Vec<f32> = job.mask[..n]
+            .iter()
+            .map(|&m| f32::from(u8::from(m)))
+            .collect();
         let mut image = Array2::<Complex32>::zeros((shape.n_y(), shape.n_x()));
         let result = planned.reconstruct(
             kspace,
@@ -426,12 +441,7 @@ impl Worker {
         };
         let voxel_mm = (start.fov_mm.iter().all(|v| v.is_finite() && *v > 0.0))
             .then(|| acquisition.voxel_mm(shape.n_y(), shape.n_x()));
-        let provenance = provenance(
-            planned,
-            &result,
-            Some(acquisition),
-            voxel_mm,
-        );
+        let provenance = provenance(planned, &result, Some(acquisition), voxel_mm);
         let maps = planned
             .lambda_maps()
             .filter(|_| save_maps)

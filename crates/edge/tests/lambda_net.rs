@@ -22,6 +22,7 @@ use sparsemap_core::Shape;
 use sparsemap_edge::features::{compute_features, FEATURE_CHANNELS};
 use sparsemap_edge::lambda_net::LambdaModel;
 use sparsemap_edge::learned::LearnedReconstructor;
+use sparsemap_edge::parallel::Threads;
 use sparsemap_edge::runtime::{BackendKind, EdgeReconstructor};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -95,7 +96,7 @@ impl Dict {
 }
 
 /// The maps the learned reconstruction predicts, with `batch` filters per network run.
-fn predict_batched(precision: &str, case: &str, batch: usize) -> Vec<f32> {
+fn predict_batched(precision: &str, case: &str, batch: usize, threads: usize) -> Vec<f32> {
     let inp = input();
     let d = dictionary(case);
     let shape = Shape::new(inp.n, inp.n).unwrap();
@@ -105,6 +106,7 @@ fn predict_batched(precision: &str, case: &str, batch: usize) -> Vec<f32> {
         shape,
         d.view(),
         batch,
+        Threads::new(threads),
     )
     .unwrap();
     let mut image = vec![Complex32::default(); shape.len()];
@@ -115,17 +117,36 @@ fn predict_batched(precision: &str, case: &str, batch: usize) -> Vec<f32> {
 }
 
 fn predict(precision: &str, case: &str) -> Vec<f32> {
-    predict_batched(precision, case, 8)
+    predict_batched(precision, case, 8, 1)
 }
 
 #[test]
 fn maps_do_not_depend_on_the_network_batch() {
     // rand7 has K = 12: batches of 5 leave a tail of 2 (a second plan)
     for precision in ["f32", "int8"] {
-        let whole = predict_batched(precision, "rand7", 12);
+        let whole = predict_batched(precision, "rand7", 12, 1);
         for batch in [1, 5] {
-            let err = max_abs(&predict_batched(precision, "rand7", batch), &whole);
+            let err = max_abs(&predict_batched(precision, "rand7", batch, 1), &whole);
             assert!(err <= 1e-7, "{precision}, batch {batch}: {err}");
+        }
+    }
+}
+
+#[test]
+fn maps_are_the_same_bits_for_every_thread_count() {
+    // The features' K inverse FFTs and the network runs (batches of 5 and a tail of 2 for
+    // K = 12) go to the threads; the maps, which the solve then uses, must not change.
+    for precision in ["f32", "int8"] {
+        let serial = predict_batched(precision, "rand7", 5, 1);
+        for threads in [2, 3] {
+            let threaded = predict_batched(precision, "rand7", 5, threads);
+            assert!(
+                serial
+                    .iter()
+                    .zip(&threaded)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{precision}, {threads} threads: the maps differ from one thread's"
+            );
         }
     }
 }
@@ -142,7 +163,8 @@ fn features_equal_jax() {
     let inp = input();
     let d = dictionary("dct3");
     let shape = Shape::new(inp.n, inp.n).unwrap();
-    let mut solver = EdgeReconstructor::new(BackendKind::RustFft, shape, d.view()).unwrap();
+    let mut solver =
+        EdgeReconstructor::new(BackendKind::RustFft, shape, d.view(), Threads::new(1)).unwrap();
     let f = solver
         .with_prepared(&inp.kspace, &inp.mask, 1.0, compute_features)
         .unwrap();

@@ -11,18 +11,28 @@
 //! the spectrum in the **transposed layout** `[n_x][n_y]`: a row pass, one cache-blocked
 //! transpose, and a second row pass. Keeping k-space transposed inside the solver saves the
 //! second transpose of every FFT; only the solver's entry and exit convert layouts.
+//!
+//! **Pruning** (DESIGN §3.5): a transposed row holds every `ky` of one readout frequency
+//! `kx`. When a Cartesian mask samples no `ky` of a `kx`, the solver never needs that row:
+//! its forward values are multiplied by a zero mask and its adjoint input is zero. The
+//! `*_rows` methods take the [`ActiveRows`] to compute and skip the `Y` pass (and the
+//! transpose traffic) of the others; on the rows they compute, and on the whole inverse,
+//! they give the same values as the unpruned methods.
 
 mod micro;
+mod rows;
 #[cfg(feature = "std")]
 mod rust;
 
 pub use micro::MicroFft;
+pub use rows::{ActiveRows, Runs};
 #[cfg(feature = "std")]
 pub use rust::RustFft;
 
 use crate::error::Result;
 use crate::real::Real;
 use crate::shape::{check_capacity, check_len, Shape};
+use core::ops::Range;
 use num_complex::Complex;
 
 /// Which side of the grid a batch of 1-D transforms runs along.
@@ -46,8 +56,9 @@ pub enum Direction {
 /// Batched 1-D FFTs of the two lengths of one [`Shape`], planned once.
 ///
 /// Implementations must not allocate in `rows_*`; they get `scratch_len()` elements of
-/// scratch whose contents on entry are arbitrary.
-pub trait FftBackend<T: Real> {
+/// scratch whose contents on entry are arbitrary. A plan is shared by the threads of a
+/// multi-threaded solve ([`crate::fista::Executor`]), hence `Sync`.
+pub trait FftBackend<T: Real>: Sync {
     fn shape(&self) -> Shape;
     /// Scratch (complex elements) that `rows_in_place` and `rows_out_of_place` need.
     fn scratch_len(&self) -> usize;
@@ -147,6 +158,118 @@ impl<B> Fft2<B> {
             .rows_in_place(Axis::X, Direction::Inverse, &mut output[..n], fft_scratch);
     }
 
+    /// [`Self::forward_to_transposed`] on the transposed rows in `rows` only: for each `kx`
+    /// in `rows`, `output[kx][..]` is row `kx` of `transpose(Φ input)`; the other rows of
+    /// `output` are not written (they keep whatever they held). The `X` pass still runs over
+    /// every row of `input` (each of its outputs feeds every `kx`); the transpose moves, and
+    /// the `Y` pass transforms, only the rows in `rows`. Same scratch as the unpruned method.
+    /// The values on the computed rows are those of [`Self::forward_to_transposed`]: the
+    /// same operations run on the same numbers.
+    ///
+    /// # Panics
+    /// If a slice is shorter than stated or `rows` is not for this grid (`rows.len() != n_x`).
+    pub fn forward_to_transposed_rows<T: Real>(
+        &self,
+        input: &[Complex<T>],
+        output: &mut [Complex<T>],
+        rows: &ActiveRows,
+        scratch: &mut [Complex<T>],
+    ) where
+        B: FftBackend<T>,
+    {
+        let (n, n_y, n_x) = (self.shape.len(), self.shape.n_y(), self.shape.n_x());
+        assert_eq!(rows.len(), n_x, "row set for another grid");
+        let (natural_rows, fft_scratch) = scratch.split_at_mut(n);
+        self.backend.rows_out_of_place(
+            Axis::X,
+            Direction::Forward,
+            &input[..n],
+            natural_rows,
+            fft_scratch,
+        );
+        let output = &mut output[..n];
+        for run in rows.runs() {
+            transpose_columns(natural_rows, output, n_y, n_x, run.clone());
+            self.backend.rows_in_place(
+                Axis::Y,
+                Direction::Forward,
+                &mut output[run.start * n_y..run.end * n_y],
+                fft_scratch,
+            );
+        }
+    }
+
+    /// [`Self::inverse_from_transposed`] of `input` with the transposed rows *not* in `rows`
+    /// taken as zero (they are not read): `output = Φ^H(transpose⁻¹(R input)) /
+    /// inverse_divisor()` with `R` the row selection. The `Y` pass runs on the rows in
+    /// `rows` only; the transpose writes zeros for the others, whose `Y` pass would have
+    /// produced exact zeros. `output` is the same as the unpruned method's on an input that
+    /// is zero outside `rows` (up to the sign of exact zeros). Same scratch as the unpruned
+    /// method.
+    ///
+    /// # Panics
+    /// If a slice is shorter than stated or `rows` is not for this grid (`rows.len() != n_x`).
+    pub fn inverse_from_transposed_rows<T: Real>(
+        &self,
+        input: &[Complex<T>],
+        output: &mut [Complex<T>],
+        rows: &ActiveRows,
+        scratch: &mut [Complex<T>],
+    ) where
+        B: FftBackend<T>,
+    {
+        let (n, n_y, n_x) = (self.shape.len(), self.shape.n_y(), self.shape.n_x());
+        assert_eq!(rows.len(), n_x, "row set for another grid");
+        let (spectral_rows, fft_scratch) = scratch.split_at_mut(n);
+        for run in rows.runs() {
+            let span = run.start * n_y..run.end * n_y;
+            self.backend.rows_out_of_place(
+                Axis::Y,
+                Direction::Inverse,
+                &input[span.clone()],
+                &mut spectral_rows[span],
+                fft_scratch,
+            );
+        }
+        transpose_rows_or_zero(spectral_rows, &mut output[..n], n_x, n_y, rows);
+        self.backend
+            .rows_in_place(Axis::X, Direction::Inverse, &mut output[..n], fft_scratch);
+    }
+
+    /// Checked variant of [`Self::forward_to_transposed_rows`].
+    pub fn try_forward_to_transposed_rows<T: Real>(
+        &self,
+        input: &[Complex<T>],
+        output: &mut [Complex<T>],
+        rows: &ActiveRows,
+        scratch: &mut [Complex<T>],
+    ) -> Result<()>
+    where
+        B: FftBackend<T>,
+    {
+        self.check(input.len(), output.len(), scratch.len())?;
+        check_len("fft row set", rows.len(), self.shape.n_x())?;
+        self.forward_to_transposed_rows(input, output, rows, scratch);
+        Ok(())
+    }
+
+    /// Checked variant of [`Self::inverse_from_transposed_rows`].
+    pub fn try_inverse_from_transposed_rows<T: Real>(
+        &self,
+        input: &[Complex<T>],
+        output: &mut [Complex<T>],
+        rows: &ActiveRows,
+        scratch: &mut [Complex<T>],
+    ) -> Result<()>
+    where
+        B: FftBackend<T>,
+    {
+        self.check(input.len(), output.len(), scratch.len())?;
+        check_len("fft row set", rows.len(), self.shape.n_x())?;
+        self.inverse_from_transposed_rows(input, output, rows, scratch);
+        Ok(())
+    }
+
     /// What [`Self::inverse_from_transposed`] divides `Φ^H` by (1 for rustfft, `N` for microfft).
     pub fn inverse_divisor<T: Real>(&self) -> T
     where
@@ -211,6 +334,66 @@ pub fn transpose<E: Copy>(input: &[E], output: &mut [E], rows: usize, cols: usiz
                 let src = &input[r * cols + col_tile..r * cols + col_end];
                 for (offset, &value) in src.iter().enumerate() {
                     output[(col_tile + offset) * rows + r] = value;
+                }
+            }
+        }
+    }
+}
+
+/// `output[c][r] = input[r][c]` for the columns `c` in `columns` only (the rows of `output`
+/// outside `columns` are not written); `input` is `rows × cols` row-major. Tiled like
+/// [`transpose`].
+fn transpose_columns<E: Copy>(
+    input: &[E],
+    output: &mut [E],
+    rows: usize,
+    cols: usize,
+    columns: Range<usize>,
+) {
+    assert_eq!(input.len(), rows * cols);
+    assert_eq!(output.len(), rows * cols);
+    assert!(columns.end <= cols);
+    for row_tile in (0..rows).step_by(TRANSPOSE_TILE) {
+        let row_end = (row_tile + TRANSPOSE_TILE).min(rows);
+        for col_tile in columns.clone().step_by(TRANSPOSE_TILE) {
+            let col_end = (col_tile + TRANSPOSE_TILE).min(columns.end);
+            for r in row_tile..row_end {
+                let src = &input[r * cols + col_tile..r * cols + col_end];
+                for (offset, &value) in src.iter().enumerate() {
+                    output[(col_tile + offset) * rows + r] = value;
+                }
+            }
+        }
+    }
+}
+
+/// `output[c][r] = input[r][c]` for the rows `r` in `active`, and `zero` for the others
+/// (whose `input` is not read); `input` is `rows × cols` row-major. Tiled like [`transpose`].
+fn transpose_rows_or_zero<T: Real>(
+    input: &[Complex<T>],
+    output: &mut [Complex<T>],
+    rows: usize,
+    cols: usize,
+    active: &ActiveRows,
+) {
+    assert_eq!(input.len(), rows * cols);
+    assert_eq!(output.len(), rows * cols);
+    assert_eq!(active.len(), rows);
+    let zero = Complex::new(T::zero(), T::zero());
+    for row_tile in (0..rows).step_by(TRANSPOSE_TILE) {
+        let row_end = (row_tile + TRANSPOSE_TILE).min(rows);
+        for col_tile in (0..cols).step_by(TRANSPOSE_TILE) {
+            let col_end = (col_tile + TRANSPOSE_TILE).min(cols);
+            for r in row_tile..row_end {
+                if active.contains(r) {
+                    let src = &input[r * cols + col_tile..r * cols + col_end];
+                    for (offset, &value) in src.iter().enumerate() {
+                        output[(col_tile + offset) * rows + r] = value;
+                    }
+                } else {
+                    for c in col_tile..col_end {
+                        output[c * rows + r] = zero;
+                    }
                 }
             }
         }
