@@ -8,7 +8,7 @@
 #   4. the learned method with two dictionaries it was not trained with (results/unseen_*) and
 #      with the CSC baseline's dct5 (results/dictionary_dct5);
 #   5. `sparsemap-host bench`: time per slice as ratios to CSC, with the tuned weights
-#      (results/bench.md, bench.json).
+#      (results/bench_methods.md, bench_methods.json).
 # Needs the Debian packages mricron-data and bart (scripts/test.sh installs them). About
 # 30-40 minutes on 2 cores, most of it the weight search; pass extra eval options through
 # EVAL_ARGS, e.g. EVAL_ARGS="--acquisitions block128@0.15 --validation-slices 3" for a quick run.
@@ -30,4 +30,4 @@ for dictionary in unseen_cdl_k32_s11 unseen_cdl_k64_s11 dictionary_dct5; do
         --acquisitions block128@0.15 --ood-acquisition none --methods learned-f32,learned-int8 \
         --model-dictionary "models/dictionaries/${dictionary#*_}.npy" --reuse results/eval.json --no-figures
 done
-"$host" bench --weights-from results/eval.json --json results/bench.json | tee results/bench.md
+"$host" bench --weights-from results/eval.json --json results/bench_methods.json | tee results/bench_methods.md

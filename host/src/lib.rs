@@ -8,17 +8,21 @@
 //!   streams with faults;
 //! - [`metrics`] (PSNR, SSIM, NRMSE, checked against scikit-image), the classical
 //!   [`baselines`] (total variation, BART) and the common [`methods`] interface;
-//! - [`eval`] (tuning on validation, tables, [`figure`]s) and [`bench`] (time ratios).
+//! - [`eval`] (tuning on validation, tables, [`figure`]s), [`bench`] (time ratios in one
+//!   process) and [`e2e`] (whole `sparsemap` and BART processes, per-stage times, peak RSS;
+//!   [`process`] measures them).
 #![forbid(unsafe_code)]
 
 pub mod baselines;
 pub mod bench;
 pub mod dataset;
+pub mod e2e;
 pub mod eval;
 pub mod export;
 pub mod figure;
 pub mod methods;
 pub mod metrics;
+pub mod process;
 pub mod scan;
 pub mod simulate;
 pub mod volume;

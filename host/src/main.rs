@@ -7,6 +7,7 @@
 //! sparsemap-host simulate-scan --input data/sim/test.npz --slices 0,1 --out scan.smw --drop 0.01
 //! sparsemap-host eval --data-dir data --out-dir results
 //! sparsemap-host bench
+//! sparsemap-host bench-e2e --threads 1,2                   # whole processes, sparsemap vs BART
 //! ```
 #![forbid(unsafe_code)]
 
@@ -19,7 +20,7 @@ use sparsemap_host::export::{export, ExportConfig};
 use sparsemap_host::methods::{LearnedSettings, Method, Settings};
 use sparsemap_host::scan::{simulate_scan, FaultSpec, SampleFormat, ScanSpec};
 use sparsemap_host::simulate::simulate_stack;
-use sparsemap_host::{bench, REPO_ROOT};
+use sparsemap_host::{bench, e2e, REPO_ROOT};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -49,6 +50,9 @@ enum Command {
     Eval(EvalArgs),
     /// Wall time per slice of every method on one 256x256 slice, as ratios to CSC.
     Bench(BenchArgs),
+    /// Whole processes on the bundled example: `sparsemap recon` (int8, f32) and BART pics
+    /// (TV, l1-wavelet) per thread count, with PSNR, peak RSS and sparsemap's stage times.
+    BenchE2e(BenchE2eArgs),
 }
 
 #[derive(Args)]
@@ -253,6 +257,28 @@ struct BenchArgs {
     json: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct BenchE2eArgs {
+    /// The `sparsemap` executable; default: the one next to this executable (both are built
+    /// into the same target directory).
+    #[arg(long)]
+    sparsemap: Option<PathBuf>,
+    /// Thread counts: `sparsemap recon --threads N` and BART's OMP_NUM_THREADS. Must include 1.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
+    threads: Vec<usize>,
+    /// Take BART's TV and l1-wavelet weights from an `eval.json` (tuned on validation for
+    /// block128@0.15, the example's acquisition).
+    #[arg(long, default_value = "results/eval.json")]
+    weights_from: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    #[command(flatten)]
+    iterations: IterationArgs,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -260,6 +286,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => run_simulate(args),
         Command::SimulateScan(args) => run_simulate_scan(args),
         Command::Eval(args) => run_eval(args),
+        Command::BenchE2e(args) => run_bench_e2e(args),
         Command::Bench(args) => run_bench(args),
     };
     match result {
@@ -524,6 +551,73 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     )?;
     bar.finish_and_clear();
     println!("{}", bench::markdown(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `path` if it exists, else the same relative path inside the repository.
+fn in_repo(path: &Path) -> PathBuf {
+    let inside = Path::new(REPO_ROOT).join(path);
+    if path.is_relative() && !path.exists() && inside.exists() {
+        inside
+    } else {
+        path.to_path_buf()
+    }
+}
+
+fn run_bench_e2e(args: BenchE2eArgs) -> Result<()> {
+    let sparsemap = match &args.sparsemap {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .with_file_name("sparsemap"),
+    };
+    if !sparsemap.is_file() {
+        bail!(
+            "{}: no sparsemap executable (build it: cargo build --release -p sparsemap-edge --bin sparsemap)",
+            sparsemap.display()
+        );
+    }
+    let weights = in_repo(&args.weights_from);
+    let tuned = eval::read_report(&weights)?.tuned;
+    let lambda = |method: Method| {
+        tuned
+            .iter()
+            .find(|t| t.acquisition == "block128@0.15" && t.method == method)
+            .map(|t| t.lambda)
+            .with_context(|| {
+                format!(
+                    "{}: no tuned {method} weight for block128@0.15",
+                    weights.display()
+                )
+            })
+    };
+    let settings = args.iterations.settings();
+    let config = e2e::E2eConfig {
+        sparsemap,
+        model_f32: in_repo(&settings.learned.model_f32),
+        example: Path::new(REPO_ROOT).join("examples/colin27"),
+        example_name: "examples/colin27".to_string(),
+        threads: args.threads.clone(),
+        repeats: args.repeats,
+        bart_tv_lambda: lambda(Method::BartTv)?,
+        bart_wavelet_lambda: lambda(Method::BartWavelet)?,
+        settings,
+        time: sparsemap_host::process::gnu_time(),
+    };
+    if config.time.is_none() {
+        eprintln!(
+            "sparsemap-host: no GNU time at {} (Debian package `time`): BART's peak RSS is not measured",
+            sparsemap_host::process::GNU_TIME
+        );
+    }
+    let bar = spinner("benchmarking");
+    let report = e2e::run(&config, |m| bar.set_message(m.to_string()))?;
+    bar.finish_and_clear();
+    println!("{}", e2e::markdown(&report));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -21,8 +21,19 @@
 //!   natural row sampled, full readout), with the solver's transform (nothing to prune) and
 //!   with a prototype that runs the `Y` pass first and the `X` pass on the sampled `ky` rows
 //!   only (at the cost of a second transpose per FFT); see DESIGN §3.5.
+//!
+//! Bandwidth, group `bandwidth` (DESIGN §3.5, "Memory traffic"; §8.2):
+//! - `bandwidth/copy` and `bandwidth/triad`: this machine's streaming bandwidth in the same
+//!   run, STREAM's kernels (`a = b`, `a = b + s c`) on `f32` arrays together at least 256 MiB
+//!   and 4× the last-level cache, bytes counted as STREAM does (each array element read or
+//!   written once, no write-allocate traffic).
+//! - `iteration_traffic.json` (next to criterion's output): the bytes one iteration must move
+//!   to and from memory, [`IterationTraffic`]. `scripts/bench.sh` prints
+//!   `iteration / max(FFT floor, bytes / bandwidth)`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use num_complex::Complex32;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,6 +44,7 @@ use sparsemap_core::fft::{
 use sparsemap_core::fista::{chunk_count, fista, FistaBuffers, Lambda, WorkerBuffers};
 use sparsemap_core::Shape;
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const SIDE: usize = 256;
@@ -416,6 +428,156 @@ fn pruning_benches(c: &mut Criterion) {
     bench_pruning(c, "pruning_microfft", MicroFft::new(shape));
 }
 
+/// Bytes one FISTA iteration with Lambda maps must move between the cores and memory
+/// (complex `f32` = 8 bytes, `f32` = 4), from the accesses of `fista::update_block` and
+/// `MaskedSynthesis::{adjoint_block, apply_block_add}`. Only the `K`-grid arrays count: they
+/// are too large to stay in cache from one filter to the next, whereas the `N`-element
+/// buffers every filter reuses (residuals, mask, spectrum, FFT scratch, the block) do. Per
+/// filter `k`, each of its `N` elements:
+///
+/// - `z^{i-1}_k` read (8) and `z^{i-2}_k` read and overwritten by `z^i_k` (8 + 8) in
+///   `update_block`;
+/// - the Lambda map `Lambda_k` read (4);
+/// - the response `h_k` read (8) by the adjoint block; its second read, by the forward block
+///   after one inverse and one forward FFT, is counted as a cache hit (about 3 MB of buffers
+///   pass in between);
+/// - the forward-pass sum of its chunk of `BLOCKS_PER_CHUNK` = 4 filters, written back once
+///   and read once by the reduction (`(8 + 8) / 4` = 4): the K/4 partial sums are 4 MiB at
+///   256², more than stays cached while the other chunks run.
+///
+/// Total `40 K N` bytes (83.9 MB at N = 256², K = 32). The FFTs' own passes (row pass,
+/// transpose, row pass: 48 N bytes each way per FFT), the elementwise passes over the
+/// `N`-element buffers and the reduction touch `212 K N + 32 N` bytes in all
+/// (`total_touched`), most of them in cache. Unpruned transforms (as `fista/<backend>`).
+#[derive(Debug, Clone, Copy)]
+struct IterationTraffic {
+    memory: usize,
+    total_touched: usize,
+}
+
+impl IterationTraffic {
+    fn new(n: usize, k: usize) -> Self {
+        // complex f32, f32
+        const C: usize = 8;
+        const R: usize = 4;
+        let chunk = sparsemap_core::fista::BLOCKS_PER_CHUNK;
+        // Streamed from memory, per filter pixel: z read, previous read + write, Lambda
+        // read, h read, the chunk's partial sum written back and read by the reduction.
+        let memory = C + 2 * C + R + C + 2 * C / chunk;
+        // Every pass, per filter pixel. Adjoint block: r, h, mask read, spectrum written;
+        // inverse FFT: row pass (read + write), transpose (read + write), row pass in place
+        // (read + write); update: z, previous, block read, Lambda read, previous and block
+        // written; forward FFT as the inverse; accumulate: next residual, spectrum, h, mask
+        // read, partial sum written; the chunk's partial sum zeroed once; the reduction adds
+        // each partial (read) into the next residual (read + write). Per iteration, not per
+        // filter: the next residual zeroed (8), then `r - y` (r, y read, r written: 24).
+        let adjoint = C + C + R + C;
+        let fft = 6 * C;
+        let update = C + 2 * C + 2 * C + R;
+        let accumulate = C + C + C + R + C;
+        let partials = C / chunk + (C + 2 * C) / chunk;
+        let touched = adjoint + fft + update + fft + accumulate + partials;
+        Self {
+            memory: memory * k * n,
+            total_touched: touched * k * n + (C + 3 * C) * n,
+        }
+    }
+}
+
+/// Criterion's output directory (where `scripts/bench.sh` reads the estimates).
+fn criterion_dir() -> PathBuf {
+    std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("criterion"))
+        })
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../target/criterion"
+            ))
+        })
+}
+
+/// The last-level cache of CPU 0 in bytes (Linux sysfs), if known.
+fn last_level_cache_bytes() -> Option<usize> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    let mut largest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(size) = std::fs::read_to_string(entry.path().join("size")) else {
+            continue;
+        };
+        let size = size.trim();
+        let bytes = match size.strip_suffix('K') {
+            Some(kib) => kib.parse::<usize>().ok().map(|v| v << 10),
+            None => match size.strip_suffix('M') {
+                Some(mib) => mib.parse::<usize>().ok().map(|v| v << 20),
+                None => size.parse().ok(),
+            },
+        };
+        largest = largest.max(bytes);
+    }
+    largest
+}
+
+/// Streaming bandwidth in the same run as the iteration (STREAM copy and triad, one thread),
+/// and the bytes of one iteration (`iteration_traffic.json`).
+fn bandwidth(c: &mut Criterion) {
+    /// At least this many bytes over the three arrays (STREAM's rule: ≫ the caches) ...
+    const MIN_TOTAL: usize = 256 << 20;
+    /// ... and this many times the last-level cache.
+    const CACHE_MULTIPLE: usize = 4;
+    let total = MIN_TOTAL.max(CACHE_MULTIPLE * last_level_cache_bytes().unwrap_or(0));
+    let len = total / 3 / std::mem::size_of::<f32>();
+    let bytes = |arrays: usize| (arrays * len * std::mem::size_of::<f32>()) as u64;
+    // Allocated on first use, so that a filtered run that skips this group does not pay for it.
+    let mut arrays: Option<(Vec<f32>, Vec<f32>, Vec<f32>)> = None;
+    let make = || (vec![0.0f32; len], vec![1.0f32; len], vec![2.0f32; len]);
+    let scalar = 3.0f32;
+
+    let traffic = IterationTraffic::new(SIDE * SIDE, FILTERS);
+    let dir = criterion_dir();
+    let json = format!(
+        "{{\"n\": {}, \"k\": {FILTERS}, \"memory_bytes\": {}, \"total_touched_bytes\": {}, \"bandwidth_bytes_per_array\": {}, \"last_level_cache_bytes\": {}}}\n",
+        SIDE * SIDE,
+        traffic.memory,
+        traffic.total_touched,
+        len * std::mem::size_of::<f32>(),
+        last_level_cache_bytes().map_or("null".to_string(), |b| b.to_string()),
+    );
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join("iteration_traffic.json"), json);
+    }
+
+    let mut group = c.benchmark_group("bandwidth");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Bytes(bytes(2)));
+    group.bench_function("copy", |bench| {
+        let (a, b, _) = arrays.get_or_insert_with(make);
+        bench.iter(|| {
+            for (x, &y) in a.iter_mut().zip(black_box(&*b)) {
+                *x = y;
+            }
+            black_box(&mut *a);
+        })
+    });
+    group.throughput(Throughput::Bytes(bytes(3)));
+    group.bench_function("triad", |bench| {
+        let (a, b, c) = arrays.get_or_insert_with(make);
+        bench.iter(|| {
+            for ((x, &y), &z) in a.iter_mut().zip(black_box(&*b)).zip(black_box(&*c)) {
+                *x = y + scalar * z;
+            }
+            black_box(&mut *a);
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(fista_iteration, benches);
 criterion_group!(fista_pruning, pruning_benches);
-criterion_main!(fista_iteration, fista_pruning);
+criterion_group!(fista_bandwidth, bandwidth);
+criterion_main!(fista_iteration, fista_pruning, fista_bandwidth);

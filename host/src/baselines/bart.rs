@@ -26,7 +26,10 @@
 //!   image (colin27, lambda 0.02, converged with `-i 2000` / 3000 Chambolle–Pock steps:
 //!   PSNR 33.15 vs 33.13 dB, images 1.64e-2 apart relative — a small discretisation
 //!   difference, boundary or isotropy details, not investigated further).
-//! - `OMP_NUM_THREADS=1` is set on every call (faster on the 2-core machines, DEPENDENCIES).
+//! - `OMP_NUM_THREADS=1` is set on every call (faster on the 2-core machines, DEPENDENCIES);
+//!   [`Bart::with_omp_threads`] changes it (the end-to-end benchmark times 1 and 2).
+//! - [`Bart::with_process_log`] records every BART process's wall time and, with GNU time,
+//!   its peak RSS ([`crate::process`]).
 //!
 //! Scaling: as for the TV baseline (DESIGN §3.6), the masked data is multiplied by
 //! `c = 1/p99(|F^H M y|)` before pics and the result divided by `c`, so `lambda` is in the
@@ -43,6 +46,7 @@ use sparsemap_core::recon::percentile;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 /// The Debian package that provides the `bart` executable.
 pub const APT_PACKAGE: &str = "bart";
@@ -50,7 +54,8 @@ pub const APT_PACKAGE: &str = "bart";
 /// BART transform flags selecting dims 0 and 1 (x and y).
 pub const SPATIAL_FLAGS: u32 = 3;
 
-/// `OMP_NUM_THREADS` given to every BART process.
+/// `OMP_NUM_THREADS` given to every BART process unless [`Bart::with_omp_threads`] says
+/// otherwise.
 pub const OMP_THREADS: &str = "1";
 
 /// A BART regulariser for [`Bart::pics`]; `lambda` in the scaled units (module docs).
@@ -83,6 +88,25 @@ impl Regulariser {
 #[derive(Debug, Clone)]
 pub struct Bart {
     program: PathBuf,
+    omp_threads: String,
+    log: Option<ProcessLog>,
+}
+
+/// One finished BART process (see [`Bart::with_process_log`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BartProcess {
+    /// The BART subcommand (`pics`, `fft`, `ones`, ...).
+    pub command: String,
+    /// Wall time from spawn to exit, seconds.
+    pub seconds: f64,
+    /// Peak RSS in bytes, when GNU time measured it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct ProcessLog {
+    time: Option<PathBuf>,
+    records: Arc<Mutex<Vec<BartProcess>>>,
 }
 
 /// The first `bart` executable on `PATH`, if any.
@@ -97,7 +121,7 @@ impl Bart {
     /// Uses the `bart` found on `PATH`; an error naming the apt package if there is none.
     pub fn new() -> Result<Self> {
         match find_on_path() {
-            Some(program) => Ok(Self { program }),
+            Some(program) => Ok(Self::with_program(program)),
             None => bail!(
                 "the `bart` executable is not on PATH; install it with \
                  `apt-get install -y {APT_PACKAGE}` (Debian package `{APT_PACKAGE}`, BART 0.8.00)"
@@ -109,7 +133,34 @@ impl Bart {
     pub fn with_program(program: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
+            omp_threads: OMP_THREADS.to_owned(),
+            log: None,
         }
+    }
+
+    /// Runs every BART process with `OMP_NUM_THREADS=threads` (default [`OMP_THREADS`]).
+    pub fn with_omp_threads(mut self, threads: usize) -> Self {
+        self.omp_threads = threads.to_string();
+        self
+    }
+
+    /// Records every BART process this handle (and its clones) runs, for
+    /// [`Self::take_process_log`]: wall time, and peak RSS when `time` is GNU time
+    /// ([`crate::process::gnu_time`]).
+    pub fn with_process_log(mut self, time: Option<PathBuf>) -> Self {
+        self.log = Some(ProcessLog {
+            time,
+            records: Arc::default(),
+        });
+        self
+    }
+
+    /// The processes recorded since the last call, oldest first (empty without
+    /// [`Self::with_process_log`]).
+    pub fn take_process_log(&self) -> Vec<BartProcess> {
+        self.log.as_ref().map_or_else(Vec::new, |log| {
+            std::mem::take(&mut *log.records.lock().unwrap_or_else(|e| e.into_inner()))
+        })
     }
 
     /// Path of the executable.
@@ -123,8 +174,9 @@ impl Bart {
         Ok(self.run(dir.path(), &["version"])?.trim().to_owned())
     }
 
-    /// Runs `bart ARGS...` in `dir` with `OMP_NUM_THREADS=1`; returns its stdout. A failure to
-    /// start or a non-zero exit is an error naming the command and carrying BART's stderr.
+    /// Runs `bart ARGS...` in `dir` with `OMP_NUM_THREADS` (module docs); returns its stdout.
+    /// A failure to start or a non-zero exit is an error naming the command and carrying
+    /// BART's stderr.
     pub fn run<S: AsRef<std::ffi::OsStr>>(&self, dir: &Path, args: &[S]) -> Result<String> {
         let line = std::iter::once(self.program.as_os_str().to_owned())
             .chain(args.iter().map(|a| a.as_ref().to_owned()))
@@ -132,16 +184,31 @@ impl Bart {
             .join(std::ffi::OsStr::new(" "))
             .to_string_lossy()
             .into_owned();
-        let output = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(args)
             .current_dir(dir)
-            .env("OMP_NUM_THREADS", OMP_THREADS)
-            .output()
+            .env("OMP_NUM_THREADS", &self.omp_threads);
+        let time = self.log.as_ref().and_then(|log| log.time.as_deref());
+        let measured = crate::process::run(&command, time, &dir.join(".sparsemap-rss"))
             .with_context(|| {
                 format!(
                     "could not run `{line}` (is BART installed? `apt-get install -y {APT_PACKAGE}`)"
                 )
             })?;
+        if let Some(log) = &self.log {
+            log.records
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(BartProcess {
+                    command: args
+                        .first()
+                        .map_or_else(String::new, |a| a.as_ref().to_string_lossy().into_owned()),
+                    seconds: measured.seconds,
+                    peak_rss_bytes: measured.peak_rss_bytes,
+                });
+        }
+        let output = measured.output;
         if !output.status.success() {
             bail!(
                 "`{line}` failed ({}): {}{}",
