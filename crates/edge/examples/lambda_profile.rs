@@ -87,12 +87,15 @@ fn main() -> Result<()> {
             let mut st = SimpleState::new(&m.plan)?;
             let mut times = vec![0.0f64; m.node_time.len()];
             let started = Instant::now();
-            st.run_plan_with_eval(tvec!(input.clone().into()), |ctx, op_state, node, inputs| {
-                let t = Instant::now();
-                let r = eval(ctx, op_state, node, inputs);
-                times[node.id] += t.elapsed().as_secs_f64();
-                r
-            })?;
+            st.run_plan_with_eval(
+                tvec!(input.clone().into()),
+                |ctx, op_state, node, inputs| {
+                    let t = Instant::now();
+                    let r = eval(ctx, op_state, node, inputs);
+                    times[node.id] += t.elapsed().as_secs_f64();
+                    r
+                },
+            )?;
             let total = started.elapsed().as_secs_f64();
             if round > 0 {
                 // round 0 is a warm-up
@@ -118,14 +121,22 @@ fn main() -> Result<()> {
         let model = m.plan.model();
         let mut by_op: BTreeMap<String, (usize, f64)> = BTreeMap::new();
         for node in model.nodes() {
-            let dt = model.outlet_fact(OutletId::new(node.id, 0)).map(|f| format!("{:?}", f.datum_type)).unwrap_or_default();
-            let e = by_op.entry(format!("{} ({dt})", node.op().name())).or_default();
+            let dt = model
+                .outlet_fact(OutletId::new(node.id, 0))
+                .map(|f| format!("{:?}", f.datum_type))
+                .unwrap_or_default();
+            let e = by_op
+                .entry(format!("{} ({dt})", node.op().name()))
+                .or_default();
             e.0 += 1;
             e.1 += m.node_time[node.id];
         }
         let mut rows: Vec<_> = by_op.into_iter().collect();
         rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-        println!("  {:<34} {:>5} {:>10} {:>7}", "op (output type)", "count", "ms/run", "share");
+        println!(
+            "  {:<34} {:>5} {:>10} {:>7}",
+            "op (output type)", "count", "ms/run", "share"
+        );
         for (op, (count, t)) in rows {
             println!(
                 "  {:<34} {:>5} {:>10.2} {:>6.1}%",
