@@ -15,6 +15,7 @@ pub mod learned;
 pub mod limits;
 pub mod memory;
 pub mod method;
+pub mod model_choice;
 pub mod metrics;
 pub mod npy;
 pub mod output;

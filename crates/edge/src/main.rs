@@ -16,7 +16,7 @@ use sparsemap_edge::worker::{
     check_output_paths, provenance, slice_stem, with_suffix, write_atomically, OutputOptions,
     Previewer, SliceRecord, Worker,
 };
-use sparsemap_edge::{metrics, npy, BUNDLED_DICTIONARY, BUNDLED_DICTIONARY_NAME};
+use sparsemap_edge::{metrics, model_choice, npy, BUNDLED_DICTIONARY, BUNDLED_DICTIONARY_NAME};
 use sparsemap_wire::AssemblerConfig;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,9 @@ enum Command {
 #[derive(Args)]
 struct MethodArgs {
     /// Lambda-network ONNX model (docs/design.md §4). Default: the bundled int8 model.
-    #[arg(long, value_name = "PATH.onnx", conflicts_with = "lambda")]
+    /// `auto`: the faster of the bundled int8/f32 pair on this CPU, timed once and cached in
+    /// ~/.cache/sparsemap/model-choice.json; the outputs name the one picked.
+    #[arg(long, value_name = "PATH.onnx|auto", conflicts_with = "lambda")]
     model: Option<PathBuf>,
     /// Dictionary filters, float32 [K, s, s] (s odd, <= 11). Default: the bundled model's
     /// cdl_k32_s9, or dct5 with --lambda.
@@ -210,6 +212,12 @@ fn main() -> ExitCode {
 fn method_spec(args: &MethodArgs) -> Result<Arc<MethodSpec>> {
     let sparsity = match (&args.lambda, &args.model) {
         (Some(text), _) => Sparsity::Fixed(FixedLambda::parse(text)?),
+        (None, Some(path)) if path.as_os_str() == model_choice::AUTO => {
+            let cache = model_choice::default_cache_dir();
+            let (model, choice) = model_choice::choose(cache.as_deref())?;
+            eprintln!("sparsemap: {}", choice.describe());
+            Sparsity::Model(model)
+        }
         (None, Some(path)) => Sparsity::Model(LambdaModel::from_path(path)?),
         (None, None) => Sparsity::Model(LambdaModel::from_bytes(
             sparsemap_edge::learned::BUNDLED_MODEL,

@@ -234,6 +234,10 @@ pub struct SliceTimes {
 pub struct SliceRecord {
     pub scan: u32,
     pub slice: u16,
+    /// The Lambda model (name and precision; with `--model auto`, the one it picked); absent
+    /// with fixed sparsity levels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// `ok`, or `error` with `error` saying why (the k-space is then saved).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -333,6 +337,7 @@ impl Worker {
         let mut record = SliceRecord {
             scan: stats.scan_id,
             slice: stats.slice,
+            model: self.spec.model_name(),
             status: "ok",
             error: None,
             lines_received: stats.lines_received,

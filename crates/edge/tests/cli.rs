@@ -252,6 +252,46 @@ fn every_thread_count_writes_the_same_bytes() {
 
 fn sparsemap_sidecar(stem: &Path) -> PathBuf {
     stem.with_extension("json")
+
+/// `--model auto` times the bundled int8/f32 pair once, caches the choice under
+/// `$XDG_CACHE_HOME/sparsemap/`, and every output names the model it picked.
+#[test]
+fn model_auto_picks_a_bundled_model_caches_it_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let example = repo().join("examples/colin27");
+    let run = |name: &str| {
+        let out = dir.path().join(format!("{name}.npy"));
+        let output = Command::new(env!("CARGO_BIN_EXE_sparsemap"))
+            .env("XDG_CACHE_HOME", &cache)
+            .args(["recon", "--model", "auto", "--kspace"])
+            .arg(example.join("kspace.npy"))
+            .arg("--mask")
+            .arg(example.join("mask.npy"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("runs the binary");
+        assert!(output.status.success(), "{}", stderr(&output));
+        let sidecar: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
+                .unwrap();
+        (
+            stderr(&output),
+            sidecar["model"].as_str().unwrap().to_string(),
+        )
+    };
+    let (first_err, first_model) = run("first");
+    assert!(
+        first_err.contains("--model auto:") && first_err.contains("measured now"),
+        "{first_err}"
+    );
+    assert!(first_model.contains("--model auto:"), "{first_model}");
+    assert!(first_model.contains("default.int8") || first_model.contains("default.f32"));
+    assert!(cache.join("sparsemap/model-choice.json").is_file());
+    let (second_err, second_model) = run("second");
+    assert!(second_err.contains("cached"), "{second_err}");
+    assert_eq!(second_model, first_model);
 }
 
 /// A small valid problem in `dir`: 32x32 k-space, mask, a 3x3 dictionary.

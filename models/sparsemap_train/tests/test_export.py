@@ -75,3 +75,19 @@ def test_int8_close_to_f32(model):
     a, b = export.run_ort(f32, x), export.run_ort(int8, x)
     assert np.linalg.norm(b - a) / np.linalg.norm(a) <= 2e-2
     assert np.max(np.abs(b - a)) <= 0.05 * lambda_net.LAMBDA_MAX
+
+
+def test_int8_per_tensor_has_one_weight_scale_per_conv(model):
+    params, f32, int8 = model
+    cal = []
+    for seed, (k, s) in enumerate([(16, 5), (8, 3)]):
+        kspace, mask, d = problem(k=k, s=s, seed=seed)
+        cal += export.calibration_features([d], [(kspace, mask)], 1.0)
+    pt = export.quantize_int8(f32, cal, export.metadata(64, 1.0, "int8", "test"), per_channel=False)
+    inits = {t.name: t for t in pt.graph.initializer}
+    for conv in (n for n in pt.graph.node if n.op_type == "QLinearConv"):
+        assert onnx.numpy_helper.to_array(inits[conv.input[4]]).size == 1
+    kspace, mask, d = problem(k=12, s=7, seed=4)
+    x = np.asarray(feat.features_from_kspace(kspace, mask, d)[0])
+    a, b = export.run_ort(f32, x), export.run_ort(pt, x)
+    assert np.linalg.norm(b - a) / np.linalg.norm(a) <= 2e-2
