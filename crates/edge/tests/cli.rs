@@ -252,6 +252,7 @@ fn every_thread_count_writes_the_same_bytes() {
 
 fn sparsemap_sidecar(stem: &Path) -> PathBuf {
     stem.with_extension("json")
+}
 
 /// `--model auto` times the bundled int8/f32 pair once, caches the choice under
 /// `$XDG_CACHE_HOME/sparsemap/`, and every output names the model it picked.
