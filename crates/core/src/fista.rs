@@ -101,6 +101,19 @@ pub fn chunk_count(blocks: usize) -> usize {
     blocks.div_ceil(BLOCKS_PER_CHUNK)
 }
 
+/// The chunks of `op`'s blocks, or an error naming `what` if they exceed [`MAX_CHUNKS`].
+fn checked_chunk_count<T: Real, A: LinearOperator<T>>(op: &A, what: &'static str) -> Result<usize> {
+    let chunks = chunk_count(op.domain_len() / op.block_len().max(1));
+    if chunks > MAX_CHUNKS {
+        return Err(Error::LengthMismatch {
+            what,
+            expected: MAX_CHUNKS,
+            actual: chunks,
+        });
+    }
+    Ok(chunks)
+}
+
 /// Runs independent pieces of work, possibly concurrently: the seam between the serial
 /// no_std core and a multi-threaded caller (the edge runtime's scoped threads).
 pub trait Executor {
@@ -166,14 +179,7 @@ impl<T: Real> FistaBuffers<'_, '_, T> {
             self.next_residual.len(),
             op.range_len(),
         )?;
-        let chunks = chunk_count(op.domain_len() / op.block_len().max(1));
-        if chunks > MAX_CHUNKS {
-            return Err(Error::LengthMismatch {
-                what: "fista chunks (blocks / BLOCKS_PER_CHUNK)",
-                expected: MAX_CHUNKS,
-                actual: chunks,
-            });
-        }
+        let chunks = checked_chunk_count(op, "fista chunks (blocks / BLOCKS_PER_CHUNK)")?;
         check_capacity(
             "fista partial sums",
             self.partials.len(),
@@ -431,14 +437,7 @@ pub fn apply_with<T: Real, A: LinearOperator<T> + Sync, E: Executor>(
     let (domain, range, block_len) = (op.domain_len(), op.range_len(), op.block_len());
     check_len("synthesis input", x.len(), domain)?;
     check_capacity("synthesis output", y.len(), range)?;
-    let chunk_total = chunk_count(domain / block_len);
-    if chunk_total > MAX_CHUNKS {
-        return Err(Error::LengthMismatch {
-            what: "synthesis chunks (blocks / BLOCKS_PER_CHUNK)",
-            expected: MAX_CHUNKS,
-            actual: chunk_total,
-        });
-    }
+    let chunk_total = checked_chunk_count(op, "synthesis chunks (blocks / BLOCKS_PER_CHUNK)")?;
     check_capacity(
         "synthesis partial sums",
         partials.len(),

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use num_complex::Complex;
-use sparsemap_core::dictionary::{Dictionary, DictionaryPlan, MaskedSynthesis};
+use sparsemap_core::dictionary::{Dictionary, DictionaryPlan, MaskedSynthesis, PlanInfo};
 use sparsemap_core::fft::{ActiveRows, Fft2, FftBackend, MicroFft, RustFft};
 use sparsemap_core::fista::{
     apply_with, chunk_count, fista, fista_with, Executor, FistaBuffers, Lambda, Serial,
@@ -91,6 +91,46 @@ fn problem() -> Problem {
     }
 }
 
+/// The mask in the solver's transposed layout.
+fn transposed_mask(shape: Shape, mask: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; shape.len()];
+    for y in 0..shape.n_y() {
+        for x in 0..shape.n_x() {
+            out[shape.transposed(y, x)] = mask[shape.natural(y, x)];
+        }
+    }
+    out
+}
+
+/// The dictionary's responses on one grid, computed once ([`DictionaryPlan::compute`]).
+struct Responses {
+    info: PlanInfo,
+    responses: Vec<Complex<f32>>,
+    power: Vec<f32>,
+}
+
+impl Responses {
+    fn new<B: FftBackend<f32>>(fft: &Fft2<B>, problem: &Problem) -> Self {
+        let n = fft.shape().len();
+        let dictionary = Dictionary::new(&problem.filters, FILTERS, 5).unwrap();
+        let mut responses = vec![Complex::default(); FILTERS * n];
+        let mut power = vec![0.0; n];
+        let mut scratch = vec![Complex::default(); DictionaryPlan::<f32, B>::scratch_len(fft)];
+        let info =
+            DictionaryPlan::compute(fft, dictionary, &mut responses, &mut power, &mut scratch)
+                .unwrap();
+        Self {
+            info,
+            responses,
+            power,
+        }
+    }
+
+    fn plan<'a, B: FftBackend<f32>>(&'a self, fft: &'a Fft2<B>) -> DictionaryPlan<'a, f32, B> {
+        DictionaryPlan::view(fft, self.info, &self.responses, &self.power).unwrap()
+    }
+}
+
 /// Runs the solver on `problem` with `workers` worker buffers and `executor`; returns `z`.
 fn solve<B: FftBackend<f32>, E: Executor>(
     backend: B,
@@ -102,19 +142,9 @@ fn solve<B: FftBackend<f32>, E: Executor>(
     let fft = Fft2::new(backend);
     let shape = fft.shape();
     let n = shape.len();
-    let dictionary = Dictionary::new(&problem.filters, FILTERS, 5).unwrap();
-    let mut responses = vec![Complex::default(); FILTERS * n];
-    let mut power = vec![0.0; n];
-    let mut scratch = vec![Complex::default(); DictionaryPlan::<f32, B>::scratch_len(&fft)];
-    let plan =
-        DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).unwrap();
-    // The mask in the solver's transposed layout.
-    let mut mask_t = vec![0.0; n];
-    for yy in 0..shape.n_y() {
-        for xx in 0..shape.n_x() {
-            mask_t[shape.transposed(yy, xx)] = problem.mask[shape.natural(yy, xx)];
-        }
-    }
+    let responses = Responses::new(&fft, problem);
+    let plan = responses.plan(&fft);
+    let mask_t = transposed_mask(shape, &problem.mask);
     let op = MaskedSynthesis {
         plan: &plan,
         mask: Some(&mask_t),
@@ -220,19 +250,9 @@ fn chunked_fista_still_solves_the_problem() {
     let threaded = solve(RustFft::new(shape), &p, 2, &RoundRobinThreads, 20);
     let fft = Fft2::new(RustFft::new(shape));
     let n = shape.len();
-    let dictionary = Dictionary::new(&p.filters, FILTERS, 5).unwrap();
-    let mut responses = vec![Complex::default(); FILTERS * n];
-    let mut power = vec![0.0; n];
-    let mut scratch =
-        vec![Complex::default(); DictionaryPlan::<f32, RustFft<f32>>::scratch_len(&fft)];
-    let plan =
-        DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).unwrap();
-    let mut mask_t = vec![0.0; n];
-    for yy in 0..shape.n_y() {
-        for xx in 0..shape.n_x() {
-            mask_t[shape.transposed(yy, xx)] = p.mask[shape.natural(yy, xx)];
-        }
-    }
+    let responses = Responses::new(&fft, &p);
+    let plan = responses.plan(&fft);
+    let mask_t = transposed_mask(shape, &p.mask);
     let op = MaskedSynthesis {
         plan: &plan,
         mask: Some(&mask_t),
@@ -294,13 +314,8 @@ fn chunked_synthesis_matches_the_operator_and_every_schedule() {
     let shape = Shape::new(SHAPE.0, SHAPE.1).unwrap();
     let fft = Fft2::new(RustFft::new(shape));
     let n = shape.len();
-    let dictionary = Dictionary::new(&p.filters, FILTERS, 5).unwrap();
-    let mut responses = vec![Complex::default(); FILTERS * n];
-    let mut power = vec![0.0; n];
-    let mut scratch =
-        vec![Complex::default(); DictionaryPlan::<f32, RustFft<f32>>::scratch_len(&fft)];
-    let plan =
-        DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).unwrap();
+    let responses = Responses::new(&fft, &p);
+    let plan = responses.plan(&fft);
     let op = MaskedSynthesis {
         plan: &plan,
         mask: None,
@@ -355,13 +370,8 @@ fn too_few_buffers_are_errors() {
     let shape = Shape::new(SHAPE.0, SHAPE.1).unwrap();
     let fft = Fft2::new(RustFft::new(shape));
     let n = shape.len();
-    let dictionary = Dictionary::new(&p.filters, FILTERS, 5).unwrap();
-    let mut responses = vec![Complex::default(); FILTERS * n];
-    let mut power = vec![0.0; n];
-    let mut scratch =
-        vec![Complex::default(); DictionaryPlan::<f32, RustFft<f32>>::scratch_len(&fft)];
-    let plan =
-        DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).unwrap();
+    let responses = Responses::new(&fft, &p);
+    let plan = responses.plan(&fft);
     let op = MaskedSynthesis {
         plan: &plan,
         mask: None,
@@ -419,13 +429,8 @@ fn workspace_solve_with_threads_equals_the_serial_solve() {
     let shape = Shape::new(SHAPE.0, SHAPE.1).unwrap();
     let n = shape.len();
     let fft = Fft2::new(RustFft::new(shape));
-    let dictionary = Dictionary::new(&p.filters, FILTERS, 5).unwrap();
-    let mut responses = vec![Complex::default(); FILTERS * n];
-    let mut power = vec![0.0; n];
-    let mut scratch =
-        vec![Complex::default(); DictionaryPlan::<f32, RustFft<f32>>::scratch_len(&fft)];
-    let plan =
-        DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).unwrap();
+    let responses = Responses::new(&fft, &p);
+    let plan = responses.plan(&fft);
     let mut complex =
         vec![Complex::default(); Workspace::<f32>::complex_len(shape, FILTERS, fft.scratch_len())];
     let mut real = vec![0.0; Workspace::<f32>::real_len(shape)];
