@@ -5,11 +5,15 @@
 #      K distinct grids, and the bytes one iteration moves over this machine's streaming
 #      bandwidth, measured in the same process (STREAM copy and triad); and the pruned
 #      FFTs for Cartesian masks (groups pruning_<backend>, ratios pruned / unpruned);
+#   1b. crates/core/benches/levers.rs: the memory-traffic levers (in-place transforms,
+#      compact Lambda maps, huge pages) against the default solver, interleaved in paired
+#      rounds so that the drift of a shared machine cancels (levers.json);
 #   2. `sparsemap-host bench-e2e` (host/src/e2e.rs): whole processes on the bundled example,
 #      `sparsemap recon` with the int8 and the f32 model on 1 and 2 threads and BART pics TV
 #      and l1-wavelet (tuned weights, results/eval.json) with OMP_NUM_THREADS=1 and 2, median
 #      of 5 interleaved rounds, with PSNR, peak RSS and sparsemap's stage times;
-#   3. the issue's targets against these numbers, and an estimate (not a measurement) for one
+#   3. the issue's targets against these numbers, a scaling model for 4 and 8 cores fitted to
+#      the 1- and 2-thread stage times, and an estimate (not a measurement) for one
 #      Cortex-A76 core from the operation counts.
 # Ratios from one run are what to compare: shared machines drift. Needs bart (installed as
 # scripts/test.sh does) and, for BART's peak RSS, GNU time (Debian package `time`, installed
@@ -28,6 +32,7 @@ trap 'rm -rf "$work"' EXIT
 
 cargo build --release --locked --bin sparsemap --bin sparsemap-host
 cargo bench --locked -p sparsemap-core --bench fista_iteration -- "$@" >&2
+cargo bench --locked -p sparsemap-core --bench levers -- "$@" >&2
 "$target_dir/release/sparsemap-host" bench-e2e --threads 1,2 --repeats "${RUNS:-5}" \
     --weights-from results/eval.json --json "$work/e2e.json" > "$work/e2e.md"
 
@@ -132,6 +137,32 @@ for backend in ("rustfft", "microfft"):
       f"{ratio(estimate(group, 'ky_lines', 'y_first_pruned'), estimate(group, 'ky_lines', 'transposed'))} |")
 p("")
 
+# The levers (crates/core/benches/levers.rs): paired, interleaved rounds; ratios to the
+# default solver in the same round.
+levers_path = criterion.joinpath("levers.json")
+if levers_path.exists():
+    levers = json.loads(levers_path.read_text())
+    label = {
+        "baseline": "default solver (in-place transforms, f32 maps, heap buffers)",
+        "two_grid_fft": "transforms out of place, on two grids (the solver before this lever)",
+        "compact_maps": "Lambda maps in 16 bits (`Lambda::Compact`)",
+        "huge_pages": "K-grid buffers on 2 MiB pages (`MADV_HUGEPAGE`)",
+        "huge_pages_compact": "both of the last two",
+    }
+    p(f"### Levers (256², K = 32, rustfft, one thread; median of {levers['rounds']} paired, "
+      "interleaved rounds)
+")
+    p("Each round times every variant once (order rotated); a ratio is the median over rounds "
+      "of the variant's iteration over the default solver's in the same round, so the "
+      "machine's drift cancels. Below 1 is faster.
+")
+    p("| variant | iteration (ms) | ratio to the default solver |
+|---|---|---|")
+    for row in levers["variants"]:
+        p(f"| {label.get(row['variant'], row['variant'])} | {row['iteration_ms']:.2f} | "
+          f"{row['ratio_to_baseline']:.3f} |")
+    p("")
+
 # --- 2. whole processes ------------------------------------------------------------------
 p("## End to end: whole processes (`sparsemap-host bench-e2e`, host/src/e2e.rs)\n")
 p(pathlib.Path(e2e_md).read_text().strip() + "\n")
@@ -163,6 +194,50 @@ if two:
 else:
     p("| end to end ≤ 0.5 s per slice, 2 threads | not measured: this sparsemap has no "
       "`--threads` | — |")
+
+# --- 3b. scaling model -------------------------------------------------------------------
+# Amdahl per stage, fitted to the two measured thread counts: t(p) = s + (t1 - s) / p with
+# s = 2 t2 - t1 (clamped to [0, t1]); the process overhead outside the stages (start-up,
+# model load, reading) is taken as serial. A model, not a measurement: it assumes the
+# cores share nothing that saturates (on a Raspberry Pi 5 the four A76 cores share one
+# LPDDR4X channel, so the memory-bound part of the solve scales less).
+def fitted(t1, t2, cores):
+    serial = min(max(2 * t2 - t1, 0.0), t1)
+    return serial + (t1 - serial) / cores
+
+
+scaling = []
+for name in ("sparsemap-int8", "sparsemap-f32"):
+    one, two = rows.get((name, 1)), rows.get((name, 2))
+    if not (one and two):
+        continue
+    stages = ("prepare", "features", "network", "solve", "write")
+    overhead1 = one["median_seconds"] - sum(one["stages"][x] for x in stages)
+    overhead2 = two["median_seconds"] - sum(two["stages"][x] for x in stages)
+    overhead = max(min(overhead1, overhead2), 0.0)
+    line = [name]
+    for cores in (1, 2, 4, 8):
+        per_slice = sum(fitted(one["stages"][x], two["stages"][x], cores) for x in stages)
+        line.append((per_slice, per_slice + overhead))
+    speedup = one["stages"]["solve"] / two["stages"]["solve"]
+    scaling.append((name, line, speedup, overhead))
+if scaling:
+    p("## Scaling model for 4 and 8 cores (fitted to the 1- and 2-thread runs above)
+")
+    p("Per stage `t(p) = s + (t1 − s)/p` with the serial part `s = 2 t2 − t1` from the two "
+      "measured thread counts; the process's time outside the stages (start-up, model load) "
+      "is serial. The filters split into 8 chunks at K = 32 (`BLOCKS_PER_CHUNK = 4`), so the "
+      "solve cannot use more than 8 threads. A model, not a measurement: cores that share one "
+      "memory channel (Raspberry Pi 5) scale the memory-bound part of the solve less.
+")
+    p("| model | solve speed-up, 2 threads (measured) | per slice, 1 / 2 / 4 / 8 cores (s) | "
+      "whole process, 1 / 2 / 4 / 8 cores (s) |
+|---|---|---|---|")
+    for name, line, speedup, overhead in scaling:
+        slices = " / ".join(f"{v[0]:.2f}" for v in line[1:])
+        procs = " / ".join(f"{v[1]:.2f}" for v in line[1:])
+        p(f"| {name} | {speedup:.2f} | {slices} | {procs} |")
+    p("")
 
 # --- 4. the Cortex-A76 estimate ----------------------------------------------------------
 # Assumptions (an estimate, not a measurement; change them here):

@@ -71,7 +71,13 @@ fn fixture_stream() -> Vec<u8> {
 /// `sparsemap recon --input` on the recorded stream into `out`.
 fn recon_fixture(out: &Path, extra: &[&str]) -> Output {
     let input = fixture_path();
-    let mut args = vec!["recon", "--input", input.to_str().unwrap(), "--out-dir", out.to_str().unwrap()];
+    let mut args = vec![
+        "recon",
+        "--input",
+        input.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     sparsemap(&args)
 }
@@ -222,7 +228,11 @@ fn recon_input_reconstructs_the_recorded_stream_exactly_like_the_npy_path() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("stream");
     let run = recon_fixture(&out, &["--save-kspace", "--save-maps"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let records = json_lines(&run.stdout);
     assert_eq!(records.len(), 1, "one slice");
     let r = &records[0];
@@ -230,13 +240,29 @@ fn recon_input_reconstructs_the_recorded_stream_exactly_like_the_npy_path() {
     assert_eq!(u(r, "scan"), 27);
     assert_eq!(u(r, "lines_received"), 128);
     assert_eq!(u(r, "lines_expected"), 128);
-    for key in ["missing", "duplicates", "corrupt", "reordered", "invalid_samples", "faults"] {
+    for key in [
+        "missing",
+        "duplicates",
+        "corrupt",
+        "reordered",
+        "invalid_samples",
+        "faults",
+    ] {
         assert_eq!(u(r, key), 0, "{key}");
     }
     assert_eq!(r["complete"], true);
     assert_eq!(r["completion"], "scan end");
     let stem = out.join("scan00027_slice000");
-    for suffix in [".npy", ".png", ".nii", ".json", "_lambda.npy", "_lambda.png", "_kspace.npy", "_mask.npy"] {
+    for suffix in [
+        ".npy",
+        ".png",
+        ".nii",
+        ".json",
+        "_lambda.npy",
+        "_lambda.png",
+        "_kspace.npy",
+        "_mask.npy",
+    ] {
         let path = PathBuf::from(format!("{}{suffix}", stem.display()));
         assert!(path.exists(), "{} missing", path.display());
     }
@@ -246,7 +272,8 @@ fn recon_input_reconstructs_the_recorded_stream_exactly_like_the_npy_path() {
     let example = repo().join("examples/colin27");
     let kspace: Array2<Complex32> = read_npy(&example.join("kspace.npy"));
     let mask: Array2<u8> = read_npy(&example.join("mask.npy"));
-    let got_k: Array2<Complex32> = read_npy(&PathBuf::from(format!("{}_kspace.npy", stem.display())));
+    let got_k: Array2<Complex32> =
+        read_npy(&PathBuf::from(format!("{}_kspace.npy", stem.display())));
     let got_m: Array2<u8> = read_npy(&PathBuf::from(format!("{}_mask.npy", stem.display())));
     assert_eq!(got_m, mask);
     let scale = 1.537e-3f32; // one code (tests/fixtures/wire/README.md)
@@ -266,7 +293,11 @@ fn recon_input_reconstructs_the_recorded_stream_exactly_like_the_npy_path() {
         "--out",
         single.to_str().unwrap(),
     ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert_eq!(
         std::fs::read(&single).unwrap(),
         std::fs::read(format!("{}.npy", stem.display())).unwrap(),
@@ -340,7 +371,15 @@ fn serve_over_tcp_matches_recon_input_and_survives_a_sender_that_stops_mid_scan(
     assert_eq!(r["status"], "ok");
     assert_eq!(u(r, "lines_received"), 128);
     assert_eq!(r["complete"], true);
-    for key in ["acquire", "assembly_wait", "prepare", "features", "network", "solve", "write"] {
+    for key in [
+        "acquire",
+        "assembly_wait",
+        "prepare",
+        "features",
+        "network",
+        "solve",
+        "write",
+    ] {
         assert!(r["times"][key].as_f64().is_some(), "{key}");
     }
     assert!(r["latency"].as_f64().unwrap() > 0.0);
@@ -379,7 +418,14 @@ fn a_sender_that_goes_silent_gets_its_slice_after_the_slice_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let server = Server::start(
-        &["--listen", "127.0.0.1:0", "--out-dir", out.to_str().unwrap(), "--slice-timeout", "1"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--slice-timeout",
+            "1",
+        ],
         Stdio::null(),
     );
     let address = server.address();
@@ -388,7 +434,10 @@ fn a_sender_that_goes_silent_gets_its_slice_after_the_slice_timeout() {
     connection.write_all(&bytes[..bytes.len() / 2]).unwrap();
     // The connection stays open: only the timeout can complete the slice.
     let r = &server.records(1)[0];
-    assert_eq!((r["completion"].as_str(), r["complete"].as_bool()), (Some("timeout"), Some(false)));
+    assert_eq!(
+        (r["completion"].as_str(), r["complete"].as_bool()),
+        (Some("timeout"), Some(false))
+    );
     assert_eq!(r["status"], "ok");
     assert!(u(r, "lines_received") > 50 && u(r, "lines_received") < 128);
     drop(connection);
@@ -435,7 +484,10 @@ fn a_faulty_link_on_stdin_still_yields_every_slice_with_exact_counts() {
         [0, 1, 2]
     );
     assert!(records.iter().all(|r| r["status"] == "ok"));
-    assert_eq!(total("missing"), u64::from(log.counts.dropped + log.counts.corrupted));
+    assert_eq!(
+        total("missing"),
+        u64::from(log.counts.dropped + log.counts.corrupted)
+    );
     assert_eq!(total("corrupt"), u64::from(log.counts.corrupted));
     assert_eq!(total("duplicates"), u64::from(log.counts.duplicated));
     assert!(total("reordered") >= u64::from(log.counts.reordered));
@@ -443,7 +495,10 @@ fn a_faulty_link_on_stdin_still_yields_every_slice_with_exact_counts() {
     let lost = log.lost();
     for (slice, r) in records.iter().enumerate() {
         let planned = 128u64;
-        let lost_here = lost.iter().filter(|&&seq| seq as usize / 128 == slice).count() as u64;
+        let lost_here = lost
+            .iter()
+            .filter(|&&seq| seq as usize / 128 == slice)
+            .count() as u64;
         assert_eq!(u(r, "lines_received"), planned - lost_here, "slice {slice}");
     }
 }
@@ -456,14 +511,21 @@ fn a_sender_faster_than_reconstruction_keeps_memory_flat() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let server = Server::start(
-        &["--listen", "127.0.0.1:0", "--out-dir", out.to_str().unwrap()],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ],
         Stdio::null(),
     );
     let address = server.address();
     let sender = std::thread::spawn(move || send(&address, &bytes));
     let records = server.records(200);
     sender.join().unwrap();
-    assert!(records.iter().all(|r| r["status"] == "ok" && u(r, "lines_received") == 32));
+    assert!(records
+        .iter()
+        .all(|r| r["status"] == "ok" && u(r, "lines_received") == 32));
     let rss = |i: usize| records[i]["peak_rss_mb"].as_f64().unwrap();
     // Loose: the peak after 200 slices is within 16 MB of the peak after 20.
     assert!(
@@ -485,8 +547,17 @@ fn hostile_input_gives_one_line_errors_or_counted_drops_never_a_panic() {
         path
     };
     let recon_input = |path: &Path, extra: &[&str]| {
-        let out = dir.path().join(format!("out_{}", path.file_name().unwrap().to_string_lossy()));
-        let mut args = vec!["recon", "--input", path.to_str().unwrap(), "--out-dir", out.to_str().unwrap()];
+        let out = dir.path().join(format!(
+            "out_{}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        let mut args = vec![
+            "recon",
+            "--input",
+            path.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         (sparsemap(&args), out)
     };
@@ -494,7 +565,10 @@ fn hostile_input_gives_one_line_errors_or_counted_drops_never_a_panic() {
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!stderr.contains("panicked"), "{stderr}");
-        let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("sparsemap: error:")).collect();
+        let errors: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.starts_with("sparsemap: error:"))
+            .collect();
         assert_eq!(errors.len(), 1, "{stderr}");
         assert!(errors[0].contains(needle), "{stderr}");
     };
@@ -510,7 +584,10 @@ fn hostile_input_gives_one_line_errors_or_counted_drops_never_a_panic() {
         })
         .collect();
     let path = write("garbage.smw", &garbage);
-    one_line_error(&recon_input(&path, &[]).0, "garbage.smw: no slice in the stream");
+    one_line_error(
+        &recon_input(&path, &[]).0,
+        "garbage.smw: no slice in the stream",
+    );
 
     // A frame claiming a huge size (no delimiter for 1 MB) before the real stream: the
     // decoder drops it without allocating and the scan that follows is intact.
@@ -519,21 +596,36 @@ fn hostile_input_gives_one_line_errors_or_counted_drops_never_a_panic() {
     huge.extend_from_slice(&fixture_stream());
     let path = write("huge.smw", &huge);
     let (run, _) = recon_input(&path, &[]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert_eq!(u(&json_lines(&run.stdout)[0], "lines_received"), 128);
 
     // A truncated stream (cut inside a line): the slice is reconstructed, marked incomplete.
     let stream = fixture_stream();
     let path = write("truncated.smw", &stream[..stream.len() / 2 + 7]);
     let (run, _) = recon_input(&path, &[]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let r = &json_lines(&run.stdout)[0];
-    assert_eq!((r["complete"].clone(), r["completion"].clone()), (Value::Bool(false), Value::from("interrupted")));
+    assert_eq!(
+        (r["complete"].clone(), r["completion"].clone()),
+        (Value::Bool(false), Value::from("interrupted"))
+    );
 
     // NaN samples: those lines are counted and not used; the slice is reconstructed.
     let path = write("nan.smw", &stream_with_non_finite_lines(&[100, 150]));
     let (run, _) = recon_input(&path, &[]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let r = &json_lines(&run.stdout)[0];
     assert_eq!((u(r, "invalid_samples"), u(r, "lines_received")), (2, 126));
 
@@ -549,7 +641,10 @@ fn hostile_input_gives_one_line_errors_or_counted_drops_never_a_panic() {
     one_line_error(&run, "1 slices could not be reconstructed");
     let r = &json_lines(&run.stdout)[0];
     assert_eq!(r["status"], "error");
-    assert!(r["error"].as_str().unwrap().contains("filters are 9x9"), "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("filters are 9x9"),
+        "{r}"
+    );
     assert!(out.join("scan00004_slice000_kspace.npy").exists());
 
     // An even filter size: refused before anything runs, naming the file.
@@ -562,7 +657,9 @@ fn hostile_input_gives_one_line_errors_or_counted_drops_never_a_panic() {
 /// The example's sampled rows as F32 lines (window 64..192), with a NaN or an infinity in
 /// the rows `bad` (the host generator refuses to make such a stream, a scanner might not).
 fn stream_with_non_finite_lines(bad: &[usize]) -> Vec<u8> {
-    use sparsemap_wire::{encode, heapless, EndStatus, Frame, Line, Samples, ScanEnd, ScanStart, VERSION};
+    use sparsemap_wire::{
+        encode, heapless, EndStatus, Frame, Line, Samples, ScanEnd, ScanStart, VERSION,
+    };
     let example = repo().join("examples/colin27");
     let kspace: Array2<Complex32> = read_npy(&example.join("kspace.npy"));
     let mut bytes = vec![0u8];
@@ -587,7 +684,11 @@ fn stream_with_non_finite_lines(bad: &[usize]) -> Vec<u8> {
             iq.push([v.re, v.im]).unwrap();
         }
         if bad.contains(&ky) {
-            iq[seq % 128] = if ky % 2 == 0 { [f32::NAN, 0.0] } else { [0.0, f32::INFINITY] };
+            iq[seq % 128] = if ky % 2 == 0 {
+                [f32::NAN, 0.0]
+            } else {
+                [0.0, f32::INFINITY]
+            };
         }
         push(&Frame::Line(Line {
             scan_id: 3,

@@ -432,7 +432,7 @@ fn pruning_benches(c: &mut Criterion) {
 /// (complex `f32` = 8 bytes, `f32` = 4), from the accesses of `fista::update_block` and
 /// `MaskedSynthesis::{adjoint_block, apply_block_add}`. Only the `K`-grid arrays count: they
 /// are too large to stay in cache from one filter to the next, whereas the `N`-element
-/// buffers every filter reuses (residuals, mask, spectrum, FFT scratch, the block) do. Per
+/// buffers every filter reuses (residual, mask, the block, the chunk's partial sum) do. Per
 /// filter `k`, each of its `N` elements:
 ///
 /// - `z^{i-1}_k` read (8) and `z^{i-2}_k` read and overwritten by `z^i_k` (8 + 8) in
@@ -464,10 +464,10 @@ impl IterationTraffic {
         // Streamed from memory, per filter pixel: z read, previous read + write, Lambda
         // read, h read, the chunk's partial sum written back and read by the reduction.
         let memory = C + 2 * C + R + C + 2 * C / chunk;
-        // Every pass, per filter pixel. Adjoint block: r, h, mask read, spectrum written;
+        // Every pass, per filter pixel. Adjoint block: r, h, mask read, block written;
         // inverse FFT: row pass (read + write), transpose (read + write), row pass in place
         // (read + write); update: z, previous, block read, Lambda read, previous and block
-        // written; forward FFT as the inverse; accumulate: next residual, spectrum, h, mask
+        // written; forward FFT as the inverse; accumulate: next residual, block, h, mask
         // read, partial sum written; the chunk's partial sum zeroed once; the reduction adds
         // each partial (read) into the next residual (read + write). Per iteration, not per
         // filter: the next residual zeroed (8), then `r - y` (r, y read, r written: 24).

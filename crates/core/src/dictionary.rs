@@ -467,8 +467,34 @@ where
             );
         }
     }
+    /// `y += M (.) R (.) h̃_k (.) Φ(z̃_k)` as [`Self::apply_block_add`], transforming
+    /// `feature` in place ([`Fft2::forward_in_place_rows`]): one grid of scratch fewer in
+    /// cache per filter (DESIGN §3.5).
+    fn apply_block_add_consuming(
+        &self,
+        feature: &mut [Complex<T>],
+        k: usize,
+        y: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
+        let (n, n_y) = (self.plan.shape().len(), self.plan.shape().n_y());
+        let response = self.plan.response(k);
+        self.plan
+            .fft()
+            .forward_in_place_rows(&mut feature[..n], &self.rows, scratch);
+        for run in self.rows.runs() {
+            let span = run.start * n_y..run.end * n_y;
+            accumulate_masked(
+                &mut y[span.clone()],
+                &feature[span.clone()],
+                &response[span.clone()],
+                self.mask.map(|m| &m[span]),
+            );
+        }
+    }
     /// `out = Φ^H(R (.) M (.) conj(h̃_k) (.) y) · inverse_divisor`: one inverse FFT whose `Y`
-    /// pass runs on the rows in `R = rows` only; `y` is not read outside them.
+    /// pass runs on the rows in `R = rows` only; `y` is not read outside them. The weighted
+    /// spectrum is formed in `out` and transformed there ([`Fft2::inverse_in_place_rows`]).
     fn adjoint_block(
         &self,
         y: &[Complex<T>],
@@ -476,28 +502,23 @@ where
         out: &mut [Complex<T>],
         scratch: &mut [Complex<T>],
     ) {
-        let n = self.plan.shape().len();
-        let (spectrum, fft_scratch) = scratch.split_at_mut(n);
+        let (n, n_y) = (self.plan.shape().len(), self.plan.shape().n_y());
         let gain = self.plan.fft().inverse_divisor::<T>();
         let response = self.plan.response(k);
-        let fft = self.plan.fft();
-        if self.rows.is_all() {
-            weight_adjoint(spectrum, &y[..n], response, self.mask, gain);
-            fft.inverse_from_transposed(spectrum, out, fft_scratch);
-            return;
-        }
-        let n_y = self.plan.shape().n_y();
+        let out = &mut out[..n];
         for run in self.rows.runs() {
             let span = run.start * n_y..run.end * n_y;
             weight_adjoint(
-                &mut spectrum[span.clone()],
+                &mut out[span.clone()],
                 &y[span.clone()],
                 &response[span.clone()],
                 self.mask.map(|m| &m[span]),
                 gain,
             );
         }
-        fft.inverse_from_transposed_rows(spectrum, out, &self.rows, fft_scratch);
+        self.plan
+            .fft()
+            .inverse_in_place_rows(out, &self.rows, scratch);
     }
 }
 

@@ -30,6 +30,68 @@ pub enum Lambda<'a, T> {
     PerBlock(&'a [T]),
     /// One level per coefficient: `[K][n_y][n_x]` for the dictionary (same layout as `z`).
     Maps(&'a [T]),
+    /// [`Lambda::Maps`] stored in 16 bits: `lambda = scales[b] * levels[i]` for coefficient
+    /// `i` of block `b` (`levels`: `[K][n_y][n_x]`, `scales`: `[K]`). Half the bytes of `f32`
+    /// maps per iteration (DESIGN §3.5, "Memory traffic"); [`CompactMaps::encode`] makes it.
+    Compact { levels: &'a [u16], scales: &'a [T] },
+}
+
+/// Lambda maps quantised to 16 bits per level with one scale per block (filter):
+/// `scale_b = max_i lambda_{b,i} / 65535` and `level = round(lambda / scale_b)`, so every
+/// level is within `scale_b / 2 = max_b / 131070` of the `f32` map (relative to the block's
+/// largest level: 7.6e-6), far below the solver's `f32` rounding over `T` iterations.
+#[derive(Debug)]
+pub struct CompactMaps<'a, T> {
+    pub levels: &'a mut [u16],
+    pub scales: &'a mut [T],
+}
+
+impl<T: Real> CompactMaps<'_, T> {
+    /// Encodes `maps` (`[blocks][block_len]`, finite and non-negative, as
+    /// [`Lambda::validate`] requires) into the caller's buffers.
+    pub fn encode(&mut self, maps: &[T], block_len: usize) -> Result<()> {
+        if block_len == 0 || maps.len() % block_len != 0 {
+            return Err(Error::LengthMismatch {
+                what: "lambda maps (whole blocks)",
+                expected: maps.len().div_ceil(block_len.max(1)) * block_len.max(1),
+                actual: maps.len(),
+            });
+        }
+        Lambda::Maps(maps).validate(maps.len(), block_len)?;
+        check_len("compact lambda levels", self.levels.len(), maps.len())?;
+        check_len(
+            "compact lambda scales",
+            self.scales.len(),
+            maps.len() / block_len,
+        )?;
+        let full = T::lit(f64::from(u16::MAX));
+        for ((block, levels), scale) in maps
+            .chunks_exact(block_len)
+            .zip(self.levels.chunks_exact_mut(block_len))
+            .zip(self.scales.iter_mut())
+        {
+            let largest = block.iter().fold(T::zero(), |m, &v| m.max(v));
+            *scale = largest / full;
+            let inverse = if largest > T::zero() {
+                full / largest
+            } else {
+                T::zero()
+            };
+            for (level, &value) in levels.iter_mut().zip(block) {
+                // In [0, 65535] by construction; `min` guards the rounding of `inverse`.
+                *level = (value * inverse).round().min(full).to_u16().unwrap_or(0);
+            }
+        }
+        Ok(())
+    }
+
+    /// The levels as a [`Lambda`].
+    pub fn lambda(&self) -> Lambda<'_, T> {
+        Lambda::Compact {
+            levels: self.levels,
+            scales: self.scales,
+        }
+    }
 }
 
 /// The thresholds of one block.
@@ -37,6 +99,7 @@ pub enum Lambda<'a, T> {
 enum BlockLevels<'a, T> {
     Uniform(T),
     PerElement(&'a [T]),
+    Compact(&'a [u16], T),
 }
 
 impl<'a, T: Real> Lambda<'a, T> {
@@ -52,6 +115,15 @@ impl<'a, T: Real> Lambda<'a, T> {
             Lambda::Maps(maps) => {
                 check_len("lambda maps", maps.len(), domain_len)?;
                 maps
+            }
+            Lambda::Compact { levels, scales } => {
+                check_len("compact lambda levels", levels.len(), domain_len)?;
+                check_len(
+                    "compact lambda scales",
+                    scales.len(),
+                    domain_len / block_len,
+                )?;
+                scales
             }
         };
         if values.iter().any(|v| !v.is_finite()) {
@@ -70,6 +142,10 @@ impl<'a, T: Real> Lambda<'a, T> {
             Lambda::Maps(maps) => {
                 BlockLevels::PerElement(&maps[index * block_len..(index + 1) * block_len])
             }
+            Lambda::Compact { levels, scales } => BlockLevels::Compact(
+                &levels[index * block_len..(index + 1) * block_len],
+                scales[index],
+            ),
         }
     }
 }
@@ -249,11 +325,17 @@ impl<T: Real, A: LinearOperator<T>> IterationInputs<'_, T, A> {
                         step * levels[i]
                     });
                 }
+                BlockLevels::Compact(levels, scale) => {
+                    let unit = step * scale;
+                    update_block(current_block, previous_block, block, step, momenta, |i| {
+                        unit * T::lit(f64::from(levels[i]))
+                    });
+                }
             }
             // `block` now holds v^{i+1}_b.
             if self.needs_next {
                 self.op
-                    .apply_block_add(block, index, chunk.partial, scratch);
+                    .apply_block_add_consuming(block, index, chunk.partial, scratch);
             }
         }
     }

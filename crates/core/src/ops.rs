@@ -36,6 +36,18 @@ pub trait LinearOperator<T: Real> {
         y: &mut [Complex<T>],
         scratch: &mut [Complex<T>],
     );
+    /// `y += A_b x_b` like [`Self::apply_block_add`], free to overwrite `x_block` (the
+    /// solver's forward pass does not need it afterwards, and an operator may then transform
+    /// in place; [`crate::dictionary::MaskedSynthesis`] does). The default keeps `x_block`.
+    fn apply_block_add_consuming(
+        &self,
+        x_block: &mut [Complex<T>],
+        index: usize,
+        y: &mut [Complex<T>],
+        scratch: &mut [Complex<T>],
+    ) {
+        self.apply_block_add(x_block, index, y, scratch);
+    }
     /// Block `index` of `A^H y`, written to `out` (`block_len()` elements).
     fn adjoint_block(
         &self,

@@ -160,3 +160,18 @@ fn shape_rejects_unsupported_sizes() {
     }
     assert!(Shape::new(512, 4).is_ok());
 }
+
+#[test]
+fn square_transpose_in_place_matches_the_out_of_place_transpose() {
+    // Sides below, at and across the 16-element tile, and the example's 256.
+    for side in [1usize, 2, 5, 15, 16, 17, 33, 40, 256] {
+        let input: Vec<u32> = (0..(side * side) as u32).collect();
+        let mut expected = vec![0; side * side];
+        sparsemap_core::fft::transpose(&input, &mut expected, side, side);
+        let mut in_place = input.clone();
+        sparsemap_core::fft::transpose_square_in_place(&mut in_place, side);
+        assert_eq!(in_place, expected, "side {side}");
+        sparsemap_core::fft::transpose_square_in_place(&mut in_place, side);
+        assert_eq!(in_place, input, "side {side}: twice is the identity");
+    }
+}

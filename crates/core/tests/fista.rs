@@ -6,7 +6,9 @@ mod common;
 use common::*;
 use num_complex::{Complex, Complex64};
 use proptest::prelude::*;
-use sparsemap_core::fista::{fista, soft_threshold, FistaBuffers, Lambda, WorkerBuffers};
+use sparsemap_core::fista::{
+    fista, soft_threshold, CompactMaps, FistaBuffers, Lambda, WorkerBuffers,
+};
 use sparsemap_core::ops::{LinearOperator, Mask};
 use sparsemap_core::recon::percentile;
 
@@ -175,6 +177,106 @@ fn per_pixel_lambda_maps_threshold_each_coefficient() {
         assert!((z[i] - soft_threshold(y[i], maps[i])).norm() < 1e-15);
     }
     assert!(z.iter().any(|c| c.norm() == 0.0) && z.iter().any(|c| c.norm() > 0.0));
+}
+
+#[test]
+fn compact_maps_keep_every_level_within_half_a_step() {
+    // Three blocks: random levels, one all zero (scale 0), one with a single non-zero.
+    let block_len = 50;
+    let mut maps = random_real::<f64>(&mut rng(31), 3 * block_len, 0.0, 2.5);
+    maps[block_len..2 * block_len].fill(0.0);
+    maps[2 * block_len..].fill(0.0);
+    maps[2 * block_len + 7] = 1e-3;
+    let mut levels = vec![0u16; maps.len()];
+    let mut scales = vec![0.0f64; 3];
+    let mut compact = CompactMaps {
+        levels: &mut levels,
+        scales: &mut scales,
+    };
+    compact.encode(&maps, block_len).unwrap();
+    for (b, block) in maps.chunks_exact(block_len).enumerate() {
+        let largest = block.iter().fold(0.0f64, |m, &v| m.max(v));
+        let scale = compact.scales[b];
+        assert_eq!(scale, largest / 65535.0, "block {b}");
+        for (i, &value) in block.iter().enumerate() {
+            let decoded = scale * f64::from(compact.levels[b * block_len + i]);
+            assert!(
+                (decoded - value).abs() <= scale / 2.0 * (1.0 + 1e-12),
+                "block {b} element {i}: {decoded} for {value}"
+            );
+        }
+    }
+    assert_eq!(compact.levels[2 * block_len + 7], u16::MAX);
+    assert!(compact.levels[block_len..2 * block_len]
+        .iter()
+        .all(|&l| l == 0));
+
+    // Bad maps and buffers are errors, not wrong levels.
+    let run = |maps: &[f64], block_len: usize, levels: usize, scales: usize| {
+        let (mut l, mut s) = (vec![0u16; levels], vec![0.0f64; scales]);
+        CompactMaps {
+            levels: &mut l,
+            scales: &mut s,
+        }
+        .encode(maps, block_len)
+    };
+    assert!(run(&[0.1, f64::NAN], 2, 2, 1).is_err());
+    assert!(run(&[0.1, -0.1], 2, 2, 1).is_err());
+    assert!(run(&[0.1, 0.2, 0.3], 2, 3, 2).is_err());
+    assert!(run(&[0.1, 0.2], 0, 2, 1).is_err());
+    assert!(run(&[0.1, 0.2], 2, 1, 1).is_err());
+    assert!(run(&[0.1, 0.2], 2, 2, 2).is_err());
+    assert!(run(&[0.1, 0.2], 2, 2, 1).is_ok());
+}
+
+#[test]
+fn compact_maps_threshold_each_coefficient_at_their_decoded_level() {
+    // W = I, one step of length 1: z = soft(y, scale * level) exactly, and within half a
+    // quantisation step of the f32-map solution.
+    let n = 64;
+    let mut r = rng(23);
+    let weights = vec![1.0f64; n];
+    let y = random_complex::<f64>(&mut r, n);
+    let maps = random_real::<f64>(&mut r, n, 0.0, 1.2);
+    let (mut levels, mut scales) = (vec![0u16; n], vec![0.0f64; 1]);
+    let mut compact = CompactMaps {
+        levels: &mut levels,
+        scales: &mut scales,
+    };
+    compact.encode(&maps, n).unwrap();
+    let mut owned = OwnedBuffers::new(n);
+    owned
+        .run(&Mask { weights: &weights }, &y, compact.lambda(), 1.0, 1)
+        .unwrap();
+    let half_step = compact.scales[0] / 2.0;
+    for i in 0..n {
+        let decoded = compact.scales[0] * f64::from(compact.levels[i]);
+        assert!((owned.z[i] - soft_threshold(y[i], decoded)).norm() < 1e-15);
+        assert!((owned.z[i] - soft_threshold(y[i], maps[i])).norm() <= half_step * (1.0 + 1e-9));
+    }
+    // Levels and scales must fit the operator.
+    let short = Lambda::Compact {
+        levels: &compact.levels[..n - 1],
+        scales: &compact.scales[..],
+    };
+    assert!(owned
+        .run(&Mask { weights: &weights }, &y, short, 1.0, 1)
+        .is_err());
+    let no_scale = Lambda::Compact {
+        levels: &compact.levels[..],
+        scales: &[],
+    };
+    assert!(owned
+        .run(&Mask { weights: &weights }, &y, no_scale, 1.0, 1)
+        .is_err());
+    let nan_scale = [f64::NAN];
+    let bad = Lambda::Compact {
+        levels: &compact.levels[..],
+        scales: &nan_scale,
+    };
+    assert!(owned
+        .run(&Mask { weights: &weights }, &y, bad, 1.0, 1)
+        .is_err());
 }
 
 #[test]

@@ -284,6 +284,25 @@ fn check_pruned_fft<T: Real, B: FftBackend<T>>(fft: &Fft2<B>, seed: u64) {
         fft.try_inverse_from_transposed_rows(&poisoned, &mut got, &rows, &mut scratch)
             .unwrap();
         assert_same(&got, &expected, &what);
+
+        // In place, on one buffer (the solver's path): the computed rows of the forward
+        // transform, and the whole inverse, as out of place; the inverse zeroes the rows
+        // outside the set (NaN there) before its transpose.
+        let mut in_place = input.clone();
+        scratch.fill(nan);
+        fft.forward_in_place_rows(&mut in_place, &rows, &mut scratch);
+        for kx in (0..shape.n_x()).filter(|&kx| rows.contains(kx)) {
+            let span = kx * ny..(kx + 1) * ny;
+            assert_same(
+                &in_place[span.clone()],
+                &full[span],
+                &format!("{what}: in place"),
+            );
+        }
+        let mut in_place = poisoned.clone();
+        scratch.fill(nan);
+        fft.inverse_in_place_rows(&mut in_place, &rows, &mut scratch);
+        assert_same(&in_place, &expected, &format!("{what}: inverse in place"));
     }
     // A row set for another grid is an error in the checked variants.
     let other = ActiveRows::all(Shape::new(shape.n_y(), shape.n_x() * 2).unwrap_or(shape));
@@ -395,6 +414,17 @@ fn check_pruned_operator<T: Real, B: FftBackend<T>>(fft: &Fft2<B>, seed: u64, to
             let (ax_full, ahy_full) = apply_and_adjoint(&unpruned, &x, &y);
             assert_same(&ax, &ax_full, &format!("{what}: apply"));
             assert_same(&ahy, &ahy_full, &format!("{what}: adjoint"));
+
+            // The solver's forward blocks transform their input in place; same sums.
+            for op in [&pruned, &unpruned] {
+                let mut scratch = vec![Complex::new(T::nan(), T::nan()); op.scratch_len()];
+                let mut consumed = vec![Complex::default(); op.range_len()];
+                for (k, block) in x.chunks_exact(op.block_len()).enumerate() {
+                    let mut block = block.to_vec();
+                    op.apply_block_add_consuming(&mut block, k, &mut consumed, &mut scratch);
+                }
+                assert_same(&consumed, &ax_full, &format!("{what}: consuming apply"));
+            }
 
             let mut scratch = vec![Complex::default(); pruned.scratch_len()];
             let (mut ax, mut ahy) = (ax, ahy);

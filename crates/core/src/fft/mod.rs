@@ -236,6 +236,108 @@ impl<B> Fft2<B> {
             .rows_in_place(Axis::X, Direction::Inverse, &mut output[..n], fft_scratch);
     }
 
+    /// `data <- transpose(Φ data)` with the `Y` pass on the transposed rows in `rows` only:
+    /// [`Self::forward_to_transposed_rows`] on one buffer. The rows of the result not in
+    /// `rows` hold the `X` pass's values, not the spectrum's. On a square grid the transpose
+    /// swaps in place and `scratch` needs only the backend's part; otherwise it goes through
+    /// the grid in `scratch` ([`Self::scratch_len`]).
+    ///
+    /// Why: the solver's forward block (`apply_block_add` after the update) no longer needs
+    /// its input, and with one grid per transform instead of two, the buffers every filter
+    /// reuses (DESIGN §3.5, "Memory traffic") stay within a 2 MiB L2 at 256².
+    ///
+    /// # Panics
+    /// If a slice is shorter than stated or `rows` is not for this grid (`rows.len() != n_x`).
+    pub fn forward_in_place_rows<T: Real>(
+        &self,
+        data: &mut [Complex<T>],
+        rows: &ActiveRows,
+        scratch: &mut [Complex<T>],
+    ) where
+        B: FftBackend<T>,
+    {
+        let (n, n_y, n_x) = (self.shape.len(), self.shape.n_y(), self.shape.n_x());
+        assert_eq!(rows.len(), n_x, "row set for another grid");
+        let data = &mut data[..n];
+        let (grid, fft_scratch) = self.split_in_place_scratch(scratch);
+        self.backend
+            .rows_in_place(Axis::X, Direction::Forward, data, fft_scratch);
+        match grid {
+            None => transpose_square_in_place(data, n_x),
+            Some(grid) => {
+                transpose(data, grid, n_y, n_x);
+                data.copy_from_slice(grid);
+            }
+        }
+        for run in rows.runs() {
+            self.backend.rows_in_place(
+                Axis::Y,
+                Direction::Forward,
+                &mut data[run.start * n_y..run.end * n_y],
+                fft_scratch,
+            );
+        }
+    }
+
+    /// `data <- Φ^H(transpose⁻¹(R data)) / inverse_divisor()`: [`Self::inverse_from_transposed_rows`]
+    /// on one buffer. The transposed rows not in `rows` are set to zero first (their `Y`
+    /// pass would give exact zeros and is skipped). Scratch as [`Self::forward_in_place_rows`].
+    ///
+    /// # Panics
+    /// If a slice is shorter than stated or `rows` is not for this grid (`rows.len() != n_x`).
+    pub fn inverse_in_place_rows<T: Real>(
+        &self,
+        data: &mut [Complex<T>],
+        rows: &ActiveRows,
+        scratch: &mut [Complex<T>],
+    ) where
+        B: FftBackend<T>,
+    {
+        let (n, n_y, n_x) = (self.shape.len(), self.shape.n_y(), self.shape.n_x());
+        assert_eq!(rows.len(), n_x, "row set for another grid");
+        let data = &mut data[..n];
+        let (grid, fft_scratch) = self.split_in_place_scratch(scratch);
+        let mut computed = 0;
+        for run in rows.runs() {
+            data[computed * n_y..run.start * n_y].fill(Complex::new(T::zero(), T::zero()));
+            self.backend.rows_in_place(
+                Axis::Y,
+                Direction::Inverse,
+                &mut data[run.start * n_y..run.end * n_y],
+                fft_scratch,
+            );
+            computed = run.end;
+        }
+        data[computed * n_y..].fill(Complex::new(T::zero(), T::zero()));
+        match grid {
+            None => transpose_square_in_place(data, n_x),
+            Some(grid) => {
+                transpose(data, grid, n_x, n_y);
+                data.copy_from_slice(grid);
+            }
+        }
+        self.backend
+            .rows_in_place(Axis::X, Direction::Inverse, data, fft_scratch);
+    }
+
+    /// Scratch of the in-place transforms: a grid for the transpose unless the grid is
+    /// square, then the backend's scratch.
+    #[allow(clippy::type_complexity)]
+    fn split_in_place_scratch<'s, T: Real>(
+        &self,
+        scratch: &'s mut [Complex<T>],
+    ) -> (Option<&'s mut [Complex<T>]>, &'s mut [Complex<T>])
+    where
+        B: FftBackend<T>,
+    {
+        if self.shape.n_y() == self.shape.n_x() {
+            (None, scratch)
+        } else {
+            let (grid, rest) = scratch.split_at_mut(self.shape.len());
+            (Some(grid), rest)
+        }
+    }
+
     /// Checked variant of [`Self::forward_to_transposed_rows`].
     pub fn try_forward_to_transposed_rows<T: Real>(
         &self,
@@ -334,6 +436,29 @@ pub fn transpose<E: Copy>(input: &[E], output: &mut [E], rows: usize, cols: usiz
                 let src = &input[r * cols + col_tile..r * cols + col_end];
                 for (offset, &value) in src.iter().enumerate() {
                     output[(col_tile + offset) * rows + r] = value;
+                }
+            }
+        }
+    }
+}
+
+/// `data[c][r] <-> data[r][c]` for a `side × side` row-major `data`: the tiles above the
+/// diagonal swapped with their mirror tiles, so both stay in cache.
+pub fn transpose_square_in_place<E: Copy>(data: &mut [E], side: usize) {
+    assert_eq!(data.len(), side * side);
+    for row_tile in (0..side).step_by(TRANSPOSE_TILE) {
+        let row_end = (row_tile + TRANSPOSE_TILE).min(side);
+        for col_tile in (row_tile..side).step_by(TRANSPOSE_TILE) {
+            let col_end = (col_tile + TRANSPOSE_TILE).min(side);
+            for r in row_tile..row_end {
+                // On the diagonal tile only the elements right of the diagonal swap.
+                let first = if col_tile == row_tile {
+                    r + 1
+                } else {
+                    col_tile
+                };
+                for c in first..col_end {
+                    data.swap(r * side + c, c * side + r);
                 }
             }
         }
