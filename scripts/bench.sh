@@ -150,14 +150,11 @@ if levers_path.exists():
         "huge_pages_compact": "both of the last two",
     }
     p(f"### Levers (256², K = 32, rustfft, one thread; median of {levers['rounds']} paired, "
-      "interleaved rounds)
-")
+      "interleaved rounds)\n")
     p("Each round times every variant once (order rotated); a ratio is the median over rounds "
       "of the variant's iteration over the default solver's in the same round, so the "
-      "machine's drift cancels. Below 1 is faster.
-")
-    p("| variant | iteration (ms) | ratio to the default solver |
-|---|---|---|")
+      "machine's drift cancels. Below 1 is faster.\n")
+    p("| variant | iteration (ms) | ratio to the default solver |\n|---|---|---|")
     for row in levers["variants"]:
         p(f"| {label.get(row['variant'], row['variant'])} | {row['iteration_ms']:.2f} | "
           f"{row['ratio_to_baseline']:.3f} |")
@@ -222,17 +219,14 @@ for name in ("sparsemap-int8", "sparsemap-f32"):
     speedup = one["stages"]["solve"] / two["stages"]["solve"]
     scaling.append((name, line, speedup, overhead))
 if scaling:
-    p("## Scaling model for 4 and 8 cores (fitted to the 1- and 2-thread runs above)
-")
+    p("## Scaling model for 4 and 8 cores (fitted to the 1- and 2-thread runs above)\n")
     p("Per stage `t(p) = s + (t1 − s)/p` with the serial part `s = 2 t2 − t1` from the two "
       "measured thread counts; the process's time outside the stages (start-up, model load) "
       "is serial. The filters split into 8 chunks at K = 32 (`BLOCKS_PER_CHUNK = 4`), so the "
       "solve cannot use more than 8 threads. A model, not a measurement: cores that share one "
-      "memory channel (Raspberry Pi 5) scale the memory-bound part of the solve less.
-")
+      "memory channel (Raspberry Pi 5) scale the memory-bound part of the solve less.\n")
     p("| model | solve speed-up, 2 threads (measured) | per slice, 1 / 2 / 4 / 8 cores (s) | "
-      "whole process, 1 / 2 / 4 / 8 cores (s) |
-|---|---|---|---|")
+      "whole process, 1 / 2 / 4 / 8 cores (s) |\n|---|---|---|---|")
     for name, line, speedup, overhead in scaling:
         slices = " / ".join(f"{v[0]:.2f}" for v in line[1:])
         procs = " / ".join(f"{v[1]:.2f}" for v in line[1:])

@@ -328,7 +328,7 @@ impl<T: Real, A: LinearOperator<T>> IterationInputs<'_, T, A> {
                 BlockLevels::Compact(levels, scale) => {
                     let unit = step * scale;
                     update_block(current_block, previous_block, block, step, momenta, |i| {
-                        unit * T::lit(f64::from(levels[i]))
+                        unit * T::from_u16(levels[i])
                     });
                 }
             }

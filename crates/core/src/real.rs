@@ -13,6 +13,8 @@ pub trait Real:
     fn lit(x: f64) -> Self;
     /// Converts to `f64` (exact).
     fn to_f64_lossless(self) -> f64;
+    /// Converts a 16-bit level (exact); one instruction, so loops over `u16` data vectorise.
+    fn from_u16(x: u16) -> Self;
 }
 
 impl Real for f32 {
@@ -24,6 +26,10 @@ impl Real for f32 {
     fn to_f64_lossless(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
+    fn from_u16(x: u16) -> Self {
+        f32::from(x)
+    }
 }
 
 impl Real for f64 {
@@ -34,5 +40,9 @@ impl Real for f64 {
     #[inline(always)]
     fn to_f64_lossless(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn from_u16(x: u16) -> Self {
+        f64::from(x)
     }
 }
