@@ -8,7 +8,10 @@
 //! - `compact_maps`: the maps as `Lambda::Compact` (16-bit levels and a scale per filter);
 //! - `huge_pages`: the `K`-grid buffers (`z`, `v`, maps, responses, partial sums) in anonymous
 //!   maps advised `MADV_HUGEPAGE`;
-//! - `huge_pages_compact`: both.
+//! - `huge_pages_compact`: both;
+//! - `fft_floor`: not a solver but the floor of DESIGN §3.5, the 2K cache-hot FFTs of one
+//!   iteration alone (as `fista_iteration`'s `floor`), timed in the same rounds so that
+//!   `iteration / floor` is a paired ratio too (its "iteration" is one run of the 2K FFTs).
 //!
 //! Levers of a few per cent drown in the drift of a shared machine when each runs in its own
 //! block of time (criterion runs benchmarks one after another), so this harness interleaves
@@ -33,8 +36,9 @@ use std::time::Instant;
 const SIDE: usize = 256;
 const FILTERS: usize = 32;
 const FILTER_SIDE: usize = 9;
-const VARIANTS: [&str; 5] = [
+const VARIANTS: [&str; 6] = [
     "baseline",
+    "fft_floor",
     "two_grid_fft",
     "compact_maps",
     "huge_pages",
@@ -291,17 +295,44 @@ fn main() {
         start.elapsed().as_secs_f64()
     };
 
+    // The floor: K forward and K inverse FFTs of one cache-hot grid.
+    let floor_input = random_complex(&mut rng, n);
+    let mut floor_spectrum = vec![Complex32::default(); n];
+    let mut floor_back = vec![Complex32::default(); n];
+    let mut floor_scratch = vec![Complex32::default(); fft.scratch_len()];
+    let mut floor = || -> f64 {
+        let start = Instant::now();
+        for _ in 0..FILTERS {
+            fft.forward_to_transposed(
+                std::hint::black_box(&floor_input),
+                &mut floor_spectrum,
+                &mut floor_scratch,
+            );
+            fft.inverse_from_transposed(&floor_spectrum, &mut floor_back, &mut floor_scratch);
+        }
+        std::hint::black_box(&floor_back);
+        start.elapsed().as_secs_f64()
+    };
+    // One iteration of `variant` (seconds): `(T5 - T1) / 4`, or the floor's 2K FFTs.
+    let mut iteration_of = |variant: &str| -> f64 {
+        if variant == "fft_floor" {
+            floor()
+        } else {
+            let t1 = solve(variant, 1);
+            let t5 = solve(variant, 5);
+            (t5 - t1) / 4.0
+        }
+    };
+
     // Warm-up: every variant once (page faults, planner caches).
     for variant in VARIANTS {
-        solve(variant, 5);
+        iteration_of(variant);
     }
     let mut iteration: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); VARIANTS.len()];
     for round in 0..rounds {
         for offset in 0..VARIANTS.len() {
             let index = (round + offset) % VARIANTS.len();
-            let t1 = solve(VARIANTS[index], 1);
-            let t5 = solve(VARIANTS[index], 5);
-            iteration[index].push((t5 - t1) / 4.0);
+            iteration[index].push(iteration_of(VARIANTS[index]));
         }
         eprint!("\rlevers: round {}/{rounds}", round + 1);
     }
