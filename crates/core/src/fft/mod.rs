@@ -262,13 +262,7 @@ impl<B> Fft2<B> {
         let (grid, fft_scratch) = self.split_in_place_scratch(scratch);
         self.backend
             .rows_in_place(Axis::X, Direction::Forward, data, fft_scratch);
-        match grid {
-            None => transpose_square_in_place(data, n_x),
-            Some(grid) => {
-                transpose(data, grid, n_y, n_x);
-                data.copy_from_slice(grid);
-            }
-        }
+        transpose_through(data, grid, n_y, n_x);
         for run in rows.runs() {
             self.backend.rows_in_place(
                 Axis::Y,
@@ -309,13 +303,7 @@ impl<B> Fft2<B> {
             computed = run.end;
         }
         data[computed * n_y..].fill(Complex::new(T::zero(), T::zero()));
-        match grid {
-            None => transpose_square_in_place(data, n_x),
-            Some(grid) => {
-                transpose(data, grid, n_x, n_y);
-                data.copy_from_slice(grid);
-            }
-        }
+        transpose_through(data, grid, n_x, n_y);
         self.backend
             .rows_in_place(Axis::X, Direction::Inverse, data, fft_scratch);
     }
@@ -438,6 +426,18 @@ pub fn transpose<E: Copy>(input: &[E], output: &mut [E], rows: usize, cols: usiz
                     output[(col_tile + offset) * rows + r] = value;
                 }
             }
+        }
+    }
+}
+
+/// `data <- transpose(data)` for a `rows × cols` row-major `data`: swapped in place when
+/// there is no `grid` (square grids), else through `grid` and copied back.
+fn transpose_through<E: Copy>(data: &mut [E], grid: Option<&mut [E]>, rows: usize, cols: usize) {
+    match grid {
+        None => transpose_square_in_place(data, rows),
+        Some(grid) => {
+            transpose(data, grid, rows, cols);
+            data.copy_from_slice(grid);
         }
     }
 }
