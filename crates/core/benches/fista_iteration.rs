@@ -31,6 +31,11 @@
 //!   to and from memory, [`IterationTraffic`]. `scripts/bench.sh` prints
 //!   `iteration / max(FFT floor, bytes / bandwidth)`.
 
+mod common;
+
+use common::{
+    criterion_dir, every_third_row_mask, random_complex, random_filters, FILTERS, FILTER_SIDE, SIDE,
+};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
@@ -44,18 +49,7 @@ use sparsemap_core::fft::{
 use sparsemap_core::fista::{chunk_count, fista, FistaBuffers, Lambda, WorkerBuffers};
 use sparsemap_core::Shape;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Duration;
-
-const SIDE: usize = 256;
-const FILTERS: usize = 32;
-const FILTER_SIDE: usize = 9;
-
-fn random_complex(rng: &mut StdRng, len: usize) -> Vec<Complex32> {
-    (0..len)
-        .map(|_| Complex32::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)))
-        .collect()
-}
 
 fn bench_backend<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) {
     let shape = Shape::new(SIDE, SIDE).unwrap();
@@ -97,9 +91,7 @@ fn bench_backend<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) 
     });
 
     // The solver.
-    let filters: Vec<f32> = (0..FILTERS * FILTER_SIDE * FILTER_SIDE)
-        .map(|_| rng.random_range(-0.2..0.2))
-        .collect();
+    let filters = random_filters(&mut rng);
     let dictionary = Dictionary::new(&filters, FILTERS, FILTER_SIDE).unwrap();
     let mut responses =
         vec![Complex32::default(); DictionaryPlan::<f32, B>::responses_len(shape, FILTERS)];
@@ -113,15 +105,7 @@ fn bench_backend<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) 
         &mut plan_scratch,
     )
     .unwrap();
-    let mask: Vec<f32> = (0..n)
-        .map(|i| {
-            if (i / SIDE).is_multiple_of(3) {
-                1.0
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let mask = every_third_row_mask();
     let op = MaskedSynthesis {
         plan: &plan,
         mask: Some(&mask),
@@ -234,9 +218,7 @@ fn bench_pruning<B: FftBackend<f32>>(c: &mut Criterion, name: &str, backend: B) 
         })
     });
 
-    let filters: Vec<f32> = (0..FILTERS * FILTER_SIDE * FILTER_SIDE)
-        .map(|_| rng.random_range(-0.2..0.2))
-        .collect();
+    let filters = random_filters(&mut rng);
     let dictionary = Dictionary::new(&filters, FILTERS, FILTER_SIDE).unwrap();
     let mut responses =
         vec![Complex32::default(); DictionaryPlan::<f32, B>::responses_len(shape, FILTERS)];
@@ -482,21 +464,6 @@ impl IterationTraffic {
             total_touched: touched * k * n + (C + 3 * C) * n,
         }
     }
-}
-
-/// Criterion's output directory (where `scripts/bench.sh` reads the estimates).
-fn criterion_dir() -> PathBuf {
-    std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("criterion"))
-        })
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../target/criterion"
-            ))
-        })
 }
 
 /// The last-level cache of CPU 0 in bytes (Linux sysfs), if known.

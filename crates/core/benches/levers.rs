@@ -22,6 +22,11 @@
 //! `$CARGO_TARGET_DIR/criterion`), which `scripts/bench.sh` turns into a table. `ROUNDS=N`
 //! changes the number of rounds (default 31).
 
+mod common;
+
+use common::{
+    criterion_dir, every_third_row_mask, random_complex, random_filters, FILTERS, FILTER_SIDE, SIDE,
+};
 use num_complex::Complex32;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -30,12 +35,8 @@ use sparsemap_core::fft::{ActiveRows, Fft2, RustFft};
 use sparsemap_core::fista::{chunk_count, fista, CompactMaps, FistaBuffers, Lambda, WorkerBuffers};
 use sparsemap_core::ops::LinearOperator;
 use sparsemap_core::Shape;
-use std::path::PathBuf;
 use std::time::Instant;
 
-const SIDE: usize = 256;
-const FILTERS: usize = 32;
-const FILTER_SIDE: usize = 9;
 const VARIANTS: [&str; 6] = [
     "baseline",
     "fft_floor",
@@ -123,20 +124,6 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn criterion_dir() -> PathBuf {
-    std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("criterion"))
-        })
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../target/criterion"
-            ))
-        })
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; a filter that does not name this target skips it.
     let filters: Vec<String> = std::env::args()
@@ -155,15 +142,7 @@ fn main() {
     let n = shape.len();
     let fft = Fft2::new(RustFft::<f32>::new(shape));
     let mut rng = StdRng::seed_from_u64(11);
-    let random_complex = |rng: &mut StdRng, len: usize| -> Vec<Complex32> {
-        (0..len)
-            .map(|_| Complex32::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)))
-            .collect()
-    };
-
-    let filters: Vec<f32> = (0..FILTERS * FILTER_SIDE * FILTER_SIDE)
-        .map(|_| rng.random_range(-0.2..0.2))
-        .collect();
+    let filters = random_filters(&mut rng);
     let dictionary = Dictionary::new(&filters, FILTERS, FILTER_SIDE).unwrap();
     let responses_len = DictionaryPlan::<f32, RustFft<f32>>::responses_len(shape, FILTERS);
     let mut heap_responses = vec![Complex32::default(); responses_len];
@@ -189,15 +168,7 @@ fn main() {
     )
     .unwrap();
     // Every third transposed row sampled, as `fista_iteration`'s `fista` benchmark.
-    let mask: Vec<f32> = (0..n)
-        .map(|i| {
-            if (i / SIDE).is_multiple_of(3) {
-                1.0
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let mask = every_third_row_mask();
     let heap_op = MaskedSynthesis {
         plan: &heap_plan,
         mask: Some(&mask),
