@@ -78,6 +78,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dataset::{self, SliceMeta, Split};
 use crate::metrics::{self, Dims};
+use crate::sources::{self, ExtraSources};
 use crate::volume::{Orientation, Volume};
 
 pub use crate::metrics::HEAD_MASK_THRESHOLD;
@@ -137,6 +138,8 @@ pub struct ExportConfig {
     pub out_dir: PathBuf,
     /// Seed of the synthetic phases ([`phase_seed`]).
     pub seed: u64,
+    /// The further real sources ([`crate::sources`]); `None` exports none of them.
+    pub extra: Option<ExtraSources>,
 }
 
 /// One written split.
@@ -154,6 +157,8 @@ pub struct ExportSummary {
     pub splits: Vec<SplitSummary>,
     /// Why the OOD sets were not exported, if they were not.
     pub ood_skipped: Option<String>,
+    /// Extra sources skipped because their file is missing, one line each.
+    pub sources_skipped: Vec<String>,
 }
 
 /// Exports the splits of the module docs into `config.out_dir`. `progress` gets its length
@@ -190,7 +195,7 @@ pub fn export(config: &ExportConfig, progress: &ProgressBar) -> Result<ExportSum
     let colin_provenance = provenance(
         config.seed,
         colin27_rule(),
-        json!([source_record("colin27_t1", &config.colin27)?]),
+        json!([source_record("colin27_t1", &config.colin27, MRICRON_ORIGIN)?]),
     );
 
     // The OOD volumes are loaded up front, so that a bad file fails before anything is written.
@@ -201,9 +206,9 @@ pub fn export(config: &ExportConfig, progress: &ProgressBar) -> Result<ExportSum
             let wm = Volume::load(wm_path)?;
             let t2 = synthetic_t2(&t1, &gm, &wm)?;
             let sources = json!([
-                source_record("mni152_t1", t1_path)?,
-                source_record("mni152_gm", gm_path)?,
-                source_record("mni152_wm", wm_path)?,
+                source_record("mni152_t1", t1_path, NILEARN_ORIGIN)?,
+                source_record("mni152_gm", gm_path, NILEARN_ORIGIN)?,
+                source_record("mni152_wm", wm_path, NILEARN_ORIGIN)?,
             ]);
             let joined = [t1_path, gm_path, wm_path]
                 .map(|p| p.display().to_string())
@@ -213,7 +218,25 @@ pub fn export(config: &ExportConfig, progress: &ProgressBar) -> Result<ExportSum
         None => None,
     };
 
-    let total: usize = plans.iter().map(|p| p.candidates.len()).sum::<usize>()
+    let extra = match &config.extra {
+        Some(paths) => Some(sources::load(paths, &colin)?),
+        None => None,
+    };
+    let extra_jobs = match &extra {
+        Some(loaded) => sources::jobs(
+            loaded,
+            &colin,
+            mni.as_ref().map(|(t1, t2, s, _)| (t1, t2, s)),
+            config.seed,
+        )?,
+        None => Vec::new(),
+    };
+
+    let total: usize = extra_jobs
+        .iter()
+        .map(|j| j.plan.candidates.len())
+        .sum::<usize>()
+        + plans.iter().map(|p| p.candidates.len()).sum::<usize>()
         + mni
             .as_ref()
             .map_or(0, |(t1, ..)| 2 * t1.dims()[2].div_ceil(OOD_STRIDE));
@@ -223,6 +246,7 @@ pub fn export(config: &ExportConfig, progress: &ProgressBar) -> Result<ExportSum
     let mut summary = ExportSummary {
         splits: Vec::new(),
         ood_skipped: None,
+        sources_skipped: extra.as_ref().map(|l| l.skipped.clone()).unwrap_or_default(),
     };
     let mut write = |split: Split| -> Result<()> {
         let npz = dataset::write_split(&config.out_dir, &split)?;
@@ -250,7 +274,7 @@ pub fn export(config: &ExportConfig, progress: &ProgressBar) -> Result<ExportSum
         Some((t1, t2, sources, joined)) => {
             let rule = ood_rule();
             let t1_plan = Plan {
-                name: "ood_mni152_t1",
+                name: "ood_mni152_t1".to_owned(),
                 candidates: (0..t1.dims()[2])
                     .step_by(OOD_STRIDE)
                     .map(|k| {
@@ -270,7 +294,7 @@ pub fn export(config: &ExportConfig, progress: &ProgressBar) -> Result<ExportSum
             let kept: Vec<usize> = t1_split.slices.iter().map(|m| m.index).collect();
             progress.inc((t1_plan.candidates.len() - kept.len()) as u64);
             let t2_plan = Plan {
-                name: "ood_synthetic_t2",
+                name: "ood_synthetic_t2".to_owned(),
                 candidates: kept
                     .iter()
                     .map(|&k| Candidate::axial("synthetic_t2", t2, joined, k))
@@ -301,6 +325,16 @@ pub fn export(config: &ExportConfig, progress: &ProgressBar) -> Result<ExportSum
                     .to_owned(),
             );
         }
+    }
+    for job in &extra_jobs {
+        let split = build_split(
+            &job.plan,
+            config.seed,
+            job.provenance.clone(),
+            job.min_head_fraction,
+            progress,
+        )?;
+        write(split)?;
     }
     progress.finish();
     Ok(summary)
@@ -480,17 +514,17 @@ fn check_slab_layout() -> Result<()> {
 }
 
 /// A plane to cut: from `volume`, along `orientation` at `index`, covering `k_range`.
-struct Candidate<'a> {
-    volume_name: &'static str,
-    volume: &'a Volume,
-    source: String,
-    orientation: Orientation,
-    index: usize,
-    k_range: [usize; 2],
+pub(crate) struct Candidate<'a> {
+    pub(crate) volume_name: &'static str,
+    pub(crate) volume: &'a Volume,
+    pub(crate) source: String,
+    pub(crate) orientation: Orientation,
+    pub(crate) index: usize,
+    pub(crate) k_range: [usize; 2],
 }
 
 impl<'a> Candidate<'a> {
-    fn axial(volume_name: &'static str, volume: &'a Volume, source: &str, k: usize) -> Self {
+    pub(crate) fn axial(volume_name: &'static str, volume: &'a Volume, source: &str, k: usize) -> Self {
         Self {
             volume_name,
             volume,
@@ -503,9 +537,9 @@ impl<'a> Candidate<'a> {
 }
 
 /// The candidate planes of one split.
-struct Plan<'a> {
-    name: &'static str,
-    candidates: Vec<Candidate<'a>>,
+pub(crate) struct Plan<'a> {
+    pub(crate) name: String,
+    pub(crate) candidates: Vec<Candidate<'a>>,
 }
 
 /// The Colin27 plans: axial planes of every slab, and for train also the coronal and
@@ -548,15 +582,15 @@ fn colin27_plans<'a>(
     }
     Ok(vec![
         Plan {
-            name: "train",
+            name: "train".to_owned(),
             candidates: train,
         },
         Plan {
-            name: "validation",
+            name: "validation".to_owned(),
             candidates: axial(&COLIN27_VALIDATION_SLAB),
         },
         Plan {
-            name: "test",
+            name: "test".to_owned(),
             candidates: axial(&COLIN27_TEST_SLAB),
         },
     ])
@@ -621,14 +655,14 @@ fn make_slice(
     }))
 }
 
-fn build_split(
+pub(crate) fn build_split(
     plan: &Plan<'_>,
     seed: u64,
     provenance: serde_json::Value,
     min_head_fraction: f64,
     progress: &ProgressBar,
 ) -> Result<Split> {
-    progress.set_message(plan.name);
+    progress.set_message(plan.name.clone());
     let made: Vec<Made> = plan
         .candidates
         .par_iter()
@@ -659,7 +693,7 @@ fn build_split(
         slices.push(m.meta);
     }
     Ok(Split {
-        name: plan.name.to_owned(),
+        name: plan.name.clone(),
         targets,
         head_masks,
         slices,
@@ -667,11 +701,43 @@ fn build_split(
     })
 }
 
-fn source_record(volume: &str, path: &Path) -> Result<serde_json::Value> {
+/// Where a source file comes from and under which licence, for the sidecars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The package (and version) that installs or ships the file.
+    pub package: &'static str,
+    /// Its licence, as the package states it.
+    pub licence: &'static str,
+}
+
+/// Colin27 files of Debian `mricron-data` (ch2, ch2bet, ch2better).
+pub const MRICRON_ORIGIN: Origin = Origin {
+    package: "Debian mricron-data (apt-get install mricron-data), /usr/share/mricron/templates",
+    licence: "BSD-3-Clause (debian/copyright of mricron-data, Files: *, Chris Rorden); the \
+              templates carry no separate notice. Colin27: Holmes et al., J Comput Assist \
+              Tomogr 1998",
+};
+
+/// The MNI ICBM152 2009a files of the nilearn wheel.
+pub const NILEARN_ORIGIN: Origin = Origin {
+    package: "PyPI nilearn 0.14.1 wheel, nilearn/datasets/data (scripts/fetch-data.sh)",
+    licence: "nilearn: BSD-3-Clause; ICBM 2009a templates: copyright (C) 1993-2009 Louis \
+              Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill \
+              University; use, copy, modification and distribution permitted with the notice \
+              (Fonov et al., NeuroImage 2011)",
+};
+
+pub(crate) fn source_record(
+    volume: &str,
+    path: &Path,
+    origin: Origin,
+) -> Result<serde_json::Value> {
     Ok(json!({
         "volume": volume,
         "path": path.display().to_string(),
         "sha256": sha256_file(path)?,
+        "package": origin.package,
+        "licence": origin.licence,
     }))
 }
 
@@ -713,7 +779,7 @@ fn ood_rule() -> serde_json::Value {
     })
 }
 
-fn provenance(
+pub(crate) fn provenance(
     seed: u64,
     split_rule: serde_json::Value,
     sources: serde_json::Value,

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod process;
 pub mod scan;
 pub mod simulate;
+pub mod sources;
 pub mod volume;
 
 /// The repository root at build time (for the bundled example used by `bench`).

@@ -20,6 +20,7 @@ use sparsemap_host::export::{export, ExportConfig};
 use sparsemap_host::methods::{LearnedSettings, Method, Settings};
 use sparsemap_host::scan::{simulate_scan, FaultSpec, SampleFormat, ScanSpec};
 use sparsemap_host::simulate::simulate_stack;
+use sparsemap_host::sources::ExtraSources;
 use sparsemap_host::{bench, e2e, REPO_ROOT};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,8 +38,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Export train/validation/test splits of real MR slices (Colin27 T1) and the
-    /// out-of-distribution sets (MNI152 T1, synthetic T2) as .npz + .json.
+    /// Export train/validation/test splits of real MR slices (Colin27 T1), the
+    /// out-of-distribution sets (MNI152 T1, synthetic T2) and the per-source splits
+    /// SOURCE_{train,validation,test} of every further real source, as .npz + .json.
     Export(ExportArgs),
     /// Simulate a low-field acquisition (mask, k-space noise) of a split; writes target,
     /// k-space, mask, zero-filled image and the seeds to one .npz + .json.
@@ -69,6 +71,14 @@ struct ExportArgs {
     /// Seed of the synthetic phase.
     #[arg(long, default_value_t = 2026)]
     seed: u64,
+    /// Export only Colin27 and the legacy out-of-distribution sets, not the further sources
+    /// (Colin27 skull-stripped and 0.5 mm, MNI152 T1 and synthetic T2 slabs, INIA19 macaque,
+    /// nibabel's EPI).
+    #[arg(long)]
+    no_extra_sources: bool,
+    /// nibabel's example EPI run (`scripts/fetch-data.sh` extracts it from the nibabel wheel).
+    #[arg(long, default_value = sparsemap_host::sources::EPI_DEFAULT)]
+    epi: PathBuf,
 }
 
 #[derive(Args)]
@@ -334,6 +344,10 @@ fn run_export(args: ExportArgs) -> Result<()> {
         mni_dir,
         out_dir: args.out_dir,
         seed: args.seed,
+        extra: (!args.no_extra_sources).then(|| ExtraSources {
+            epi_example4d: args.epi,
+            ..ExtraSources::default()
+        }),
     };
     let bar = counter(0, "planes");
     let summary = export(&config, &bar)?;
@@ -348,6 +362,9 @@ fn run_export(args: ExportArgs) -> Result<()> {
     }
     if let Some(reason) = &summary.ood_skipped {
         println!("out-of-distribution sets not exported: {reason}");
+    }
+    for skipped in &summary.sources_skipped {
+        println!("source skipped: {skipped}");
     }
     Ok(())
 }

@@ -14,10 +14,11 @@
 //!   `j` towards anterior, `k` towards superior (NIfTI world space is RAS+). Oblique affines
 //!   are refused with an error, as is a file with neither form set (orientation unknown) and
 //!   one whose translation puts the first voxel at a non-finite position.
-//! * **1 mm isotropic voxels** within [`VOXEL_TOLERANCE_MM`]. Nothing is resampled, because
-//!   both sources we use are 1 mm (Colin27 `ch2.nii.gz` from the Debian package `mricron-data`,
-//!   and the MNI ICBM152 2009a templates from `scripts/fetch-data.sh`); so e.g. `ch2better.nii.gz`
-//!   (0.5 mm) is refused rather than silently giving slices of a different scale.
+//! * **1 mm isotropic voxels** within [`VOXEL_TOLERANCE_MM`]. Nothing is resampled, so by
+//!   default e.g. `ch2better.nii.gz` (0.5 mm) is refused rather than silently giving slices of
+//!   a different scale. [`Volume::load_with`] and [`LoadOptions`] opt in, per source, to other
+//!   voxel sizes (the export's 0.5 mm and 2 mm sources, whose planes are used at their own
+//!   resolution on purpose) and to the first volume of a 4-D series (an EPI run).
 //!
 //! Every error is one line that starts with the file and says what is wrong with it.
 //!
@@ -58,6 +59,26 @@ use flate2::bufread::MultiGzDecoder;
 use ndarray::Array2;
 use nifti::{Endianness, NiftiHeader, NiftiType};
 use serde::{Deserialize, Serialize};
+
+/// What [`Volume::load_with`] accepts beyond the strict default of [`Volume::load`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Accept any (finite, positive) voxel size instead of 1 mm isotropic only.
+    pub any_voxel_size: bool,
+    /// Accept a 4-D series (`dim[4] > 1`, dimensions 5.. of size 1) and keep its first volume;
+    /// the others are read (so a truncated or oversized file is still an error) and dropped.
+    pub first_volume_of_4d: bool,
+    /// Accept an oblique orientation (each voxel axis up to [`MAX_OBLIQUE_OFF_AXIS`] off its
+    /// nearest world axis, e.g. an EPI run tilted along the AC-PC line) and treat each voxel
+    /// axis as its nearest world axis: the planes are then the acquired slices, not world
+    /// planes, and the origin and voxel sizes are approximate. Nothing is resampled.
+    pub oblique_as_nearest_axis: bool,
+}
+
+/// Largest off-axis fraction (sine of the tilt, about 30°) that
+/// [`LoadOptions::oblique_as_nearest_axis`] accepts; beyond it the nearest world axis is not
+/// a meaningful name for the voxel axis.
+pub const MAX_OBLIQUE_OFF_AXIS: f64 = 0.5;
 
 /// Longest side, in voxels, of a volume [`Volume::load`] accepts: 1 m at the 1 mm it requires.
 /// Checked on the header, before anything is allocated.
@@ -182,6 +203,11 @@ impl Volume {
     /// docs for what is accepted and the bounds checked before anything is allocated). A name
     /// ending in `.gz` is decompressed. Every error is one line that starts with `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(path, LoadOptions::default())
+    }
+
+    /// [`load`](Self::load), accepting what `options` opts in to.
+    pub fn load_with(path: impl AsRef<Path>, options: LoadOptions) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display();
         // `metadata` follows symbolic links; FIFOs, devices and directories are refused
@@ -204,9 +230,9 @@ impl Volume {
         let file = File::open(path).map_err(|e| anyhow!("{shown}: cannot open: {e}"))?;
         let file = BufReader::new(file);
         if is_gz(path) {
-            Self::read_from(MultiGzDecoder::new(file), path, None)
+            Self::read_from(MultiGzDecoder::new(file), path, None, options)
         } else {
-            Self::read_from(file, path, Some(len))
+            Self::read_from(file, path, Some(len), options)
         }
     }
 
@@ -216,9 +242,9 @@ impl Volume {
     pub fn from_bytes(bytes: &[u8], source: impl AsRef<Path>, gzipped: bool) -> Result<Self> {
         let source = source.as_ref();
         if gzipped {
-            Self::read_from(MultiGzDecoder::new(bytes), source, None)
+            Self::read_from(MultiGzDecoder::new(bytes), source, None, LoadOptions::default())
         } else {
-            Self::read_from(bytes, source, Some(bytes.len() as u64))
+            Self::read_from(bytes, source, Some(bytes.len() as u64), LoadOptions::default())
         }
     }
 
@@ -226,7 +252,12 @@ impl Volume {
     /// header passed every bound — exactly the bytes it declares, with no more than one byte
     /// beyond them read. `plain_len` is the size of an uncompressed file, checked against the
     /// header before the voxel buffer is allocated.
-    fn read_from(mut input: impl Read, path: &Path, plain_len: Option<u64>) -> Result<Self> {
+    fn read_from(
+        mut input: impl Read,
+        path: &Path,
+        plain_len: Option<u64>,
+        options: LoadOptions,
+    ) -> Result<Self> {
         let shown = path.display();
         let what = if plain_len.is_some() {
             "file"
@@ -246,14 +277,25 @@ impl Volume {
         }
         let header = NiftiHeader::from_reader(&raw_header[..])
             .map_err(|e| anyhow!("{shown}: not a NIfTI-1 volume: {e}"))?;
-        let layout = Layout::of(&header).map_err(|e| anyhow!("{shown}: {e}"))?;
+        let layout = Layout::of(&header, options.first_volume_of_4d).map_err(|e| anyhow!("{shown}: {e}"))?;
         // The orientation and voxel size come from the header too: refused before any read.
         let affine = Affine::from_header(&header).map_err(|e| anyhow!("{shown}: {e}"))?;
-        let axes = affine.ras_axes().map_err(|e| anyhow!("{shown}: {e}"))?;
+        let max_off_axis = if options.oblique_as_nearest_axis {
+            MAX_OBLIQUE_OFF_AXIS
+        } else {
+            ALIGNMENT_TOLERANCE
+        };
+        let axes = affine
+            .ras_axes(max_off_axis)
+            .map_err(|e| anyhow!("{shown}: {e}"))?;
         let voxel_mm = [axes[0].length_mm, axes[1].length_mm, axes[2].length_mm];
-        if voxel_mm
-            .iter()
-            .any(|s| (s - 1.0).abs() > VOXEL_TOLERANCE_MM)
+        if !voxel_mm.iter().all(|s| s.is_finite() && *s > 0.0) {
+            bail!("{shown}: voxel size {voxel_mm:?} mm is not finite and positive");
+        }
+        if !options.any_voxel_size
+            && voxel_mm
+                .iter()
+                .any(|s| (s - 1.0).abs() > VOXEL_TOLERANCE_MM)
         {
             bail!(
                 "{shown}: voxel size {:.4} x {:.4} x {:.4} mm is not 1 mm isotropic \
@@ -275,7 +317,7 @@ impl Volume {
             );
         }
 
-        let total = layout.data_offset + layout.data_bytes as u64;
+        let total = layout.data_offset + layout.total_data_bytes();
         if let Some(len) = plain_len {
             if len != total {
                 bail!(
@@ -315,6 +357,17 @@ impl Volume {
                 "{shown}: truncated NIfTI-1 {what}: it ends after {} bytes, the header \
                  declares {total} ({})",
                 layout.data_offset + raw.len() as u64,
+                layout.declared()
+            );
+        }
+        // The other volumes of a 4-D series are read, not kept.
+        let rest = layout.other_volume_bytes();
+        let dropped = io::copy(&mut (&mut input).take(rest), &mut io::sink()).map_err(io_error)?;
+        if dropped < rest {
+            bail!(
+                "{shown}: truncated NIfTI-1 {what}: it ends after {} bytes, the header \
+                 declares {total} ({})",
+                layout.data_offset + layout.data_bytes as u64 + dropped,
                 layout.declared()
             );
         }
@@ -481,14 +534,17 @@ struct Layout {
     voxel_bytes: usize,
     /// `vox_offset`.
     data_offset: u64,
-    /// `voxels · voxel_bytes`, at most `MAX_VOXELS · 8`.
+    /// `voxels · voxel_bytes` of the (first) volume, at most `MAX_VOXELS · 8`.
     data_bytes: usize,
+    /// Volumes in the file (`dim[4]`; 1 unless a 4-D series was accepted); only the first is
+    /// decoded.
+    volumes: usize,
 }
 
 impl Layout {
     /// Checks the header's magic, size, dimensions, datatype and `vox_offset` against the
     /// bounds, computing no size before its factors are bounded.
-    fn of(h: &NiftiHeader) -> Result<Self> {
+    fn of(h: &NiftiHeader, accept_4d: bool) -> Result<Self> {
         if h.sizeof_hdr != HEADER_BYTES as i32 {
             bail!(
                 "not a NIfTI-1 volume: sizeof_hdr is {}, not {HEADER_BYTES}",
@@ -502,12 +558,14 @@ impl Layout {
                 String::from_utf8_lossy(&h.magic).trim_end_matches('\0')
             );
         }
-        let dims = spatial_dims(h)?;
+        let (dims, volumes) = spatial_dims(h, accept_4d)?;
         let voxels: usize = dims.iter().product();
-        if voxels > MAX_VOXELS {
+        // Bounded factors: sides ≤ MAX_DIM (2^10) and volumes ≤ MAX_DIM, so no overflow.
+        if voxels * volumes > MAX_VOXELS {
             bail!(
-                "dim = {dims:?} is {voxels} voxels, more than the limit of {MAX_VOXELS} \
-                 (MAX_VOXELS)"
+                "dim = {dims:?} x {volumes} volume(s) is {} voxels, more than the limit of \
+                 {MAX_VOXELS} (MAX_VOXELS)",
+                voxels * volumes
             );
         }
         let datatype = h
@@ -542,7 +600,18 @@ impl Layout {
             data_offset: offset as u64,
             // At most 2^26 · 8 = 2^29.
             data_bytes: voxels * voxel_bytes,
+            volumes,
         })
+    }
+
+    /// Bytes of the volumes after the first.
+    fn other_volume_bytes(&self) -> u64 {
+        (self.volumes as u64 - 1) * self.data_bytes as u64
+    }
+
+    /// Bytes of all volumes.
+    fn total_data_bytes(&self) -> u64 {
+        self.volumes as u64 * self.data_bytes as u64
     }
 
     fn voxels(&self) -> usize {
@@ -552,18 +621,19 @@ impl Layout {
     /// How the declared size is made up, for errors.
     fn declared(&self) -> String {
         format!(
-            "vox_offset {} + dim {:?} = {} voxels of {} bytes",
+            "vox_offset {} + dim {:?} x {} volume(s) = {} voxels of {} bytes",
             self.data_offset,
             self.dims,
-            self.voxels(),
+            self.volumes,
+            self.voxels() * self.volumes,
             self.voxel_bytes
         )
     }
 }
 
-/// `[n_1, n_2, n_3]` of a 3-D volume, each in `1..=MAX_DIM`; dimensions 4.. must be 1 if
-/// present.
-fn spatial_dims(header: &NiftiHeader) -> Result<[usize; 3]> {
+/// `[n_1, n_2, n_3]` of a 3-D volume, each in `1..=MAX_DIM`, and the number of volumes:
+/// dimensions 4.. must be 1 if present, except `dim[4]` (in `1..=MAX_DIM`) when `accept_4d`.
+fn spatial_dims(header: &NiftiHeader, accept_4d: bool) -> Result<([usize; 3], usize)> {
     // NIfTI-1 dims are signed 16-bit; the nifti crate reads them as u16.
     let dim = header.dim.map(|d| d as i16);
     let rank = dim[0];
@@ -571,8 +641,16 @@ fn spatial_dims(header: &NiftiHeader) -> Result<[usize; 3]> {
         bail!("invalid dim[0] = {rank} in the header");
     }
     let extent = &dim[1..=rank as usize];
-    if rank < 3 || extent[3..].iter().any(|&d| d != 1) {
+    let series = if accept_4d && rank >= 4 { 1 } else { 0 };
+    if rank < 3 || extent[3 + series..].iter().any(|&d| d != 1) {
+        if accept_4d {
+            bail!("not a 3-D volume or a 4-D series: dim = {extent:?}");
+        }
         bail!("not a 3-D volume: dim = {extent:?}");
+    }
+    let volumes = if series == 1 { extent[3] } else { 1 };
+    if !(1..=MAX_DIM as i16).contains(&volumes) {
+        bail!("dim = {extent:?}: {volumes} volumes is not in 1..={MAX_DIM}");
     }
     if extent[..3].iter().any(|&d| d < 1) {
         bail!("empty dimension: dim = {extent:?}");
@@ -580,7 +658,10 @@ fn spatial_dims(header: &NiftiHeader) -> Result<[usize; 3]> {
     if extent[..3].iter().any(|&d| d as usize > MAX_DIM) {
         bail!("dim = {extent:?} has a side over the limit of {MAX_DIM} voxels (MAX_DIM)");
     }
-    Ok([extent[0], extent[1], extent[2]].map(|d| d as usize))
+    Ok((
+        [extent[0], extent[1], extent[2]].map(|d| d as usize),
+        volumes as usize,
+    ))
 }
 
 /// Decodes the raw voxel bytes (file order, first index fastest; exactly
@@ -724,7 +805,9 @@ impl Affine {
     }
 
     /// For each RAS world axis, the voxel axis along it. Fails on oblique or degenerate affines.
-    fn ras_axes(&self) -> Result<[AxisMap; 3]> {
+    /// `max_off_axis`: the largest accepted off-axis fraction of a voxel axis
+    /// ([`ALIGNMENT_TOLERANCE`], or up to [`MAX_OBLIQUE_OFF_AXIS`] when opted in).
+    fn ras_axes(&self, max_off_axis: f64) -> Result<[AxisMap; 3]> {
         let mut maps: [Option<AxisMap>; 3] = [None; 3];
         for voxel_axis in 0..3 {
             let col = self.column(voxel_axis);
@@ -739,7 +822,7 @@ impl Affine {
                 .max_by(|&a, &b| col[a].abs().total_cmp(&col[b].abs()))
                 .unwrap_or(0);
             let off_axis = (length * length - col[world] * col[world]).max(0.0).sqrt() / length;
-            if off_axis > ALIGNMENT_TOLERANCE {
+            if off_axis > max_off_axis {
                 bail!(
                     "oblique {} (voxel axis {voxel_axis} points along {col:?} in RAS mm, \
                      {off_axis:.2e} off the nearest world axis); oblique volumes would need \

@@ -156,6 +156,7 @@ fn colin27_export_is_voxel_disjoint_and_matches_the_examples() {
         mni_dir: None,
         out_dir: out.path().to_path_buf(),
         seed: SEED,
+        extra: None,
     };
     let start = std::time::Instant::now();
     let summary = export(&config, &ProgressBar::hidden()).unwrap();
@@ -290,6 +291,7 @@ fn mni_ood_sets_export_with_t2_contrast() {
         mni_dir: Some(dir.clone()),
         out_dir: out.path().to_path_buf(),
         seed: SEED,
+        extra: None,
     };
     let summary = export(&config, &ProgressBar::hidden()).unwrap();
     assert_eq!(summary.ood_skipped, None);
@@ -365,6 +367,7 @@ fn missing_mni_files_are_named() {
         mni_dir: Some(empty.path().to_path_buf()),
         out_dir: out.path().to_path_buf(),
         seed: SEED,
+        extra: None,
     };
     let e = export(&config, &ProgressBar::hidden())
         .unwrap_err()
@@ -804,4 +807,129 @@ fn colin27_loads_in_ras_with_the_documented_planes() {
     assert_eq!(ax[[0, 5]], v.get(5, 216, 90).unwrap());
     assert_eq!(v.coronal(100).unwrap().dim(), (181, 181));
     assert_eq!(v.sagittal(90).unwrap().dim(), (181, 217));
+}
+
+/// Issue 12: the further real sources. Every split is written with slices, each sidecar names
+/// its files' package, licence and sha256, the generic slabs are voxel-disjoint with gaps of at
+/// least 6 mm, the Colin27 variants only add train slices from Colin27's train slabs, and the
+/// Colin27 and legacy OOD files are byte-identical to an export without the extra sources.
+#[test]
+fn extra_sources_export_disjoint_licensed_and_leave_the_rest_unchanged() {
+    use sparsemap_host::sources::ExtraSources;
+    let mni = mni_dir();
+    let epi = repo().join(sparsemap_host::sources::EPI_DEFAULT);
+    assert!(
+        epi.is_file(),
+        "{} is missing: run scripts/fetch-data.sh first",
+        epi.display()
+    );
+    let (plain, full) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let run = |out: &Path, extra: Option<ExtraSources>| {
+        let config = ExportConfig {
+            colin27: colin27(),
+            mni_dir: Some(mni.clone()),
+            out_dir: out.to_path_buf(),
+            seed: SEED,
+            extra,
+        };
+        export(&config, &ProgressBar::hidden()).unwrap()
+    };
+    run(plain.path(), None);
+    let start = std::time::Instant::now();
+    let summary = run(
+        full.path(),
+        Some(ExtraSources {
+            epi_example4d: epi,
+            ..ExtraSources::default()
+        }),
+    );
+    eprintln!("export with the extra sources: {:.1} s", start.elapsed().as_secs_f64());
+    assert!(summary.sources_skipped.is_empty(), "{:?}", summary.sources_skipped);
+    for name in ["train", "validation", "test", "ood_mni152_t1", "ood_synthetic_t2"] {
+        for ext in ["npz", "json"] {
+            let file = format!("{name}.{ext}");
+            let (a, b) = (plain.path().join(&file), full.path().join(&file));
+            assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "{file} changed");
+        }
+    }
+    let expected = [
+        ("colin27_bet_train", 60..=140),
+        ("colin27_hires_train", 80..=140),
+        ("mni152_t1_train", 50..=120),
+        ("mni152_t1_validation", 8..=30),
+        ("mni152_t1_test", 20..=50),
+        ("synthetic_t2_train", 50..=120),
+        ("synthetic_t2_validation", 8..=30),
+        ("synthetic_t2_test", 20..=50),
+        ("inia19_t1_train", 5..=60),
+        ("inia19_t1_validation", 3..=15),
+        ("inia19_t1_test", 6..=30),
+        ("epi_example4d_test", 10..=24),
+    ];
+    let mut by_name = std::collections::HashMap::new();
+    for (name, counts) in expected {
+        let s = summary
+            .splits
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} not exported"));
+        eprintln!("{name}: {} slices", s.count);
+        assert!(counts.contains(&s.count), "{name}: {} slices", s.count);
+        let split = read_split(&s.npz).unwrap();
+        check_slices(&split, SEED);
+        for source in split.provenance["sources"].as_array().unwrap() {
+            let path = source["path"].as_str().unwrap();
+            for key in ["package", "licence"] {
+                assert!(!source[key].as_str().unwrap().is_empty(), "{name}: {key}");
+            }
+            assert_eq!(
+                source["sha256"].as_str().unwrap(),
+                sparsemap_host::export::sha256_file(Path::new(path)).unwrap(),
+                "{name}: {path}"
+            );
+        }
+        by_name.insert(name, split);
+    }
+    // Generic slabs: at least 6 mm between any two planes of different splits.
+    for (source, voxel_mm) in [("mni152_t1", 1.0), ("synthetic_t2", 1.0), ("inia19_t1", 0.5)] {
+        let planes = |split: &str| -> Vec<usize> {
+            by_name[format!("{source}_{split}").as_str()]
+                .slices
+                .iter()
+                .map(|m| {
+                    assert_eq!(m.orientation, Orientation::Axial);
+                    m.index
+                })
+                .collect()
+        };
+        let (train, validation, test) = (planes("train"), planes("validation"), planes("test"));
+        for (a, b) in [(&train, &validation), (&train, &test), (&validation, &test)] {
+            for &p in a {
+                for &q in b {
+                    let gap_mm = (p.abs_diff(q) as f64 - 1.0) * voxel_mm;
+                    assert!(gap_mm >= 6.0 - 1e-9, "{source}: planes {p} and {q}");
+                }
+            }
+        }
+    }
+    // Colin27 variants: train only, inside Colin27's train slabs (world z = -71 + k mm).
+    let in_train_slab = |z: f64| {
+        COLIN27_TRAIN_SLABS
+            .iter()
+            .any(|r| z >= -71.0 + r.start as f64 - 1e-6 && z <= -71.0 + (r.end - 1) as f64 + 1e-6)
+    };
+    for m in &by_name["colin27_bet_train"].slices {
+        assert!(in_train_slab(-71.0 + m.index as f64), "ch2bet plane {}", m.index);
+    }
+    for m in &by_name["colin27_hires_train"].slices {
+        assert!(in_train_slab(-69.5 + 0.5 * m.index as f64), "ch2better plane {}", m.index);
+        assert_eq!(m.plane_shape, [GRID, GRID], "ch2better planes are cropped to the grid");
+    }
+    for name in ["colin27_bet_validation", "colin27_hires_test", "epi_example4d_train"] {
+        assert!(!full.path().join(format!("{name}.npz")).exists(), "{name} written");
+    }
+    assert!(by_name["epi_example4d_test"]
+        .slices
+        .iter()
+        .all(|m| m.plane_shape == [96, 128]));
 }

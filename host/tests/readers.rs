@@ -768,3 +768,104 @@ proptest! {
         }
     }
 }
+
+/// A 4-D series loads only when opted in (issue 12: nibabel's EPI), as its first volume; the
+/// other volumes must still be there in full, and nothing more.
+#[test]
+fn four_d_series_load_as_their_first_volume_only_when_opted_in() {
+    use sparsemap_host::volume::LoadOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let (three_d, data) = small();
+    let first = Volume::from_bytes(&three_d.bytes(&data), "3d.nii", false).unwrap();
+    let mut series = three_d.clone();
+    series.dim[0] = 4;
+    series.dim[4] = 2;
+    let second: Vec<u8> = data.iter().map(|b| b.wrapping_add(1)).collect();
+    let both = series.bytes(&[data.as_slice(), &second].concat());
+    let opted = LoadOptions {
+        first_volume_of_4d: true,
+        ..LoadOptions::default()
+    };
+    for (name, bytes) in [("s.nii", both.clone()), ("s.nii.gz", gzip(&both))] {
+        let p = dir.path().join(name);
+        fs::write(&p, &bytes).unwrap();
+        let e = format!("{:#}", Volume::load(&p).unwrap_err());
+        assert!(e.contains("not a 3-D volume"), "{e}");
+        let v = Volume::load_with(&p, opted).unwrap();
+        assert_eq!(v.dims(), first.dims());
+        assert_eq!(v.data(), first.data());
+    }
+    let short = &both[..both.len() - 1];
+    let long = [both.as_slice(), &[0]].concat();
+    for (name, bytes, needle) in [
+        ("short.nii", short.to_vec(), "truncated"),
+        ("short.nii.gz", gzip(short), "ends after"),
+        ("long.nii", long.clone(), "header declares"),
+        ("long.nii.gz", gzip(&long), "more than the"),
+    ] {
+        let p = dir.path().join(name);
+        fs::write(&p, &bytes).unwrap();
+        let e = format!("{:#}", Volume::load_with(&p, opted).unwrap_err());
+        assert!(e.contains(needle) && e.contains("x 2 volume(s)"), "{name}: {e}");
+    }
+    // A fifth dimension is still refused.
+    let mut five = series.clone();
+    five.dim[0] = 5;
+    five.dim[5] = 2;
+    let p = dir.path().join("five.nii");
+    fs::write(&p, five.bytes(&[])).unwrap();
+    let e = format!("{:#}", Volume::load_with(&p, opted).unwrap_err());
+    assert!(e.contains("not a 3-D volume or a 4-D series"), "{e}");
+}
+
+/// A 0.5 mm volume is refused by default and loads, at its size, when opted in.
+#[test]
+fn other_voxel_sizes_load_only_when_opted_in() {
+    use sparsemap_host::volume::LoadOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut n, data) = small();
+    for (axis, row) in n.srow.iter_mut().enumerate() {
+        row[axis] = 0.5;
+    }
+    let p = dir.path().join("half.nii");
+    fs::write(&p, n.bytes(&data)).unwrap();
+    let e = format!("{:#}", Volume::load(&p).unwrap_err());
+    assert!(e.contains("not 1 mm isotropic"), "{e}");
+    let v = Volume::load_with(
+        &p,
+        LoadOptions {
+            any_voxel_size: true,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(v.voxel_mm(), [0.5; 3]);
+}
+
+/// An oblique volume (a tilted EPI) is refused by default and, when opted in, loads with each
+/// voxel axis taken as its nearest world axis; a tilt beyond 30° is still refused.
+#[test]
+fn oblique_volumes_load_as_acquired_only_when_opted_in() {
+    use sparsemap_host::volume::LoadOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, data) = small();
+    let want = Volume::from_bytes(&straight.bytes(&data), "s.nii", false).unwrap();
+    let opted = LoadOptions {
+        oblique_as_nearest_axis: true,
+        ..LoadOptions::default()
+    };
+    let mut tilted = straight.clone();
+    // Voxel axis 1 tilted by atan(0.16) ≈ 9° towards z, as in nibabel's example4d.
+    tilted.srow[2][1] = 0.16;
+    let p = dir.path().join("tilted.nii");
+    fs::write(&p, tilted.bytes(&data)).unwrap();
+    let e = format!("{:#}", Volume::load(&p).unwrap_err());
+    assert!(e.contains("oblique"), "{e}");
+    let v = Volume::load_with(&p, opted).unwrap();
+    assert_eq!((v.dims(), v.data()), (want.dims(), want.data()));
+    let mut steep = straight;
+    steep.srow[2][1] = 1.0; // 45°
+    fs::write(&p, steep.bytes(&data)).unwrap();
+    let e = format!("{:#}", Volume::load_with(&p, opted).unwrap_err());
+    assert!(e.contains("oblique"), "{e}");
+}
