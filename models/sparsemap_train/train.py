@@ -32,9 +32,47 @@ Every ``validate_every`` steps the current parameters reconstruct validation sli
 N = 256, block 128, s = 0.15 (the acceptance setting) and the best-scoring parameters are
 what is saved. All randomness comes from ``seed``: a run is reproducible.
 
+Several sources (issue 12). ``data`` and ``validation`` are comma-separated lists of split
+files (repository-relative ``.npz`` with ``target`` and ``head_mask``; ``examples`` = the two
+bundled slices); a missing file stops the run naming it. A training step draws a *file*
+uniformly, then a slice of it (the sources differ a lot in size; with one file there is no
+file draw, so ``default`` keeps its random stream). Validation takes ``validation_slices``
+evenly spaced slices of *every* file, so each source takes part in model selection.
+
+Domain randomisation (``augment``: a dict of :data:`augment.DEFAULT` entries, ``None`` = off):
+before the crop, the whole clean slice goes through :func:`augment.augment` — random zoom
+(0.8–1.25), random piecewise-linear contrast curve with ``curve(0) = 0`` (often
+non-monotone: contrast inversion), gamma, smooth multiplicative bias field, occasional
+faint background structure outside the head mask, occasional blur, a new smooth random
+phase (the export's rule), renormalised to ``max |target| = 1``; the head mask follows the
+geometry. The noise is then ``s`` times the rms of the *augmented* slice. Acquisition
+randomisation: with probability ``vd_prob`` the mask is a 1-D variable-density ky-line mask
+(:func:`augment.random_vd_mask`: acceleration 2–4, fully sampled central 8–16 % of the
+lines) instead of a central block. With ``augment=None`` and ``vd_prob=0`` training is
+exactly what it was before these options existed.
+
+Presets:
+
+* ``default`` — the committed model (one file, no augmentation);
+* ``multisource`` — all six training sources, four validation files (2 slices each),
+  augmentation :data:`augment.DEFAULT`, ``s`` log-uniform in [0.05, 0.4], ``vd_prob`` 0.25;
+  the budget of ``default`` (1200 crop steps + 100 whole-slice steps, T = 32);
+* ``multisource_noaug`` — the same data with no augmentation and the noise and masks of
+  ``default`` (the ablation);
+* ``test`` / ``test_aug`` — seconds-long smoke runs on ``examples`` (without / with the
+  augmented path and variable-density masks).
+
+``--data LIST``, ``--validation LIST`` and ``--seed`` override the preset (e.g. for
+leave-one-source-out runs); ``--steps`` and ``--finetune-steps`` the step counts. The saved
+parameters' info records the whole config, the augmentation dict and a description.
+
 Run (from the repository root)::
 
     models/.venv/bin/python -m sparsemap_train.train --preset default --out models/lambda/default
+    models/.venv/bin/python -m sparsemap_train.train --preset multisource --out models/lambda/multisource
+    # leave one source out (here the synthetic T2):
+    models/.venv/bin/python -m sparsemap_train.train --preset multisource --out /tmp/no_t2 --data \\
+        data/train.npz,data/colin27_bet_train.npz,data/colin27_hires_train.npz,data/mni152_t1_train.npz,data/inia19_t1_train.npz
 """
 
 from __future__ import annotations
