@@ -8,9 +8,10 @@
 #      learned methods' margins over the best classical baseline and zero-filled per source
 #      (results/sources/sources.md, sources.csv, sources_summary.csv, tuning.csv, sources.json).
 # Needs the Debian packages mricron-data and bart (scripts/test.sh installs them). Pass extra
-# eval options through EVAL_ARGS, e.g. EVAL_ARGS="--sources colin27,mni152_t1 --test-slices 4"
-# for a quick run, or EVAL_ARGS="--tune-exclude mni152_t1 --out-dir results/sources_lo_mni152"
-# for a leave-one-source-out run (a later --out-dir overrides the default one).
+# eval options through EVAL_ARGS (options given here cannot be repeated there: OUT_DIR and
+# VALIDATION_SLICES set those two), e.g. EVAL_ARGS="--sources colin27,mni152_t1 --test-slices 4"
+# for a quick run, or OUT_DIR=results/sources_lo_mni152 EVAL_ARGS="--tune-exclude mni152_t1"
+# for a leave-one-source-out run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,5 @@ cargo build --release --locked -p sparsemap-host
 host=target/release/sparsemap-host
 "$host" export --out-dir data
 # shellcheck disable=SC2086
-"$host" eval --per-source --data-dir data --out-dir results/sources --validation-slices 4 ${EVAL_ARGS:-}
+"$host" eval --per-source --data-dir data --out-dir "${OUT_DIR:-results/sources}" \
+    --validation-slices "${VALIDATION_SLICES:-4}" ${EVAL_ARGS:-}
