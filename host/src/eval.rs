@@ -18,6 +18,9 @@
 //! Outputs in the output directory: `table.md` and `table.csv` (mean ± std per dataset,
 //! acquisition and method), `tuning.csv` (every weight tried), `eval.json` (settings, seeds
 //! and per-slice results) and `figure_<acquisition>.png` (truth, each method, error maps).
+//!
+//! `eval --per-source` ([`sources`]) runs the same search and measurements per data source,
+//! with the weights tuned on the pooled validation slices of the sources.
 
 use crate::dataset::{read_split, Orientation, Split};
 use crate::figure::{write_grid, Tile};
@@ -35,6 +38,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
+
+pub mod sources;
 
 /// A mask and a noise level, written `MASK@NOISE`: `block128@0.15` (central 128×128 block),
 /// `vd4@0.15` (1-D variable density, 4× acceleration, 16 central lines), `poisson4@0.15`
@@ -504,14 +509,122 @@ fn figure_slice(split: &Split, indices: &[usize]) -> usize {
         .unwrap_or(indices[indices.len() / 2])
 }
 
-pub fn run(config: &EvalConfig) -> Result<EvalReport> {
+/// Checks what every mode of `eval` needs before anything is loaded.
+fn check_config(config: &EvalConfig) -> Result<()> {
     ensure!(!config.methods.is_empty(), "no methods to evaluate");
     ensure!(
         !config.acquisitions.is_empty(),
         "no acquisitions to evaluate"
     );
+    for &method in config.methods.iter().filter(|m| m.is_learned()) {
+        config.settings.learned.iterations(method)?;
+    }
     std::fs::create_dir_all(&config.out_dir)
-        .with_context(|| format!("creating {}", config.out_dir.display()))?;
+        .with_context(|| format!("creating {}", config.out_dir.display()))
+}
+
+/// The runners and worker threads of one run (shared by [`run`] and [`sources::run`]).
+struct Engine {
+    pool: RunnerPool,
+    threads: rayon::ThreadPool,
+    dictionary: CscDictionary,
+    search: Search,
+}
+
+impl Engine {
+    /// `extra`: methods run besides `config.methods` (carried over for the figures).
+    fn new(config: &EvalConfig, shape: Shape, extra: &[Method]) -> Result<Self> {
+        let dictionary = CscDictionary::bundled()?;
+        let pool = RunnerPool {
+            shape,
+            dictionary: dictionary.clone(),
+            settings: config.settings.clone(),
+            with_bart: config.methods.iter().chain(extra).any(|m| m.needs_bart()),
+            idle: Mutex::new(Vec::new()),
+        };
+        let threads = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads.max(1))
+            .build()
+            .context("starting the worker threads")?;
+        Ok(Self {
+            pool,
+            threads,
+            dictionary,
+            search: Search {
+                grid_points: config.grid_points,
+                criterion: config.criterion,
+            },
+        })
+    }
+
+    /// Reconstructions of one weight search over `slices` validation slices (at most the
+    /// grid, three extensions and two refinements of two weights).
+    fn per_tuning(&self, slices: usize) -> usize {
+        (self.search.grid_points.max(2) + 7) * slices
+    }
+
+    /// Tunes every method of `methods` that has a weight on `cases` (module docs, step 2);
+    /// returns the weight of each method in order (0 for the untuned ones) and records the
+    /// search in `tuning` and `tuned`.
+    fn tune_methods(
+        &self,
+        cases: &[Case],
+        methods: &[Method],
+        spec: &AcquisitionSpec,
+        progress: &ProgressBar,
+        (tuning, tuned_out): (&mut Vec<TuningPoint>, &mut Vec<Tuned>),
+    ) -> Result<Vec<(Method, f32)>> {
+        let mut lambdas = Vec::with_capacity(methods.len());
+        for &method in methods {
+            if !method.is_tuned() {
+                lambdas.push((method, 0.0));
+                continue;
+            }
+            let tuned = tune(
+                &self.pool,
+                cases,
+                method,
+                spec,
+                self.search,
+                progress,
+                tuning,
+            )?;
+            progress.suspend(|| {
+                eprintln!(
+                    "tuned {method} on {}: lambda {} (validation PSNR {:.2} dB)",
+                    spec.label, tuned.lambda, tuned.validation_psnr
+                );
+                if tuned.on_border {
+                    eprintln!(
+                        "warning: {method} on {}: the best weight {} is on the border of the search",
+                        spec.label, tuned.lambda
+                    );
+                }
+            });
+            lambdas.push((method, tuned.lambda));
+            tuned_out.push(tuned);
+        }
+        Ok(lambdas)
+    }
+}
+
+fn progress_bar(total: usize) -> ProgressBar {
+    ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} recons (~{eta} left) {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    )
+}
+
+fn grid_shape(split: &Split) -> Result<Shape> {
+    let (_, n_y, n_x) = split.targets.dim();
+    Shape::new(n_y, n_x).map_err(|e| anyhow::anyhow!("grid {n_y}x{n_x}: {e:?}"))
+}
+
+pub fn run(config: &EvalConfig) -> Result<EvalReport> {
+    check_config(config)?;
     let validation = load(&config.data_dir, "validation")?;
     let test = load(&config.data_dir, "test")?;
     let mut ood: Vec<Split> = Vec::new();
@@ -528,12 +641,6 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
             }
         }
     }
-    let (_, n_y, n_x) = test.targets.dim();
-    let shape = Shape::new(n_y, n_x).map_err(|e| anyhow::anyhow!("grid {n_y}x{n_x}: {e:?}"))?;
-    let dictionary = CscDictionary::bundled()?;
-    for &method in config.methods.iter().filter(|m| m.is_learned()) {
-        config.settings.learned.iterations(method)?;
-    }
     let validation_indices = evenly_spaced(validation.targets.dim().0, config.validation_slices);
     let test_indices = evenly_spaced(test.targets.dim().0, config.test_slices);
     let reused = match &config.reuse {
@@ -549,49 +656,25 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
         .as_ref()
         .map(|r| r.methods.clone())
         .unwrap_or_default();
-    let pool = RunnerPool {
-        shape,
-        dictionary: dictionary.clone(),
-        settings: config.settings.clone(),
-        with_bart: config
-            .methods
-            .iter()
-            .chain(&carried)
-            .any(|m| m.needs_bart()),
-        idle: Mutex::new(Vec::new()),
-    };
-    let threads = rayon::ThreadPoolBuilder::new()
-        .num_threads(config.threads.max(1))
-        .build()
-        .context("starting the worker threads")?;
+    let engine = Engine::new(config, grid_shape(&test)?, &carried)?;
+    let pool = &engine.pool;
 
-    let tuned_methods: Vec<Method> = config
-        .methods
-        .iter()
-        .copied()
-        .filter(|m| m.is_tuned())
-        .collect();
-    // Progress in reconstructions: tuning is at most grid + 3 + 4 weights per method.
-    let per_tuning = (config.grid_points.max(2) + 7) * validation_indices.len();
+    let tuned_methods = config.methods.iter().filter(|m| m.is_tuned()).count();
+    // Progress in reconstructions.
+    let per_tuning = engine.per_tuning(validation_indices.len());
     let ood_total: usize = ood
         .iter()
         .map(|s| evenly_spaced(s.targets.dim().0, config.test_slices).len())
         .sum();
     let total = config.acquisitions.len()
-        * (tuned_methods.len() * per_tuning + config.methods.len() * test_indices.len())
+        * (tuned_methods * per_tuning + config.methods.len() * test_indices.len())
         + config.methods.len() * ood_total;
-    let progress = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} recons (~{eta} left) {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    let progress = progress_bar(total);
 
     let mut report = EvalReport {
         tool: format!("sparsemap-host {}", env!("CARGO_PKG_VERSION")),
         settings: config.settings.clone(),
-        dictionary: dictionary.name.clone(),
+        dictionary: engine.dictionary.name.clone(),
         seed: config.seed,
         criterion: config.criterion,
         acquisitions: config.acquisitions.clone(),
@@ -602,57 +685,57 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
         outputs: Vec::new(),
     };
 
-    threads.install(|| -> Result<()> {
+    engine.threads.install(|| -> Result<()> {
         for spec in &config.acquisitions {
-            let validation_cases = simulate_cases(&validation, &validation_indices, spec, config.seed)?;
-            let mut lambdas: Vec<(Method, f32)> = vec![];
+            let validation_cases =
+                simulate_cases(&validation, &validation_indices, spec, config.seed)?;
             let mut carried_lambdas: Vec<(Method, f32)> = vec![];
             if let Some(reused) = &reused {
                 carried_lambdas = reused.carry(&spec.label, &mut report);
             }
-            for &method in &config.methods {
-                if method.is_tuned() {
-                    let tuned = tune(&pool, &validation_cases, method, spec, Search { grid_points: config.grid_points, criterion: config.criterion }, &progress, &mut report.tuning)?;
-                    progress.suspend(|| {
-                        eprintln!(
-                            "tuned {method} on {}: lambda {} (validation PSNR {:.2} dB)",
-                            spec.label, tuned.lambda, tuned.validation_psnr
-                        );
-                        if tuned.on_border {
-                            eprintln!(
-                                "warning: {method} on {}: the best weight {} is on the border of the search",
-                                spec.label, tuned.lambda
-                            );
-                        }
-                    });
-                    lambdas.push((method, tuned.lambda));
-                    report.tuned.push(tuned);
-                } else {
-                    lambdas.push((method, 0.0));
-                }
-            }
+            let lambdas = engine.tune_methods(
+                &validation_cases,
+                &config.methods,
+                spec,
+                &progress,
+                (&mut report.tuning, &mut report.tuned),
+            )?;
             drop(validation_cases);
             progress.set_message(format!("test split, {}", spec.label));
             let test_cases = simulate_cases(&test, &test_indices, spec, config.seed)?;
             let mut figure_images: Vec<(Method, Array2<Complex32>)> = Vec::new();
             let shown = figure_slice(&test, &test_indices);
             if config.figures {
-                let case = test_cases.iter().find(|c| c.index == shown).expect("the shown slice is simulated");
+                let case = test_cases
+                    .iter()
+                    .find(|c| c.index == shown)
+                    .expect("the shown slice is simulated");
                 for &(method, lambda) in &carried_lambdas {
-                    let image = pool.with(|r| r.run(method, lambda, case.kspace.view(), case.mask.view()))?;
+                    let image =
+                        pool.with(|r| r.run(method, lambda, case.kspace.view(), case.mask.view()))?;
                     figure_images.push((method, image));
                 }
             }
             for &(method, lambda) in &lambdas {
                 let keep = config.figures.then_some(shown);
-                let (results, image) = run_cases(&pool, &test_cases, (method, lambda), "test", &spec.label, keep, &progress)?;
+                let (results, image) = run_cases(
+                    pool,
+                    &test_cases,
+                    (method, lambda),
+                    "test",
+                    &spec.label,
+                    keep,
+                    &progress,
+                )?;
                 report.results.extend(results);
                 if let Some(image) = image {
                     figure_images.push((method, image));
                 }
             }
             if config.figures {
-                let path = config.out_dir.join(format!("figure_{}.png", spec.file_label()));
+                let path = config
+                    .out_dir
+                    .join(format!("figure_{}.png", spec.file_label()));
                 write_figure(&path, &test, shown, &figure_images, &spec.label)?;
                 report.outputs.push(path);
             }
@@ -662,7 +745,18 @@ pub fn run(config: &EvalConfig) -> Result<EvalReport> {
                     let indices = evenly_spaced(split.targets.dim().0, config.test_slices);
                     let cases = simulate_cases(split, &indices, spec, config.seed)?;
                     for &(method, lambda) in &lambdas {
-                        report.results.extend(run_cases(&pool, &cases, (method, lambda), &split.name, &spec.label, None, &progress)?.0);
+                        report.results.extend(
+                            run_cases(
+                                pool,
+                                &cases,
+                                (method, lambda),
+                                &split.name,
+                                &spec.label,
+                                None,
+                                &progress,
+                            )?
+                            .0,
+                        );
                     }
                 }
             }
@@ -991,8 +1085,13 @@ fn markdown(rows: &[Row], report: &EvalReport) -> String {
 }
 
 fn table_csv(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "dataset,acquisition,method,lambda,slices,psnr_mean,psnr_std,ssim_mean,ssim_std,psnr_head_mean,psnr_head_std,ssim_head_mean,ssim_head_std,nrmse_mean,nrmse_std,seconds_per_slice\n",
+    table_csv_with(rows, "dataset")
+}
+
+/// [`table_csv`] with another name for the first column (`source` in `sources.csv`).
+fn table_csv_with(rows: &[Row], first_column: &str) -> String {
+    let mut out = format!(
+        "{first_column},acquisition,method,lambda,slices,psnr_mean,psnr_std,ssim_mean,ssim_std,psnr_head_mean,psnr_head_std,ssim_head_mean,ssim_head_std,nrmse_mean,nrmse_std,seconds_per_slice\n"
     );
     for r in rows {
         let _ = writeln!(

@@ -146,14 +146,12 @@ struct EvalArgs {
     data_dir: PathBuf,
     #[arg(long, default_value = "results")]
     out_dir: PathBuf,
-    /// Acquisitions (MASK@NOISE, comma separated): by default the acquisition sizes at
-    /// s = 0.15 and the noise levels at n = 128.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "block128@0.15,block96@0.15,block160@0.15,block128@0.075,block128@0.3"
-    )]
-    acquisitions: Vec<AcquisitionSpec>,
+    /// Acquisitions (MASK@NOISE, comma separated). Default: the acquisition sizes at
+    /// s = 0.15 and the noise levels at n = 128
+    /// (block128@0.15,block96@0.15,block160@0.15,block128@0.075,block128@0.3); with
+    /// --per-source the noise levels only (block128@0.075,block128@0.15,block128@0.3).
+    #[arg(long, value_delimiter = ',')]
+    acquisitions: Option<Vec<AcquisitionSpec>>,
     /// Acquisition of the out-of-distribution sets (MNI152 T1, synthetic T2); `none` skips them.
     #[arg(long, default_value = "block128@0.15")]
     ood_acquisition: String,
@@ -188,7 +186,32 @@ struct EvalArgs {
     /// seed and slices), e.g. `--methods learned-f32,learned-int8 --reuse results/eval.json`.
     #[arg(long, value_name = "eval.json")]
     reuse: Option<PathBuf>,
+    /// Evaluate per data source: colin27 (validation.npz, test.npz) and every SOURCE_test.npz
+    /// of --data-dir; weights tuned on the pooled validation slices of the sources; writes
+    /// sources.md, sources.csv, sources_summary.csv, tuning.csv and sources.json (no figures,
+    /// no out-of-distribution sets).
+    #[arg(long, conflicts_with_all = ["reuse", "ood_acquisition"])]
+    per_source: bool,
+    /// With --per-source: evaluate only these sources (comma separated).
+    #[arg(long, value_delimiter = ',', requires = "per_source")]
+    sources: Option<Vec<String>>,
+    /// With --per-source: do not tune on these sources' validation slices (comma separated),
+    /// e.g. for leave-one-source-out runs.
+    #[arg(long, value_delimiter = ',', requires = "per_source")]
+    tune_exclude: Vec<String>,
 }
+
+/// `eval`'s acquisitions without --per-source.
+const DEFAULT_ACQUISITIONS: [&str; 5] = [
+    "block128@0.15",
+    "block96@0.15",
+    "block160@0.15",
+    "block128@0.075",
+    "block128@0.3",
+];
+
+/// The default of --methods (`eval` and `bench`).
+const DEFAULT_METHODS: &str = "zero-filled,csc,tv,bart-wavelet,bart-tv,learned-f32,learned-int8";
 
 #[derive(Args)]
 struct MethodArgs {
@@ -197,7 +220,7 @@ struct MethodArgs {
         long,
         value_delimiter = ',',
         value_enum,
-        default_value = "zero-filled,csc,tv,bart-wavelet,bart-tv,learned-f32,learned-int8"
+        default_value = DEFAULT_METHODS
     )]
     methods: Vec<Method>,
 }
@@ -461,9 +484,12 @@ fn run_simulate_scan(args: SimulateScanArgs) -> Result<()> {
 
 fn run_eval(args: EvalArgs) -> Result<()> {
     if let Some(json) = &args.from_json {
-        let report = eval::rerender(json, &args.out_dir)?;
-        for path in report
-            .outputs
+        let outputs = if args.per_source {
+            eval::sources::rerender(json, &args.out_dir)?.outputs
+        } else {
+            eval::rerender(json, &args.out_dir)?.outputs
+        };
+        for path in outputs
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e != "png"))
         {
@@ -471,22 +497,42 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let acquisitions = match args.acquisitions {
+        Some(list) => list,
+        None if args.per_source => parse_all(&eval::sources::DEFAULT_ACQUISITIONS)?,
+        None => parse_all(&DEFAULT_ACQUISITIONS)?,
+    };
     let ood_acquisition = match args.ood_acquisition.as_str() {
+        _ if args.per_source => None,
         "none" => None,
         text => {
             let spec: AcquisitionSpec = text.parse()?;
-            if !args.acquisitions.contains(&spec) {
+            if !acquisitions.contains(&spec) {
                 bail!("--ood-acquisition {text} must be one of --acquisitions (its weights are tuned there)");
             }
             Some(spec)
         }
     };
+    let mut methods = args.methods.methods;
+    let default_methods: Vec<Method> = DEFAULT_METHODS
+        .split(',')
+        .map(|name| <Method as clap::ValueEnum>::from_str(name, false).expect("a method name"))
+        .collect();
+    if args.per_source
+        && methods == default_methods
+        && sparsemap_host::baselines::bart::find_on_path().is_none()
+    {
+        eprintln!(
+            "note: no `bart` on PATH (Debian package bart): evaluating without the BART baselines"
+        );
+        methods.retain(|m| !m.needs_bart());
+    }
     let config = EvalConfig {
         data_dir: args.data_dir,
         out_dir: args.out_dir,
-        acquisitions: args.acquisitions,
+        acquisitions,
         ood_acquisition,
-        methods: args.methods.methods,
+        methods,
         settings: args.iterations.settings(),
         validation_slices: args.validation_slices,
         test_slices: args.test_slices,
@@ -499,15 +545,27 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         criterion: args.tune_on,
         reuse: args.reuse,
     };
-    let report = eval::run(&config)?;
-    let table = config.out_dir.join("table.md");
+    let (outputs, table) = if args.per_source {
+        let selection = eval::sources::Selection {
+            only: args.sources,
+            tune_exclude: args.tune_exclude,
+        };
+        let report = eval::sources::run(&config, &selection)?;
+        (report.outputs, config.out_dir.join("sources.md"))
+    } else {
+        (eval::run(&config)?.outputs, config.out_dir.join("table.md"))
+    };
     let text =
         std::fs::read_to_string(&table).with_context(|| format!("reading {}", table.display()))?;
     println!("{text}");
-    for path in &report.outputs {
+    for path in &outputs {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+fn parse_all(specs: &[&str]) -> Result<Vec<AcquisitionSpec>> {
+    specs.iter().map(|s| s.parse()).collect()
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
