@@ -183,14 +183,16 @@ struct EvalArgs {
     #[arg(long)]
     no_figures: bool,
     /// Carry over the results of methods not in --methods from this earlier eval.json (same
-    /// seed and slices), e.g. `--methods learned-f32,learned-int8 --reuse results/eval.json`.
+    /// seed and slices), e.g. `--methods learned-f32,learned-int8 --reuse results/eval.json`;
+    /// with --per-source, from an earlier sources.json (same seed, acquisitions, tuning
+    /// sources and slices), e.g. to compare another model with the same baselines.
     #[arg(long, value_name = "eval.json")]
     reuse: Option<PathBuf>,
     /// Evaluate per data source: colin27 (validation.npz, test.npz) and every SOURCE_test.npz
     /// of --data-dir; weights tuned on the pooled validation slices of the sources; writes
     /// sources.md, sources.csv, sources_summary.csv, tuning.csv and sources.json (no figures,
     /// no out-of-distribution sets).
-    #[arg(long, conflicts_with_all = ["reuse", "ood_acquisition"])]
+    #[arg(long, conflicts_with = "ood_acquisition")]
     per_source: bool,
     /// With --per-source: evaluate only these sources (comma separated).
     #[arg(long, value_delimiter = ',', requires = "per_source")]

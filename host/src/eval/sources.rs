@@ -268,10 +268,6 @@ pub struct SourcesReport {
 /// Runs the per-source protocol (module docs).
 pub fn run(config: &EvalConfig, selection: &Selection) -> Result<SourcesReport> {
     check_config(config)?;
-    ensure!(
-        config.reuse.is_none(),
-        "--reuse is not supported with --per-source"
-    );
     let sources = select(discover(&config.data_dir)?, selection.only.as_deref())?;
     let tuning = load_tuning_slices(&sources, &selection.tune_exclude, config.validation_slices)?;
     let tuned_methods = config.methods.iter().filter(|m| m.is_tuned()).count();
@@ -335,6 +331,9 @@ pub fn run(config: &EvalConfig, selection: &Selection) -> Result<SourcesReport> 
         results: Vec::new(),
         outputs: Vec::new(),
     };
+    if let Some(path) = &config.reuse {
+        carry_over(path, config, &mut report)?;
+    }
     for spec in &config.acquisitions {
         for set in tuning.iter().chain(&tests) {
             report.seeds.push(SeedRecord {
@@ -385,6 +384,79 @@ pub fn run(config: &EvalConfig, selection: &Selection) -> Result<SourcesReport> 
     progress.finish_and_clear();
     write_outputs(&config.out_dir, &mut report)?;
     Ok(report)
+}
+
+/// `--reuse` in this mode: copies into `report` the tuned weights, tuning points and test
+/// results of the methods that this run does not run from an earlier `sources.json`, which
+/// must have used the same seed, criterion, acquisitions, tuning sources and, for every source
+/// of this run, the same test slices (so the carried-over rows are on identical k-space).
+fn carry_over(path: &Path, config: &EvalConfig, report: &mut SourcesReport) -> Result<()> {
+    let earlier = read_report(path)?;
+    let name = path.display();
+    ensure!(
+        earlier.seed == report.seed && earlier.criterion == report.criterion,
+        "{name}: made with seed {} and criterion {:?}, this run uses {} and {:?}",
+        earlier.seed,
+        earlier.criterion,
+        report.seed,
+        report.criterion
+    );
+    let labels = |a: &[AcquisitionSpec]| a.iter().map(|s| s.label.clone()).collect::<Vec<_>>();
+    ensure!(
+        labels(&earlier.acquisitions) == labels(&report.acquisitions),
+        "{name}: acquisitions {:?}, this run {:?}",
+        labels(&earlier.acquisitions),
+        labels(&report.acquisitions)
+    );
+    ensure!(
+        earlier.tuned_on == report.tuned_on,
+        "{name}: tuned on {:?}, this run on {:?}",
+        earlier.tuned_on,
+        report.tuned_on
+    );
+    for source in &report.sources {
+        let then = earlier.sources.iter().find(|s| s.name == source.name);
+        ensure!(
+            then.is_some_and(|t| t.test_slices == source.test_slices
+                && t.validation_slices == source.validation_slices),
+            "{name}: source {} is missing or has other test/validation slices",
+            source.name
+        );
+    }
+    let carried = |m: Method| !config.methods.contains(&m);
+    for &method in first_seen(earlier.results.iter().map(|r| r.method)).iter() {
+        if carried(method) && method.is_learned() {
+            ensure!(
+                earlier.settings.learned == config.settings.learned,
+                "{name}: {method:?} ran with {:?}, this run's models are {:?}; pass it in \
+                 --methods to run it with this run's models",
+                earlier.settings.learned,
+                config.settings.learned
+            );
+        } else if carried(method) {
+            let (then, now) = (
+                earlier.settings.iterations(method),
+                config.settings.iterations(method),
+            );
+            ensure!(
+                then == now,
+                "{name}: {method:?} ran with {then:?} iterations, this run's settings say {now:?}"
+            );
+        }
+    }
+    report
+        .tuned
+        .extend(earlier.tuned.iter().filter(|t| carried(t.method)).cloned());
+    report
+        .tuning
+        .extend(earlier.tuning.iter().filter(|t| carried(t.method)).cloned());
+    report.results.extend(
+        earlier
+            .results
+            .into_iter()
+            .filter(|r| carried(r.method) && report.sources.iter().any(|s| s.name == r.dataset)),
+    );
+    Ok(())
 }
 
 /// Reads a `sources.json` written by [`run`].
