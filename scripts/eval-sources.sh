@@ -6,12 +6,14 @@
 #   3. `sparsemap-host eval --per-source`: every method tuned per acquisition on the pooled
 #      validation slices of all sources, measured on every source's test split, with the
 #      learned methods' margins over the best classical baseline and zero-filled per source
-#      (results/sources/sources.md, sources.csv, sources_summary.csv, tuning.csv, sources.json).
+#      (results/sources/sources.md, sources.csv, sources_summary.csv, tuning.csv, sources.json);
+#   4. each candidate model in models/lambda/candidates/ with the same baselines
+#      (results/sources_<candidate>/). About 15 min on 2 cores with the defaults
+#      (2 validation and 6 test slices per source, 3 acquisitions).
 # Needs the Debian packages mricron-data and bart (scripts/test.sh installs them). Pass extra
-# eval options through EVAL_ARGS (options given here cannot be repeated there: OUT_DIR and
-# VALIDATION_SLICES set those two), e.g. EVAL_ARGS="--sources colin27,mni152_t1 --test-slices 4"
-# for a quick run, or OUT_DIR=results/sources_lo_mni152 EVAL_ARGS="--tune-exclude mni152_t1"
-# for a leave-one-source-out run.
+# eval options through EVAL_ARGS (options given here cannot be repeated there: OUT_DIR,
+# VALIDATION_SLICES and TEST_SLICES set those three), e.g. EVAL_ARGS="--sources colin27,mni152_t1"
+# or TEST_SLICES=2 for a quick run; scripts/loso.sh is the leave-one-source-out run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,5 +22,17 @@ cargo build --release --locked -p sparsemap-host
 host=target/release/sparsemap-host
 "$host" export --out-dir data
 # shellcheck disable=SC2086
-"$host" eval --per-source --data-dir data --out-dir "${OUT_DIR:-results/sources}" \
-    --validation-slices "${VALIDATION_SLICES:-4}" ${EVAL_ARGS:-}
+out="${OUT_DIR:-results/sources}"
+"$host" eval --per-source --data-dir data --out-dir "$out" \
+    --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-}
+# Each candidate model of models/lambda/candidates/ next to the same baselines (--reuse: the
+# classical rows are carried over, only the learned methods run): results/sources_<name>/.
+for f32 in models/lambda/candidates/*.f32.onnx; do
+    [ -e "$f32" ] || continue
+    name="$(basename "$f32" .f32.onnx)"
+    # shellcheck disable=SC2086
+    "$host" eval --per-source --data-dir data --out-dir "${out}_$name" \
+        --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-} \
+        --methods learned-f32,learned-int8 --model-f32 "$f32" \
+        --model-int8 "models/lambda/candidates/$name.int8.onnx" --reuse "$out/sources.json"
+done
