@@ -11,7 +11,8 @@
 #      (results/bench_methods.md, bench_methods.json).
 # Needs the Debian packages mricron-data and bart (scripts/test.sh installs them). About
 # 30-40 minutes on 2 cores, most of it the weight search; pass extra eval options through
-# EVAL_ARGS, e.g. EVAL_ARGS="--acquisitions block128@0.15 --validation-slices 3" for a quick run.
+# EVAL_ARGS (not --validation-slices, which is set here; clap refuses an option given twice),
+# e.g. EVAL_ARGS="--acquisitions block128@0.15 --test-slices 4" for a quick run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
