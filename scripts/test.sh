@@ -5,8 +5,8 @@
 #   - the Cortex-M target of rust-toolchain.toml (the no_std crates must build for it),
 #   - a Python venv with the pinned float64 reference's packages and the Lambda-network
 #     training / export packages (models/.venv),
-#   - the MNI152 templates from the pinned nilearn wheel (scripts/fetch-data.sh), which the
-#     host crate's export tests read.
+#   - the MNI152 templates and nibabel's EPI run from their pinned wheels
+#     (scripts/fetch-data.sh), which the host crate's export tests read.
 #   - for the aarch64 edge target: the cross gcc and glibc, qemu-user and the Rust target
 #     aarch64-unknown-linux-gnu (scripts/setup-arm.sh).
 # Then: the reference's own tests (pytest), the whole Rust workspace (cargo test), the
@@ -33,7 +33,7 @@ python="$(scripts/setup-python.sh)"
 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
     "$python" -m pytest models/sparsemap_train -q -c models/sparsemap_train/pytest.ini
 
-step "MNI152 templates from the nilearn wheel (data/external/nilearn)"
+step "MNI152 templates and the EPI run from their pinned wheels (data/external)"
 scripts/fetch-data.sh
 
 step "cargo test (workspace)"
