@@ -195,7 +195,11 @@ pub fn export(config: &ExportConfig, progress: &ProgressBar) -> Result<ExportSum
     let colin_provenance = provenance(
         config.seed,
         colin27_rule(),
-        json!([source_record("colin27_t1", &config.colin27, MRICRON_ORIGIN)?]),
+        json!([source_record(
+            "colin27_t1",
+            &config.colin27,
+            MRICRON_ORIGIN
+        )?]),
     );
 
     // The OOD volumes are loaded up front, so that a bad file fails before anything is written.
@@ -246,7 +250,10 @@ pub fn export(config: &ExportConfig, progress: &ProgressBar) -> Result<ExportSum
     let mut summary = ExportSummary {
         splits: Vec::new(),
         ood_skipped: None,
-        sources_skipped: extra.as_ref().map(|l| l.skipped.clone()).unwrap_or_default(),
+        sources_skipped: extra
+            .as_ref()
+            .map(|l| l.skipped.clone())
+            .unwrap_or_default(),
     };
     let mut write = |split: Split| -> Result<()> {
         let npz = dataset::write_split(&config.out_dir, &split)?;
@@ -524,7 +531,12 @@ pub(crate) struct Candidate<'a> {
 }
 
 impl<'a> Candidate<'a> {
-    pub(crate) fn axial(volume_name: &'static str, volume: &'a Volume, source: &str, k: usize) -> Self {
+    pub(crate) fn axial(
+        volume_name: &'static str,
+        volume: &'a Volume,
+        source: &str,
+        k: usize,
+    ) -> Self {
         Self {
             volume_name,
             volume,

@@ -274,7 +274,8 @@ pub(crate) struct Job<'a> {
 
 /// nibabel's wheel, for the EPI.
 pub const NIBABEL_ORIGIN: Origin = Origin {
-    package: "PyPI nibabel 5.3.2 wheel, nibabel/tests/data/example4d.nii.gz (scripts/fetch-data.sh)",
+    package:
+        "PyPI nibabel 5.3.2 wheel, nibabel/tests/data/example4d.nii.gz (scripts/fetch-data.sh)",
     licence: "MIT (nibabel's licence, which covers its bundled test data)",
 };
 
@@ -334,7 +335,11 @@ fn generic_jobs<'a>(
     let rule = generic_rule(slabs, note);
     [
         ("train", slabs.train.clone(), MIN_HEAD_FRACTION),
-        ("validation", vec![slabs.validation.clone()], OOD_MIN_HEAD_FRACTION),
+        (
+            "validation",
+            vec![slabs.validation.clone()],
+            OOD_MIN_HEAD_FRACTION,
+        ),
         ("test", vec![slabs.test.clone()], OOD_MIN_HEAD_FRACTION),
     ]
     .into_iter()
@@ -371,7 +376,13 @@ pub(crate) fn jobs<'a>(
     };
     if let Some((bet, path)) = &loaded.bet {
         jobs.push(Job {
-            plan: axial_plan("colin27_bet_train".to_owned(), "colin27_bet", bet, &colin_slabs, 1),
+            plan: axial_plan(
+                "colin27_bet_train".to_owned(),
+                "colin27_bet",
+                bet,
+                &colin_slabs,
+                1,
+            ),
             provenance: provenance(
                 seed,
                 colin_rule(
@@ -511,14 +522,24 @@ mod tests {
             all.push(s.validation.clone());
             all.push(s.test.clone());
             for r in &all {
-                assert!(!r.is_empty() && r.start >= s.span.start && r.end <= s.span.end, "{r:?}");
+                assert!(
+                    !r.is_empty() && r.start >= s.span.start && r.end <= s.span.end,
+                    "{r:?}"
+                );
             }
             for t in &s.train {
-                assert!(disjoint_with_gap(t, &s.test, s.gap), "{t:?} vs test {:?}", s.test);
+                assert!(
+                    disjoint_with_gap(t, &s.test, s.gap),
+                    "{t:?} vs test {:?}",
+                    s.test
+                );
                 assert!(disjoint_with_gap(t, &s.validation, s.gap));
             }
             assert!(disjoint_with_gap(&s.validation, &s.test, s.gap));
-            assert!(s.validation.start > s.test.end, "validation is superior of test");
+            assert!(
+                s.validation.start > s.test.end,
+                "validation is superior of test"
+            );
             let centre = (s.span.start + s.span.end) as f64 / 2.0;
             let test_centre = (s.test.start + s.test.end) as f64 / 2.0;
             assert!((centre - test_centre).abs() <= 1.0);

@@ -242,9 +242,19 @@ impl Volume {
     pub fn from_bytes(bytes: &[u8], source: impl AsRef<Path>, gzipped: bool) -> Result<Self> {
         let source = source.as_ref();
         if gzipped {
-            Self::read_from(MultiGzDecoder::new(bytes), source, None, LoadOptions::default())
+            Self::read_from(
+                MultiGzDecoder::new(bytes),
+                source,
+                None,
+                LoadOptions::default(),
+            )
         } else {
-            Self::read_from(bytes, source, Some(bytes.len() as u64), LoadOptions::default())
+            Self::read_from(
+                bytes,
+                source,
+                Some(bytes.len() as u64),
+                LoadOptions::default(),
+            )
         }
     }
 
@@ -277,7 +287,8 @@ impl Volume {
         }
         let header = NiftiHeader::from_reader(&raw_header[..])
             .map_err(|e| anyhow!("{shown}: not a NIfTI-1 volume: {e}"))?;
-        let layout = Layout::of(&header, options.first_volume_of_4d).map_err(|e| anyhow!("{shown}: {e}"))?;
+        let layout =
+            Layout::of(&header, options.first_volume_of_4d).map_err(|e| anyhow!("{shown}: {e}"))?;
         // The orientation and voxel size come from the header too: refused before any read.
         let affine = Affine::from_header(&header).map_err(|e| anyhow!("{shown}: {e}"))?;
         let max_off_axis = if options.oblique_as_nearest_axis {

@@ -843,13 +843,30 @@ fn extra_sources_export_disjoint_licensed_and_leave_the_rest_unchanged() {
             ..ExtraSources::default()
         }),
     );
-    eprintln!("export with the extra sources: {:.1} s", start.elapsed().as_secs_f64());
-    assert!(summary.sources_skipped.is_empty(), "{:?}", summary.sources_skipped);
-    for name in ["train", "validation", "test", "ood_mni152_t1", "ood_synthetic_t2"] {
+    eprintln!(
+        "export with the extra sources: {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        summary.sources_skipped.is_empty(),
+        "{:?}",
+        summary.sources_skipped
+    );
+    for name in [
+        "train",
+        "validation",
+        "test",
+        "ood_mni152_t1",
+        "ood_synthetic_t2",
+    ] {
         for ext in ["npz", "json"] {
             let file = format!("{name}.{ext}");
             let (a, b) = (plain.path().join(&file), full.path().join(&file));
-            assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "{file} changed");
+            assert_eq!(
+                fs::read(&a).unwrap(),
+                fs::read(&b).unwrap(),
+                "{file} changed"
+            );
         }
     }
     let expected = [
@@ -891,7 +908,11 @@ fn extra_sources_export_disjoint_licensed_and_leave_the_rest_unchanged() {
         by_name.insert(name, split);
     }
     // Generic slabs: at least 6 mm between any two planes of different splits.
-    for (source, voxel_mm) in [("mni152_t1", 1.0), ("synthetic_t2", 1.0), ("inia19_t1", 0.5)] {
+    for (source, voxel_mm) in [
+        ("mni152_t1", 1.0),
+        ("synthetic_t2", 1.0),
+        ("inia19_t1", 0.5),
+    ] {
         let planes = |split: &str| -> Vec<usize> {
             by_name[format!("{source}_{split}").as_str()]
                 .slices
@@ -919,14 +940,33 @@ fn extra_sources_export_disjoint_licensed_and_leave_the_rest_unchanged() {
             .any(|r| z >= -71.0 + r.start as f64 - 1e-6 && z <= -71.0 + (r.end - 1) as f64 + 1e-6)
     };
     for m in &by_name["colin27_bet_train"].slices {
-        assert!(in_train_slab(-71.0 + m.index as f64), "ch2bet plane {}", m.index);
+        assert!(
+            in_train_slab(-71.0 + m.index as f64),
+            "ch2bet plane {}",
+            m.index
+        );
     }
     for m in &by_name["colin27_hires_train"].slices {
-        assert!(in_train_slab(-69.5 + 0.5 * m.index as f64), "ch2better plane {}", m.index);
-        assert_eq!(m.plane_shape, [GRID, GRID], "ch2better planes are cropped to the grid");
+        assert!(
+            in_train_slab(-69.5 + 0.5 * m.index as f64),
+            "ch2better plane {}",
+            m.index
+        );
+        assert_eq!(
+            m.plane_shape,
+            [GRID, GRID],
+            "ch2better planes are cropped to the grid"
+        );
     }
-    for name in ["colin27_bet_validation", "colin27_hires_test", "epi_example4d_train"] {
-        assert!(!full.path().join(format!("{name}.npz")).exists(), "{name} written");
+    for name in [
+        "colin27_bet_validation",
+        "colin27_hires_test",
+        "epi_example4d_train",
+    ] {
+        assert!(
+            !full.path().join(format!("{name}.npz")).exists(),
+            "{name} written"
+        );
     }
     assert!(by_name["epi_example4d_test"]
         .slices

@@ -806,7 +806,10 @@ fn four_d_series_load_as_their_first_volume_only_when_opted_in() {
         let p = dir.path().join(name);
         fs::write(&p, &bytes).unwrap();
         let e = format!("{:#}", Volume::load_with(&p, opted).unwrap_err());
-        assert!(e.contains(needle) && e.contains("x 2 volume(s)"), "{name}: {e}");
+        assert!(
+            e.contains(needle) && e.contains("x 2 volume(s)"),
+            "{name}: {e}"
+        );
     }
     // A fifth dimension is still refused.
     let mut five = series.clone();
