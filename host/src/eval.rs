@@ -789,6 +789,31 @@ struct Reused {
     methods: Vec<Method>,
 }
 
+/// The methods of an earlier run's `results` that this run does not run (`--reuse`), in the
+/// earlier order, each checked to have run with this run's iteration count.
+fn carried_methods(
+    path: &Path,
+    results: &[SliceResult],
+    then: &Settings,
+    config: &EvalConfig,
+) -> Result<Vec<Method>> {
+    let mut methods: Vec<Method> = Vec::new();
+    for r in results {
+        if !config.methods.contains(&r.method) && !methods.contains(&r.method) {
+            methods.push(r.method);
+        }
+    }
+    for &method in &methods {
+        let (then, now) = (then.iterations(method), config.settings.iterations(method));
+        ensure!(
+            then == now,
+            "{}: {method} ran with {then} iterations, this run's settings say {now}",
+            path.display()
+        );
+    }
+    Ok(methods)
+}
+
 impl Reused {
     fn read(
         path: &Path,
@@ -812,22 +837,7 @@ impl Reused {
             report.validation_slices,
             validation_indices
         );
-        let mut methods: Vec<Method> = Vec::new();
-        for r in &report.results {
-            if !config.methods.contains(&r.method) && !methods.contains(&r.method) {
-                methods.push(r.method);
-            }
-        }
-        for &method in &methods {
-            let (then, now) = (
-                report.settings.iterations(method),
-                config.settings.iterations(method),
-            );
-            ensure!(
-                then == now,
-                "{name}: {method} ran with {then} iterations, this run's settings say {now}"
-            );
-        }
+        let methods = carried_methods(path, &report.results, &report.settings, config)?;
         for spec in &config.acquisitions {
             for &method in &methods {
                 let mut slices: Vec<usize> = report

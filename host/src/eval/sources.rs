@@ -32,7 +32,7 @@ use super::{
     check_config, evenly_spaced, mean, progress_bar, run_cases, simulate_cases, summarise,
     table_csv_with, tuning_csv, Criterion, EvalConfig, Row, SliceResult, Tuned, TuningPoint,
 };
-use super::{grid_shape, AcquisitionSpec, Engine};
+use super::{carried_methods, grid_shape, AcquisitionSpec, Engine};
 use crate::dataset::{read_split, Split};
 use crate::methods::{Method, Settings};
 use anyhow::{ensure, Context, Result};
@@ -423,27 +423,17 @@ fn carry_over(path: &Path, config: &EvalConfig, report: &mut SourcesReport) -> R
             source.name
         );
     }
-    let carried = |m: Method| !config.methods.contains(&m);
-    for &method in first_seen(earlier.results.iter().map(|r| r.method)).iter() {
-        if carried(method) && method.is_learned() {
-            ensure!(
-                earlier.settings.learned == config.settings.learned,
-                "{name}: {method:?} ran with {:?}, this run's models are {:?}; pass it in \
-                 --methods to run it with this run's models",
-                earlier.settings.learned,
-                config.settings.learned
-            );
-        } else if carried(method) {
-            let (then, now) = (
-                earlier.settings.iterations(method),
-                config.settings.iterations(method),
-            );
-            ensure!(
-                then == now,
-                "{name}: {method:?} ran with {then:?} iterations, this run's settings say {now:?}"
-            );
-        }
+    let methods = carried_methods(path, &earlier.results, &earlier.settings, config)?;
+    if let Some(method) = methods.iter().find(|m| m.is_learned()) {
+        ensure!(
+            earlier.settings.learned == config.settings.learned,
+            "{name}: {method:?} ran with {:?}, this run's models are {:?}; pass it in \
+             --methods to run it with this run's models",
+            earlier.settings.learned,
+            config.settings.learned
+        );
     }
+    let carried = |m: Method| methods.contains(&m);
     report
         .tuned
         .extend(earlier.tuned.iter().filter(|t| carried(t.method)).cloned());
