@@ -469,7 +469,7 @@ pub(crate) fn jobs<'a>(
                 "epi_example4d_test".to_owned(),
                 "epi_example4d",
                 epi,
-                &[0..epi.dims()[2]],
+                std::slice::from_ref(&(0..epi.dims()[2])),
                 1,
             ),
             provenance: provenance(

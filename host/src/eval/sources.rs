@@ -28,11 +28,11 @@
 //! `sources_summary.csv` (the margins), `tuning.csv` and `sources.json` (settings, sources,
 //! seeds, tuned weights, which sources were tuned on, every test slice).
 
+use super::{carried_methods, grid_shape, AcquisitionSpec, Engine};
 use super::{
     check_config, evenly_spaced, mean, progress_bar, run_cases, simulate_cases, summarise,
     table_csv_with, tuning_csv, Criterion, EvalConfig, Row, SliceResult, Tuned, TuningPoint,
 };
-use super::{carried_methods, grid_shape, AcquisitionSpec, Engine};
 use crate::dataset::{read_split, Split};
 use crate::methods::{Method, Settings};
 use anyhow::{ensure, Context, Result};
