@@ -440,15 +440,14 @@ pub(crate) fn jobs<'a>(
             "mni152_t1",
             t1,
             &slabs,
-            provenance_of,
+            &provenance_of,
             "MNI ICBM152 2009a T1",
         ));
-        let provenance_of = |rule| provenance(seed, rule, sources.clone());
         jobs.extend(generic_jobs(
             "synthetic_t2",
             t2,
             &slabs,
-            provenance_of,
+            &provenance_of,
             "the T2-like volume of ood_synthetic_t2, on mni152_t1's slabs (same anatomy)",
         ));
     }
