@@ -999,14 +999,10 @@ fn markdown(rows: &[Row], report: &EvalReport) -> String {
         report.seed
     );
     if report.results.iter().any(|r| r.method.is_learned()) {
-        let learned = &report.settings.learned;
         let _ = writeln!(
             out,
-            "Learned methods: Lambda models {} (f32) and {} (int8) with dictionary {}; the \
-             solve uses each model's iteration count and low-pass weight.",
-            learned.model_f32.display(),
-            learned.model_int8.display(),
-            learned.dictionary.display()
+            "Learned methods: {}.",
+            report.settings.learned.describe()
         );
     }
     let _ = writeln!(

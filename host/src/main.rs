@@ -247,6 +247,18 @@ struct IterationArgs {
     /// The dictionary the learned methods run with (any K and odd filter size).
     #[arg(long, default_value = "models/dictionaries/cdl_k32_s9.npy")]
     model_dictionary: PathBuf,
+    /// The learned methods' background gate (DESIGN §3.7 item 7): its threshold kappa, or
+    /// `off` (the ablation).
+    #[arg(long, value_name = "KAPPA|off", default_value = "8", value_parser = parse_gate)]
+    background_gate: GateArg,
+}
+
+/// `--background-gate`: a positive threshold or `off`.
+#[derive(Debug, Clone, Copy)]
+struct GateArg(Option<f32>);
+
+fn parse_gate(text: &str) -> std::result::Result<GateArg, String> {
+    sparsemap_edge::method::parse_background_gate(text).map(GateArg)
 }
 
 impl IterationArgs {
@@ -261,6 +273,7 @@ impl IterationArgs {
                 model_f32: self.model_f32.clone(),
                 model_int8: self.model_int8.clone(),
                 dictionary: self.model_dictionary.clone(),
+                background_gate: self.background_gate.0,
             },
         }
     }

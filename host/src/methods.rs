@@ -170,6 +170,10 @@ pub struct LearnedSettings {
     pub model_f32: PathBuf,
     pub model_int8: PathBuf,
     pub dictionary: PathBuf,
+    /// Threshold of the background gate (DESIGN §3.7 item 7), `None`: off. Results written
+    /// before the gate existed read as `None` (they were not gated).
+    #[serde(default)]
+    pub background_gate: Option<f32>,
 }
 
 impl Default for LearnedSettings {
@@ -178,6 +182,7 @@ impl Default for LearnedSettings {
             model_f32: "models/lambda/default.f32.onnx".into(),
             model_int8: "models/lambda/default.int8.onnx".into(),
             dictionary: "models/dictionaries/cdl_k32_s9.npy".into(),
+            background_gate: Some(sparsemap_core::recon::BACKGROUND_GATE as f32),
         }
     }
 }
@@ -204,6 +209,7 @@ impl LearnedSettings {
             // The host's comparisons run every method on one thread (bench: "ratios on one core").
             Threads::new(1),
         )
+        .map(|learned| learned.with_background_gate(self.background_gate))
         .with_context(|| {
             format!(
                 "planning {} with dictionary {}",
@@ -211,6 +217,21 @@ impl LearnedSettings {
                 dictionary.display()
             )
         })
+    }
+
+    /// One sentence for the reports: the models, the dictionary and the background gate.
+    pub fn describe(&self) -> String {
+        let gate = match self.background_gate {
+            Some(kappa) => format!("background gate κ = {kappa}"),
+            None => "no background gate".to_string(),
+        };
+        format!(
+            "Lambda models {} (f32) and {} (int8) with dictionary {}; the solve uses each \
+             model's iteration count and low-pass weight; {gate} (docs/design.md §3.7 item 7)",
+            self.model_f32.display(),
+            self.model_int8.display(),
+            self.dictionary.display()
+        )
     }
 
     /// The model's iteration count (for the tables), checking on the way that the files load.
@@ -394,6 +415,7 @@ impl Runner {
                         let config = ReconConfig {
                             iterations: self.settings.csc_iterations,
                             lowpass_weight: self.settings.csc_lowpass_weight,
+                            background_gate: None,
                         };
                         self.csc.reconstruct(
                             data,

@@ -8,6 +8,7 @@ Per case:
   params.json          {"iterations": T, "lowpass_weight": a, "description": ...}
   expected_image.npy   complex128 [N_y, N_x]  reference image x (scale of F^H y)
   expected_z.npy       complex128 [K, N_y, N_x]  final codes z^T (scaled problem); only if K N_y N_x <= 40000
+  expected_image_gated.npy complex128 [N_y, N_x]  x with the background gate (§3.7 item 7, kappa 8)
   expected_scalars.json {"scale_c": c, "lipschitz_L": L, ...}
 
 The expected outputs are computed in float64 by sparsemap_reference.reconstruct from the
@@ -177,6 +178,11 @@ def write_case(case: dict, out: pathlib.Path) -> dict:
     res = ref.reconstruct(inp["kspace"].astype(np.complex128), inp["mask"], inp["dictionary"].astype(np.float64),
                           inp["lam"].astype(np.float64), case["T"], case["a"])
     np.save(d / "expected_image.npy", res["x"].astype(np.complex128))
+    # the same with the background gate of §3.7 item 7 at its default threshold
+    gated = ref.reconstruct(inp["kspace"].astype(np.complex128), inp["mask"], inp["dictionary"].astype(np.float64),
+                            inp["lam"].astype(np.float64), case["T"], case["a"],
+                            background_gate_kappa=ref.BACKGROUND_GATE)
+    np.save(d / "expected_image_gated.npy", gated["x"].astype(np.complex128))
     k, ny, nx = res["z"].shape
     if k * ny * nx <= Z_LIMIT:
         np.save(d / "expected_z.npy", res["z"].astype(np.complex128))
@@ -191,6 +197,7 @@ def write_case(case: dict, out: pathlib.Path) -> dict:
         "lipschitz_L_all_frequencies": l_all,
         "nonzero_fraction_z": nz,
         "sampled_fraction": float(np.mean(inp["mask"] != 0)),
+        "gate_mean": float(np.mean(gated["gate"])),
     }
     (d / "expected_scalars.json").write_text(json.dumps(scalars, indent=2) + "\n")
     return dict(name=case["name"], shape=f"{ny}x{nx}", k=k, s=case["s"], T=case["T"], a=case["a"],

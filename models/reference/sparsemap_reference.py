@@ -49,6 +49,11 @@ __all__ = [
 #: Default constants of docs/design.md §3.7 (``ReconConfig``).
 ITERATIONS = 64
 LOWPASS_WEIGHT = 1.0
+#: Background gate (§3.7 item 7): default threshold kappa, Gaussian width (pixels), and the
+#: outermost fraction of the sampled positions the noise is estimated from.
+BACKGROUND_GATE = 8.0
+GATE_SMOOTHING = 2.0
+NOISE_OUTER_FRACTION = 0.1
 
 
 # ----------------------------------------------------------------------------- §3.2 FFT
@@ -293,8 +298,45 @@ def lambda_maps(lam, k: int, ny: int, nx: int) -> np.ndarray:
     return maps
 
 
+def noise_variance(y: np.ndarray, m: np.ndarray) -> float:
+    """``sigma^2`` of one k-space sample of ``y`` (§3.7 item 7): ``median |y|^2 / ln 2`` over the
+    sampled positions whose squared centred radius is at least the order statistic
+    ``floor(0.9 (n - 1))`` of the ``n`` sampled squared radii. 0 if nothing is sampled."""
+    ny, nx = y.shape
+    u = np.arange(ny) - ny // 2
+    v = np.arange(nx) - nx // 2
+    r2 = u[:, None] ** 2 + v[None, :] ** 2
+    radii = r2[m]
+    if radii.size == 0:
+        return 0.0
+    threshold = np.sort(radii)[int(np.floor((1.0 - NOISE_OUTER_FRACTION) * (radii.size - 1)))]
+    outer = np.abs(y[m & (r2 >= threshold)]) ** 2
+    return float(np.percentile(outer, 50)) / np.log(2.0)
+
+
+def background_gate(y: np.ndarray, m: np.ndarray, g: np.ndarray, kappa: float) -> np.ndarray:
+    """The gate of §3.7 item 7 on the scaled problem (``y`` scaled and masked, ``g`` the low-pass
+    gains): ``clamp((E / s2 - kappa) / kappa, 0, 1)`` with ``E = F^H(Gamma (.) F |x_low|^2)``,
+    ``Gamma = exp(-2 pi^2 w^2 ((ky - N_y/2)^2/N_y^2 + (kx - N_x/2)^2/N_x^2))`` (a circular
+    Gaussian of width ``w`` pixels) and ``s2 = sigma^2 sum_sampled g^2 / N``. All ones when the
+    estimated noise is zero."""
+    kappa = float(kappa)
+    if not (np.isfinite(kappa) and kappa > 0):
+        raise ValueError(f"background gate must be finite and > 0, got {kappa}")
+    ny, nx = y.shape
+    s2 = noise_variance(y, m) * float(np.sum(g[m] ** 2)) / (ny * nx)
+    if not (np.isfinite(s2) and s2 > 0):
+        return np.ones((ny, nx))
+    energy = np.abs(centred_ifft2(g * y)) ** 2
+    u = (np.arange(ny) - ny // 2) / ny
+    v = (np.arange(nx) - nx // 2) / nx
+    gamma = np.exp(-2.0 * np.pi ** 2 * GATE_SMOOTHING ** 2 * (u[:, None] ** 2 + v[None, :] ** 2))
+    smoothed = np.real(centred_ifft2(gamma * centred_fft2(energy)))
+    return np.clip((smoothed / s2 - kappa) / kappa, 0.0, 1.0)
+
+
 def reconstruct(kspace, mask, dictionary, lam, iterations: int = ITERATIONS,
-                lowpass_weight: float = LOWPASS_WEIGHT) -> dict:
+                lowpass_weight: float = LOWPASS_WEIGHT, background_gate_kappa: float | None = None) -> dict:
     """Reconstruction of docs/design.md §3.7, in float64.
 
     1. ``y <- M (.) y`` (entries outside the mask are replaced by 0, even NaN/inf).
@@ -305,6 +347,7 @@ def reconstruct(kspace, mask, dictionary, lam, iterations: int = ITERATIONS,
        ``tau = 1/L``.
     5. ``z = fista(y', h, M, Lambda, tau, T)``.
     6. ``x = F^H(G (.) y + sum_k h_k (.) F z_k) / c``.
+    7. With ``background_gate_kappa``: ``x <- gate (.) x`` (:func:`background_gate`).
 
     Returns a dict:
 
@@ -315,6 +358,7 @@ def reconstruct(kspace, mask, dictionary, lam, iterations: int = ITERATIONS,
     * ``scale_c``    float — ``c = 1/p``.
     * ``lipschitz_L`` float — ``L`` over the sampled frequencies.
     * ``y_prime``    complex128 — ``y'`` of the scaled problem; ``lambda_maps`` float64 ``[K, N_y, N_x]``.
+    * ``gate``       float64 ``[N_y, N_x]`` — the background gate (all ones without one).
     """
     y = np.asarray(kspace)
     if y.ndim != 2:
@@ -368,7 +412,11 @@ def reconstruct(kspace, mask, dictionary, lam, iterations: int = ITERATIONS,
     # 6. image
     x = centred_ifft2(y_low + np.sum(h * centred_fft2(z), axis=0)) / c
     x_low = centred_ifft2(y_low) / c
+    # 7. background gate
+    gate = np.ones((ny, nx)) if background_gate_kappa is None else background_gate(y, m, g, background_gate_kappa)
+    x = gate * x
     return {
+        "gate": gate,
         "x": x,
         "x_low": x_low,
         "z": z,

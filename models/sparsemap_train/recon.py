@@ -30,6 +30,10 @@ ITERATIONS = 64
 LOWPASS_WEIGHT = 1.0
 #: Percentile of ``|F^H y|`` that is scaled to one (§3.6).
 SCALE_PERCENTILE = 0.99
+#: Background gate (§3.7 item 7): default threshold, Gaussian width (pixels), outer fraction.
+BACKGROUND_GATE = 8.0
+GATE_SMOOTHING = 2.0
+NOISE_OUTER_FRACTION = 0.1
 
 _AX = (-2, -1)
 
@@ -166,14 +170,55 @@ def fista(y, h, m, lam_maps, tau, iterations: int, unroll: int = 1):
     return z
 
 
+def noise_variance(y, m):
+    """``sigma^2`` of one k-space sample (§3.7 item 7, as the reference's ``noise_variance``):
+    ``median |y|^2 / ln 2`` over the sampled positions whose squared centred radius is at least
+    the order statistic ``floor(0.9 (n - 1))`` of the ``n`` sampled ones. Written with fixed
+    shapes (the mask may be traced): unselected entries sort to the ends."""
+    ny, nx = y.shape
+    u = np.arange(ny) - ny // 2
+    v = np.arange(nx) - nx // 2
+    r2 = jnp.asarray((u[:, None] ** 2 + v[None, :] ** 2).ravel(), jnp.float32)
+    sampled = jnp.ravel(m) != 0
+    count = jnp.sum(sampled)
+    radii = jnp.sort(jnp.where(sampled, r2, -1.0))  # unsampled first
+    rank = jnp.floor((1.0 - NOISE_OUTER_FRACTION) * (count - 1)).astype(jnp.int32)
+    threshold = radii[r2.size - count + rank]
+    outer = sampled & (r2 >= threshold)
+    n_outer = jnp.sum(outer)
+    power = jnp.abs(jnp.ravel(y)) ** 2
+    values = jnp.sort(jnp.where(outer, power, jnp.inf))  # selected first
+    r = 0.5 * (n_outer - 1)
+    lo = jnp.floor(r).astype(jnp.int32)
+    hi = jnp.minimum(lo + 1, n_outer - 1)
+    median = values[lo] + (r - lo) * (values[hi] - values[lo])
+    return jnp.where(count > 0, median / np.log(2.0), 0.0)
+
+
+def background_gate(y, m, g, kappa):
+    """The gate ``clamp((E / s2 - kappa) / kappa, 0, 1)`` of §3.7 item 7 on the scaled problem
+    (the reference's ``background_gate``; the noise estimate is a data statistic, no gradient)."""
+    ny, nx = y.shape
+    rdt = _real_of(y.dtype)
+    s2 = jax.lax.stop_gradient(noise_variance(y, m)) * jnp.sum(jnp.where(m != 0, g ** 2, 0.0)) / (ny * nx)
+    energy = jnp.abs(centred_ifft2(g * y)) ** 2
+    u = (np.arange(ny) - ny // 2) / ny
+    v = (np.arange(nx) - nx // 2) / nx
+    gamma = jnp.asarray(np.exp(-2.0 * np.pi ** 2 * GATE_SMOOTHING ** 2 * (u[:, None] ** 2 + v[None, :] ** 2)), rdt)
+    smoothed = jnp.real(centred_ifft2(gamma * centred_fft2(energy.astype(y.dtype))))
+    gate = jnp.clip((smoothed / s2 - kappa) / kappa, 0.0, 1.0)
+    return jnp.where(s2 > 0, gate, jnp.ones_like(gate))
+
+
 def reconstruct(kspace, mask, dictionary, lam_maps, iterations: int = ITERATIONS,
-                lowpass_weight=LOWPASS_WEIGHT, prepared=None):
+                lowpass_weight=LOWPASS_WEIGHT, prepared=None, background_gate_kappa=None):
     """Reconstruction of docs/design.md §3.7; returns a dict with ``x`` (image on the scale of
     ``F^H y``), ``x_low`` (same scale), ``z`` (codes of the scaled problem), ``c``, ``L``.
 
     ``lam_maps``: Lambda broadcastable to ``[K, N_y, N_x]`` (scaled-problem units).
     ``prepared``: optionally the result of :func:`prepare` for the same inputs (saves work
-    when the Lambda network needed it first).
+    when the Lambda network needed it first). ``background_gate_kappa``: item 7's threshold,
+    ``None`` for no gate.
     """
     pr = prepared if prepared is not None else prepare(kspace, mask, dictionary, lowpass_weight)
     h, m, big_l = pr["h"], pr["m"], pr["L"]
@@ -184,4 +229,6 @@ def reconstruct(kspace, mask, dictionary, lam_maps, iterations: int = ITERATIONS
     y_low = pr["g"] * pr["y"]
     x = centred_ifft2(y_low + jnp.sum(h * centred_fft2(z), axis=0)) / pr["c"]
     x_low = centred_ifft2(y_low) / pr["c"]
+    if background_gate_kappa is not None:
+        x = background_gate(pr["y"], pr["m"], pr["g"], background_gate_kappa) * x
     return {"x": x, "x_low": x_low, "z": z, "c": pr["c"], "L": big_l}

@@ -59,6 +59,11 @@ Presets:
   the budget of ``default`` (1200 crop steps + 100 whole-slice steps, T = 32);
 * ``multisource_noaug`` — the same data with no augmentation and the noise and masks of
   ``default`` (the ablation);
+* ``multisource_lp`` — ``multisource`` with a low-pass atom (:mod:`atoms`) in every dictionary
+  and a split weight starting at 30 (a background lever that lost: see models/README.md);
+* ``multisource_gate`` — ``multisource`` trained through the background gate of
+  docs/design.md §3.7 item 7 (``background_gate`` = its threshold), which the edge runtime
+  applies to a model's image by default;
 * ``test`` / ``test_aug`` — seconds-long smoke runs on ``examples`` (without / with the
   augmented path and variable-density masks).
 
@@ -98,7 +103,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 _COMMON = dict(noise=(0.075, 0.3), blocks=(0.375, 0.5, 0.5, 0.625), seed=0, lr=2e-3, lr_final=1e-4,
                validation="data/validation.npz", validation_slices=4, validate_every=250,
                data="data/train.npz", dictionaries=["cdl_k16_s7", "cdl_k32_s9", "dct5"],
-               augment=None, vd_prob=0.0)
+               augment=None, vd_prob=0.0, lowpass_init=1.0, background_gate=None)
 # Several sources (``sparsemap-host export --out-dir data``): each file is drawn equally often.
 _MULTI = dict(data="data/train.npz,data/colin27_bet_train.npz,data/colin27_hires_train.npz,"
                    "data/mni152_t1_train.npz,data/synthetic_t2_train.npz,data/inia19_t1_train.npz",
@@ -112,6 +117,17 @@ PRESETS = {
     # variable-density masks in a quarter of the steps; the budget of `default`
     "multisource": dict(_COMMON, **_MULTI, crop=128, iterations=32, steps=1200, finetune_steps=100,
                         augment=dict(augment.DEFAULT), noise=(0.05, 0.4), vd_prob=0.25),
+    # the background lever: every dictionary with the low-pass atom of `atoms` appended, and a
+    # split weight starting at 30 (x_low keeps only the lowest frequencies; the atom's Lambda
+    # map regularises the band x_low carried before)
+    "multisource_lp": dict(_COMMON, **_MULTI, crop=128, iterations=32, steps=1200, finetune_steps=100,
+                           augment=dict(augment.DEFAULT), noise=(0.05, 0.4), vd_prob=0.25,
+                           dictionaries=["cdl_k16_s7_lp", "cdl_k32_s9_lp", "dct5_lp"], lowpass_init=30.0),
+    # `multisource` trained through the background gate of §3.7 item 7 (the edge runtime gates
+    # a model's image by default): the maps need not clean the background
+    "multisource_gate": dict(_COMMON, **_MULTI, crop=128, iterations=32, steps=1200, finetune_steps=100,
+                             augment=dict(augment.DEFAULT), noise=(0.05, 0.4), vd_prob=0.25,
+                             background_gate=recon.BACKGROUND_GATE),
     # its ablation: the same data, no augmentation, the noise and masks of `default`
     "multisource_noaug": dict(_COMMON, **_MULTI, crop=128, iterations=32, steps=1200, finetune_steps=100),
     # seconds: the test suite's check that training steps run and change the parameters
@@ -167,18 +183,21 @@ def simulate(target: np.ndarray, rng: np.random.Generator, sigma: float, block: 
     return (k * mask).astype(np.complex64), mask
 
 
-def learned_reconstruction(trainable, kspace, mask, d, iterations: int):
-    """The model's forward pass: features with the learned ``a``, Lambda maps, the T-step solve.
+def learned_reconstruction(trainable, kspace, mask, d, iterations: int, background_gate=None):
+    """The model's forward pass: features with the learned ``a``, Lambda maps, the T-step solve
+    (then the background gate with threshold ``background_gate``, if not ``None``).
     Returns ``(x, lambda_maps)``."""
     a = jnp.exp(trainable["log_a"])
     pr = recon.prepare(kspace, mask, d, a)
     lam = lambda_net.apply(trainable["net"], feat.features(pr))[:, 0]
-    return recon.reconstruct(kspace, mask, d, lam, iterations, a, prepared=pr)["x"], lam
+    x = recon.reconstruct(kspace, mask, d, lam, iterations, a, prepared=pr,
+                          background_gate_kappa=background_gate)["x"]
+    return x, lam
 
 
-def make_loss(iterations: int):
+def make_loss(iterations: int, background_gate=None):
     def loss_fn(trainable, kspace, mask, d, target, head):
-        x, lam = learned_reconstruction(trainable, kspace, mask, d, iterations)
+        x, lam = learned_reconstruction(trainable, kspace, mask, d, iterations, background_gate)
         err = jnp.abs(x - target) ** 2
         norm = jnp.sum(jnp.abs(target) ** 2)
         loss = jnp.log(jnp.sum(err) / norm)
@@ -211,10 +230,10 @@ class Validator:
                 kspace, mask = simulate(targets[i], rng, sigma, 0.5)
                 self.cases.append((kspace, mask, targets[i], heads[i]))
         self.d = jnp.asarray(dictionary)
-        t = cfg["iterations"]
+        t, gate = cfg["iterations"], cfg["background_gate"]
 
         self.solve = jax.jit(lambda trainable, kspace, mask:
-                             learned_reconstruction(trainable, kspace, mask, self.d, t)[0])
+                             learned_reconstruction(trainable, kspace, mask, self.d, t, gate)[0])
 
     def __call__(self, trainable) -> dict:
         whole, head = [], []
@@ -246,13 +265,13 @@ def train(preset: str, out: pathlib.Path, steps: int | None = None, finetune_ste
     dicts = [np.load(REPO / "models" / "dictionaries" / f"{name}.npy") for name in cfg["dictionaries"]]
     validate = Validator(cfg, dicts[len(dicts) // 2]) if cfg["validate_every"] else None
     trainable = {"net": lambda_net.init(seed=cfg["seed"]),
-                 "log_a": jnp.asarray(np.log(recon.LOWPASS_WEIGHT), jnp.float32)}
+                 "log_a": jnp.asarray(np.log(cfg["lowpass_init"]), jnp.float32)}
     total = cfg["steps"] + cfg["finetune_steps"]
     schedule = optax.cosine_decay_schedule(cfg["lr"], total, cfg["lr_final"] / cfg["lr"])
     # A non-finite gradient (should not happen; it would poison Adam's moments) skips the step.
     opt = optax.apply_if_finite(optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)), 10)
     state = opt.init(trainable)
-    grad_fn = jax.value_and_grad(make_loss(cfg["iterations"]), has_aux=True)
+    grad_fn = jax.value_and_grad(make_loss(cfg["iterations"], cfg["background_gate"]), has_aux=True)
 
     @jax.jit
     def train_step(trainable, state, kspace, mask, d, target, head):

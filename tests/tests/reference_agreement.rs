@@ -22,6 +22,8 @@ const F64_TOL: f64 = 1e-12;
 const F32_TOL: f64 = 1e-5;
 const SCALAR_TOL_F64: f64 = 1e-10;
 const SCALAR_TOL_F32: f64 = 1e-5;
+/// The threshold the fixtures' gated images were made with (`BACKGROUND_GATE` of both sides).
+const GATE_KAPPA: f64 = 8.0;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference")
@@ -43,6 +45,10 @@ struct Case {
     iterations: usize,
     lowpass_weight: f64,
     expected_image: Vec<Complex64>,
+    /// The image with the background gate (DESIGN §3.7 item 7) at `GATE_KAPPA`.
+    expected_image_gated: Vec<Complex64>,
+    /// The gate `run` applies (`None`: items 1–6 only).
+    background_gate: Option<f64>,
     expected_z: Option<Vec<Complex64>>,
     scale_c: f64,
     lipschitz: f64,
@@ -80,6 +86,11 @@ fn load(dir: &Path) -> Case {
             .iter()
             .copied()
             .collect(),
+        expected_image_gated: read::<Complex64>(&dir.join("expected_image_gated.npy"))
+            .iter()
+            .copied()
+            .collect(),
+        background_gate: None,
         expected_z: z_path
             .exists()
             .then(|| read::<Complex64>(&z_path).iter().copied().collect()),
@@ -144,6 +155,7 @@ fn run<T: Real, B: FftBackend<T>>(case: &Case, backend: B) -> Outcome {
     let config = ReconConfig {
         iterations: case.iterations,
         lowpass_weight: cast(case.lowpass_weight),
+        background_gate: case.background_gate.map(cast),
     };
     let mut image = vec![Complex::default(); n];
     let report = reconstruct(
@@ -251,4 +263,50 @@ fn the_comparison_detects_a_wrong_setting() {
     case.lowpass_weight *= 2.0;
     let outcome = run::<f64, _>(&case, RustFft::<f64>::new(case.shape));
     assert!(relative_error(&outcome.image, &case.expected_image) > 1e-3);
+}
+
+/// The background gate (DESIGN §3.7 item 7) against the reference's: the noise estimate (a
+/// median over the outer sampled positions), the smoothed low-pass energy and the clamp.
+fn check_gated(case: &Case, outcome: &Outcome, label: &str, tol: f64) {
+    let err = relative_error(&outcome.image, &case.expected_image_gated);
+    println!(
+        "{label:>16} {:<24} gated image rel. error {err:.2e}",
+        case.name
+    );
+    assert!(
+        err < tol,
+        "{label} {}: gated image relative error {err:e} >= {tol:e}",
+        case.name
+    );
+}
+
+#[test]
+fn gated_images_match_reference() {
+    for mut case in cases() {
+        case.background_gate = Some(GATE_KAPPA);
+        let outcome = run::<f64, _>(&case, RustFft::<f64>::new(case.shape));
+        check_gated(&case, &outcome, "f64 rustfft", F64_TOL);
+        let outcome = run::<f32, _>(&case, RustFft::<f32>::new(case.shape));
+        check_gated(&case, &outcome, "f32 rustfft", F32_TOL);
+        let outcome = run::<f32, _>(&case, MicroFft::new(case.shape));
+        check_gated(&case, &outcome, "f32 microfft", F32_TOL);
+    }
+}
+
+#[test]
+fn the_gate_changes_every_fixture() {
+    // Guard: the gated fixtures differ from the ungated ones (the gate test can fail), and a
+    // gate with another threshold misses the tolerance.
+    for case in cases() {
+        let change = relative_error(&case.expected_image_gated, &case.expected_image);
+        assert!(
+            change > 1e-3,
+            "{}: the gate changes the image by only {change:e}",
+            case.name
+        );
+    }
+    let mut case = cases().remove(0);
+    case.background_gate = Some(2.0 * GATE_KAPPA);
+    let outcome = run::<f64, _>(&case, RustFft::<f64>::new(case.shape));
+    assert!(relative_error(&outcome.image, &case.expected_image_gated) > 1e-3);
 }

@@ -42,6 +42,8 @@ pub enum Error {
     /// The 99th percentile of the zero-filled magnitude is positive but so small (subnormal)
     /// that the scale `1 / p99` overflows.
     ScaleOutOfRange,
+    /// The background gate's threshold `kappa` must be positive.
+    NonPositiveBackgroundGate,
 }
 
 impl fmt::Display for Error {
@@ -80,6 +82,9 @@ impl fmt::Display for Error {
                 f,
                 "the k-space values are too small to scale (99th percentile of the zero-filled magnitude is subnormal, 1/p99 overflows): rescale the data"
             ),
+            Error::NonPositiveBackgroundGate => {
+                write!(f, "the background gate's threshold must be > 0")
+            }
         }
     }
 }

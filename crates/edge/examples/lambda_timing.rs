@@ -111,6 +111,7 @@ fn main() -> Result<()> {
     let config = ReconConfig {
         iterations: info.iterations,
         lowpass_weight: a,
+        background_gate: Some(sparsemap_core::recon::BACKGROUND_GATE as f32),
     };
     let mut image = vec![Complex32::default(); ny * nx];
     f32_plan.run(&x, &mut lambda)?;

@@ -17,7 +17,7 @@ use anyhow::{ensure, Result};
 use num_complex::Complex32;
 use sparsemap_core::fft::FftBackend;
 use sparsemap_core::fista::{Executor, Lambda, WorkerBuffers};
-use sparsemap_core::recon::{Prepared, ReconReport};
+use sparsemap_core::recon::{Prepared, ReconConfig, ReconReport};
 use sparsemap_core::Shape;
 
 /// Channels of the version-1 features.
@@ -45,11 +45,12 @@ pub trait PreparedSlice: Sync {
         iterations: usize,
         image: &mut [Complex32],
     ) -> sparsemap_core::Result<ReconReport<f32>>;
-    /// The solve on the pool's threads ([`crate::runtime::solve_on`]).
+    /// The solve on the pool's threads with `config`'s iteration count, then its
+    /// background gate if it has one ([`crate::runtime::solve_on`]).
     fn solve_on(
         &mut self,
         lambda: Lambda<'_, f32>,
-        iterations: usize,
+        config: &ReconConfig<f32>,
         image: &mut [Complex32],
         pool: &mut WorkerPool<f32>,
     ) -> sparsemap_core::Result<ReconReport<f32>>;
@@ -93,11 +94,11 @@ impl<B: FftBackend<f32>> PreparedSlice for Prepared<'_, '_, '_, f32, B> {
     fn solve_on(
         &mut self,
         lambda: Lambda<'_, f32>,
-        iterations: usize,
+        config: &ReconConfig<f32>,
         image: &mut [Complex32],
         pool: &mut WorkerPool<f32>,
     ) -> sparsemap_core::Result<ReconReport<f32>> {
-        crate::runtime::solve_on(self, pool, lambda, iterations, image)
+        crate::runtime::solve_on(self, pool, lambda, config, image)
     }
 }
 

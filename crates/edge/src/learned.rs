@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use num_complex::Complex32;
 use sparsemap_core::dictionary::Dictionary;
 use sparsemap_core::fista::Lambda;
-use sparsemap_core::recon::{ReconConfig, ReconReport};
+use sparsemap_core::recon::{ReconConfig, ReconReport, BACKGROUND_GATE};
 use sparsemap_core::Shape;
 use std::time::Instant;
 
@@ -90,8 +90,16 @@ impl LearnedReconstructor {
             config: ReconConfig {
                 iterations: info.iterations,
                 lowpass_weight: info.lowpass_weight as f32,
+                background_gate: Some(BACKGROUND_GATE as f32),
             },
         })
+    }
+
+    /// Sets the background gate's threshold (DESIGN §3.7 item 7); `None` turns it off.
+    /// Learned reconstructions gate by default ([`BACKGROUND_GATE`]).
+    pub fn with_background_gate(mut self, kappa: Option<f32>) -> Self {
+        self.config.background_gate = kappa;
+        self
     }
 
     /// Overrides the model's iteration count (the maps were trained for the model's `T`).
@@ -152,8 +160,7 @@ impl LearnedReconstructor {
                     .predict(prepared, maps, pool)
                     .context("predicting the Lambda maps")?;
                 let solve_started = Instant::now();
-                let solve =
-                    prepared.solve_on(Lambda::Maps(maps), config.iterations, image, pool)?;
+                let solve = prepared.solve_on(Lambda::Maps(maps), config, image, pool)?;
                 Ok((
                     times,
                     prepare_seconds,

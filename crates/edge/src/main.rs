@@ -75,6 +75,12 @@ struct MethodArgs {
     /// only (default 1); a model fixes its own.
     #[arg(long, requires = "lambda")]
     lowpass_weight: Option<f32>,
+    /// Background gate (DESIGN §3.7 item 7): zero the image where its low-pass part is no
+    /// stronger than the noise estimated from the outer k-space, KAPPA being the threshold
+    /// in units of that noise's variance; `off` keeps the image as solved. Default: 8 with a
+    /// model, off with --lambda.
+    #[arg(long, value_name = "KAPPA|off", allow_hyphen_values = true)]
+    background_gate: Option<String>,
     /// FFT backend.
     #[arg(long, value_enum, default_value_t = Backend::Rustfft)]
     backend: Backend,
@@ -232,6 +238,15 @@ fn method_spec(args: &MethodArgs) -> Result<Arc<MethodSpec>> {
             bail!("--lowpass-weight {weight}: must be a finite number >= 0");
         }
     }
+    let background_gate = match args.background_gate.as_deref() {
+        Some(text) => {
+            sparsemap_edge::method::parse_background_gate(text).map_err(anyhow::Error::msg)?
+        }
+        None => match sparsity {
+            Sparsity::Model(_) => Some(sparsemap_core::recon::BACKGROUND_GATE as f32),
+            Sparsity::Fixed(_) => None,
+        },
+    };
     let (mut dictionary, dictionary_name) = match (&args.dictionary, &sparsity) {
         (Some(path), _) => (npy::read_dictionary(path)?, path.display().to_string()),
         (None, Sparsity::Fixed(_)) => (
@@ -255,6 +270,7 @@ fn method_spec(args: &MethodArgs) -> Result<Arc<MethodSpec>> {
         dictionary_name,
         iterations: args.iterations,
         lowpass_weight: args.lowpass_weight,
+        background_gate,
         backend: match args.backend {
             Backend::Rustfft => BackendKind::RustFft,
             Backend::Microfft => BackendKind::MicroFft,

@@ -57,6 +57,19 @@ pub enum Sparsity {
     Model(LambdaModel),
 }
 
+/// A `--background-gate` value: a finite threshold `kappa > 0`, or `off` (`None`).
+pub fn parse_background_gate(text: &str) -> std::result::Result<Option<f32>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    match text.parse::<f32>() {
+        Ok(kappa) if kappa.is_finite() && kappa > 0.0 => Ok(Some(kappa)),
+        _ => Err(format!(
+            "--background-gate {text}: expected a finite number > 0 or `off`"
+        )),
+    }
+}
+
 /// The method, as the user chose it; plan it per grid with [`MethodSpec::plan`].
 pub struct MethodSpec {
     pub sparsity: Sparsity,
@@ -67,6 +80,8 @@ pub struct MethodSpec {
     pub iterations: Option<usize>,
     /// With fixed levels only (a model fixes its own `a`).
     pub lowpass_weight: Option<f32>,
+    /// Threshold of the background gate (DESIGN §3.7 item 7); `None`: off.
+    pub background_gate: Option<f32>,
     pub backend: BackendKind,
     /// Filters per network run.
     pub network_batch: usize,
@@ -86,6 +101,7 @@ impl MethodSpec {
             dictionary_name: crate::learned::BUNDLED_MODEL_DICTIONARY_NAME.to_string(),
             iterations: None,
             lowpass_weight: None,
+            background_gate: Some(sparsemap_core::recon::BACKGROUND_GATE as f32),
             backend: BackendKind::RustFft,
             network_batch: DEFAULT_NETWORK_BATCH,
             threads: Threads::new(crate::parallel::available_threads()),
@@ -114,10 +130,12 @@ impl MethodSpec {
             Sparsity::Model(model) => ReconConfig {
                 iterations: self.iterations.unwrap_or(model.info().iterations),
                 lowpass_weight: model.info().lowpass_weight as f32,
+                background_gate: self.background_gate,
             },
             Sparsity::Fixed(_) => ReconConfig {
                 iterations: self.iterations.unwrap_or(ITERATIONS),
                 lowpass_weight: self.lowpass_weight.unwrap_or(LOWPASS_WEIGHT as f32),
+                background_gate: self.background_gate,
             },
         }
     }
@@ -152,7 +170,11 @@ impl MethodSpec {
                         shape.n_x()
                     )
                 })?;
-                Planned::Learned(learned.with_iterations(config.iterations))
+                Planned::Learned(
+                    learned
+                        .with_iterations(config.iterations)
+                        .with_background_gate(config.background_gate),
+                )
             }
             Sparsity::Fixed(lambda) => {
                 if let FixedLambda::File(path, array) = lambda {
@@ -302,10 +324,7 @@ impl PlannedMethod {
                     config.lowpass_weight,
                     |prepared, pool| {
                         let prepare = started.elapsed().as_secs_f64();
-                        Ok((
-                            prepare,
-                            prepared.solve_on(lambda, config.iterations, image, pool)?,
-                        ))
+                        Ok((prepare, prepared.solve_on(lambda, &config, image, pool)?))
                     },
                 )?;
                 Ok(SliceResult {

@@ -89,6 +89,9 @@ pub struct Provenance {
     pub iterations: usize,
     /// a, the low-pass weight.
     pub lowpass_weight: f32,
+    /// kappa of the background gate (DESIGN §3.7 item 7); `None`: not gated.
+    #[serde(default)]
+    pub background_gate: Option<f32>,
     pub fft_backend: String,
     pub scale_c: f32,
     pub lipschitz: f32,

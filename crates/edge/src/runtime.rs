@@ -113,7 +113,7 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
         }
         lambda.validate(self.info.count() * n, n)?;
         self.with_prepared(kspace, mask, config.lowpass_weight, |prepared, pool| {
-            solve_on(prepared, pool, lambda, config.iterations, image)
+            solve_on(prepared, pool, lambda, config, image)
         })
     }
 
@@ -143,20 +143,32 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
     }
 }
 
-/// The solve of a prepared slice on the pool's threads: the serial core path for one
-/// thread, [`Prepared::solve_with`] otherwise (the same bits either way).
+/// The solve of a prepared slice on the pool's threads (the serial core path for one
+/// thread, [`Prepared::solve_with`] otherwise: the same bits either way) with `config`'s
+/// iteration count, then `config`'s background gate ([`Prepared::gate_background`]) if set.
 pub fn solve_on<T: Real, B: FftBackend<T>>(
     prepared: &mut Prepared<'_, '_, '_, T, B>,
     pool: &mut WorkerPool<T>,
     lambda: Lambda<'_, T>,
-    iterations: usize,
+    config: &ReconConfig<T>,
     image: &mut [Complex<T>],
 ) -> Result<ReconReport<T>> {
     let threads = pool.threads();
-    if threads.count() == 1 {
-        return prepared.solve(lambda, iterations, image);
+    let report = if threads.count() == 1 {
+        prepared.solve(lambda, config.iterations, image)?
+    } else {
+        prepared.solve_with(
+            lambda,
+            config.iterations,
+            image,
+            &mut pool.workers(),
+            &threads,
+        )?
+    };
+    if let Some(kappa) = config.background_gate {
+        prepared.gate_background(kappa, image)?;
     }
-    prepared.solve_with(lambda, iterations, image, &mut pool.workers(), &threads)
+    Ok(report)
 }
 
 /// Which FFT backend the runtime uses.

@@ -716,13 +716,10 @@ fn markdown(rows: &[Row], summary: &[AcquisitionSummary], report: &SourcesReport
         report.seed
     );
     if report.results.iter().any(|r| r.method.is_learned()) {
-        let learned = &report.settings.learned;
         let _ = writeln!(
             out,
-            "Learned methods: Lambda models {} (f32) and {} (int8) with dictionary {}.",
-            learned.model_f32.display(),
-            learned.model_int8.display(),
-            learned.dictionary.display()
+            "Learned methods: {}.",
+            report.settings.learned.describe()
         );
     }
     let tuned_on: Vec<String> = report

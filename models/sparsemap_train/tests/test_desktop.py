@@ -18,7 +18,7 @@ def test_desktop_matches_jax_float32_pipeline():
     out = desktop.reconstruct(kspace, mask, FIX / "model.f32.onnx", d, iterations=20)
     lam = np.load(FIX / "rand7" / "lambda_f32.npy")[:, 0]
     np.testing.assert_allclose(out["lambda_maps"], lam, rtol=0, atol=1e-6)
-    jx = recon.reconstruct(kspace, mask, d, lam, 20, 1.0)["x"]
+    jx = recon.reconstruct(kspace, mask, d, lam, 20, 1.0, background_gate_kappa=recon.BACKGROUND_GATE)["x"]
     assert np.linalg.norm(out["x"] - jx) / np.linalg.norm(out["x"]) < 1e-5
     # the int8 file gives maps within quantisation error
     q = desktop.reconstruct(kspace, mask, FIX / "model.int8.onnx", d, iterations=1)
