@@ -7,8 +7,10 @@
 #      validation slices of all sources, measured on every source's test split, with the
 #      learned methods' margins over the best classical baseline and zero-filled per source
 #      (results/sources/sources.md, sources.csv, sources_summary.csv, tuning.csv, sources.json);
-#   4. each candidate model in models/lambda/candidates/ with the same baselines
-#      (results/sources_<candidate>/). About 15 min on 2 cores with the defaults
+#   4. the ablation of the background gate (docs/design.md §3.7 item 7): the bundled model with
+#      the gate off (results/sources_nogate/);
+#   5. each candidate model in models/lambda/candidates/ with the same baselines
+#      (results/sources_<candidate>/). About 20 min on 2 cores with the defaults
 #      (2 validation and 6 test slices per source, 3 acquisitions).
 # Needs the Debian packages mricron-data and bart (scripts/test.sh installs them). Pass extra
 # eval options through EVAL_ARGS (options given here cannot be repeated there: OUT_DIR,
@@ -25,6 +27,11 @@ host=target/release/sparsemap-host
 out="${OUT_DIR:-results/sources}"
 "$host" eval --per-source --data-dir data --out-dir "$out" \
     --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-}
+# The learned methods without the background gate, next to the same baselines.
+# shellcheck disable=SC2086
+"$host" eval --per-source --data-dir data --out-dir "${out}_nogate" \
+    --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-} \
+    --methods learned-f32,learned-int8 --background-gate off --reuse "$out/sources.json"
 # Each candidate model of models/lambda/candidates/ next to the same baselines (--reuse: the
 # classical rows are carried over, only the learned methods run): results/sources_<name>/.
 for f32 in models/lambda/candidates/*.f32.onnx; do
