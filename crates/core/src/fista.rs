@@ -50,7 +50,7 @@ impl<T: Real> CompactMaps<'_, T> {
     /// Encodes `maps` (`[blocks][block_len]`, finite and non-negative, as
     /// [`Lambda::validate`] requires) into the caller's buffers.
     pub fn encode(&mut self, maps: &[T], block_len: usize) -> Result<()> {
-        if block_len == 0 || maps.len() % block_len != 0 {
+        if block_len == 0 || !maps.len().is_multiple_of(block_len) {
             return Err(Error::LengthMismatch {
                 what: "lambda maps (whole blocks)",
                 expected: maps.len().div_ceil(block_len.max(1)) * block_len.max(1),

@@ -614,7 +614,7 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
         crate::lowpass::for_each_gain(shape, self.lowpass_weight, |t, gain| {
             ws.residual[t] = ws.measured[t].scale(gain);
             if ws.mask[t] != T::zero() {
-                gain_energy = gain_energy + gain * gain;
+                gain_energy += gain * gain;
             }
         });
         let noise = sigma2 * gain_energy / T::lit(n as f64);

@@ -74,8 +74,13 @@ fn filters() -> Vec<f64> {
     random_real(&mut rng(5), FILTERS * 9, -1.0, 1.0)
 }
 
-/// The image of `reconstruct` with `gate`, and `p.noise_variance()` of the prepared slice.
-fn solve(kspace: &[Complex<f64>], mask: &[f64], gate: Option<f64>) -> (Vec<Complex<f64>>, f64) {
+/// `reconstruct` with `config` (10 iterations, scalar lambda 0.01): the image, and the noise
+/// variance of the prepared slice (`Prepared::noise_variance`) in the k-space's units.
+fn run(
+    kspace: &[Complex<f64>],
+    mask: &[f64],
+    config: ReconConfig<f64>,
+) -> Result<(Vec<Complex<f64>>, f64), Error> {
     let shape = Shape::new(SIDE, SIDE).unwrap();
     let n = shape.len();
     let fft = Fft2::new(RustFft::<f64>::new(shape));
@@ -95,11 +100,6 @@ fn solve(kspace: &[Complex<f64>], mask: &[f64], gate: Option<f64>) -> (Vec<Compl
     let mut real = vec![0.0; Workspace::<f64>::real_len(shape)];
     let mut workspace =
         Workspace::new(shape, FILTERS, fft.scratch_len(), &mut complex, &mut real).unwrap();
-    let config = ReconConfig {
-        iterations: 10,
-        background_gate: gate,
-        ..ReconConfig::default()
-    };
     let mut image = vec![Complex::default(); n];
     let report = reconstruct(
         &plan,
@@ -109,14 +109,21 @@ fn solve(kspace: &[Complex<f64>], mask: &[f64], gate: Option<f64>) -> (Vec<Compl
         &config,
         &mut workspace,
         &mut image,
-    )
-    .unwrap();
-    let mut prepared = workspace
-        .prepare(&plan, kspace, mask, config.lowpass_weight)
-        .unwrap();
+    )?;
+    let mut prepared = workspace.prepare(&plan, kspace, mask, config.lowpass_weight)?;
     // noise_variance is in the units of the scaled problem: back to the k-space's
     let variance = prepared.noise_variance() / (report.scale * report.scale);
-    (image, variance)
+    Ok((image, variance))
+}
+
+/// [`run`] with the background gate `gate`.
+fn solve(kspace: &[Complex<f64>], mask: &[f64], gate: Option<f64>) -> (Vec<Complex<f64>>, f64) {
+    let config = ReconConfig {
+        iterations: 10,
+        background_gate: gate,
+        ..ReconConfig::default()
+    };
+    run(kspace, mask, config).unwrap()
 }
 
 fn radius(i: usize) -> f64 {
@@ -182,42 +189,17 @@ fn without_noise_in_the_outer_kspace_the_gate_changes_nothing() {
 #[test]
 fn bad_thresholds_are_errors() {
     let (kspace, mask) = disc_kspace(1.0, 14);
-    let shape = Shape::new(SIDE, SIDE).unwrap();
-    let fft = Fft2::new(RustFft::<f64>::new(shape));
-    let filters = filters();
-    let dictionary = Dictionary::new(&filters, FILTERS, 3).unwrap();
-    let mut responses = vec![
-        Complex::default();
-        DictionaryPlan::<f64, RustFft<f64>>::responses_len(shape, FILTERS)
-    ];
-    let mut power = vec![0.0; shape.len()];
-    let mut scratch =
-        vec![Complex::default(); DictionaryPlan::<f64, RustFft<f64>>::scratch_len(&fft)];
-    let plan =
-        DictionaryPlan::new(&fft, dictionary, &mut responses, &mut power, &mut scratch).unwrap();
-    let mut complex =
-        vec![Complex::default(); Workspace::<f64>::complex_len(shape, FILTERS, fft.scratch_len())];
-    let mut real = vec![0.0; Workspace::<f64>::real_len(shape)];
-    let mut workspace =
-        Workspace::new(shape, FILTERS, fft.scratch_len(), &mut complex, &mut real).unwrap();
-    let mut image = vec![Complex::default(); shape.len()];
     for kappa in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         let config = ReconConfig {
             background_gate: Some(kappa),
             ..ReconConfig::default()
         };
-        let result = reconstruct(
-            &plan,
-            &kspace,
-            &mask,
-            Lambda::Scalar(0.01),
-            &config,
-            &mut workspace,
-            &mut image,
-        );
-        match result {
+        match run(&kspace, &mask, config) {
             Err(Error::NonPositiveBackgroundGate) | Err(Error::NonFinite { .. }) => {}
-            other => panic!("kappa {kappa}: expected an error, got {other:?}"),
+            other => panic!(
+                "kappa {kappa}: expected an error, got {:?}",
+                other.map(|_| ())
+            ),
         }
     }
 }
