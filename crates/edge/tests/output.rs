@@ -45,6 +45,7 @@ fn provenance(dictionary: &str) -> Provenance {
         lambda: "maps from default.int8 (mean 0.0123)".to_string(),
         iterations: 48,
         lowpass_weight: 0.5,
+        background_gate: Some(8.0),
         fft_backend: "rustfft".to_string(),
         scale_c: 2.5,
         lipschitz: 1.25,
@@ -65,6 +66,7 @@ fn fixed_provenance() -> Provenance {
         lambda: "0.01".to_string(),
         iterations: 64,
         lowpass_weight: 1.0,
+        background_gate: None,
         ..provenance("dct5 (bundled, models/dictionaries/dct5.npy)")
     }
 }
