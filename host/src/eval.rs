@@ -814,6 +814,21 @@ fn carried_methods(
     Ok(methods)
 }
 
+/// `--reuse` of an earlier report (plain or per-source): it must have been made with this
+/// run's seed and tuning criterion, or its rows are not comparable.
+pub(crate) fn ensure_same_run(
+    path: &Path,
+    (earlier_seed, earlier_criterion): (u64, Criterion),
+    (seed, criterion): (u64, Criterion),
+) -> Result<()> {
+    ensure!(
+        earlier_seed == seed && earlier_criterion == criterion,
+        "{}: made with seed {earlier_seed} and tuning criterion {earlier_criterion:?}, this run uses {seed} and {criterion:?}",
+        path.display()
+    );
+    Ok(())
+}
+
 impl Reused {
     fn read(
         path: &Path,
@@ -823,14 +838,11 @@ impl Reused {
     ) -> Result<Self> {
         let report = read_report(path)?;
         let name = path.display();
-        ensure!(
-            report.seed == config.seed && report.criterion == config.criterion,
-            "{name}: made with seed {} and tuning criterion {:?}, this run uses {} and {:?}",
-            report.seed,
-            report.criterion,
-            config.seed,
-            config.criterion
-        );
+        ensure_same_run(
+            path,
+            (report.seed, report.criterion),
+            (config.seed, config.criterion),
+        )?;
         ensure!(
             report.validation_slices == validation_indices,
             "{name}: tuned on validation slices {:?}, this run uses {:?}",

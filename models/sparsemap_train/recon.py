@@ -195,16 +195,18 @@ def noise_variance(y, m):
     return jnp.where(count > 0, median / np.log(2.0), 0.0)
 
 
-def background_gate(y, m, g, kappa):
+def background_gate(y, m, g, kappa, smoothing=GATE_SMOOTHING):
     """The gate ``clamp((E / s2 - kappa) / kappa, 0, 1)`` of §3.7 item 7 on the scaled problem
-    (the reference's ``background_gate``; the noise estimate is a data statistic, no gradient)."""
+    (the reference's ``background_gate``; the noise estimate is a data statistic, no gradient).
+    ``smoothing``: the Gaussian's width in pixels (the runtime's is :data:`GATE_SMOOTHING`;
+    other values are for ``models/tools/gate_kappa_scan.py``)."""
     ny, nx = y.shape
     rdt = _real_of(y.dtype)
     s2 = jax.lax.stop_gradient(noise_variance(y, m)) * jnp.sum(jnp.where(m != 0, g ** 2, 0.0)) / (ny * nx)
     energy = jnp.abs(centred_ifft2(g * y)) ** 2
     u = (np.arange(ny) - ny // 2) / ny
     v = (np.arange(nx) - nx // 2) / nx
-    gamma = jnp.asarray(np.exp(-2.0 * np.pi ** 2 * GATE_SMOOTHING ** 2 * (u[:, None] ** 2 + v[None, :] ** 2)), rdt)
+    gamma = jnp.asarray(np.exp(-2.0 * np.pi ** 2 * smoothing ** 2 * (u[:, None] ** 2 + v[None, :] ** 2)), rdt)
     smoothed = jnp.real(centred_ifft2(gamma * centred_fft2(energy.astype(y.dtype))))
     gate = jnp.clip((smoothed / s2 - kappa) / kappa, 0.0, 1.0)
     return jnp.where(s2 > 0, gate, jnp.ones_like(gate))

@@ -242,10 +242,7 @@ fn method_spec(args: &MethodArgs) -> Result<Arc<MethodSpec>> {
         Some(text) => {
             sparsemap_edge::method::parse_background_gate(text).map_err(anyhow::Error::msg)?
         }
-        None => match sparsity {
-            Sparsity::Model(_) => Some(sparsemap_core::recon::BACKGROUND_GATE as f32),
-            Sparsity::Fixed(_) => None,
-        },
+        None => sparsity.default_background_gate(),
     };
     let (mut dictionary, dictionary_name) = match (&args.dictionary, &sparsity) {
         (Some(path), _) => (npy::read_dictionary(path)?, path.display().to_string()),

@@ -57,6 +57,17 @@ pub enum Sparsity {
     Model(LambdaModel),
 }
 
+impl Sparsity {
+    /// The background gate when the user names none (DESIGN §3.7 item 7): on for a model,
+    /// off for fixed levels.
+    pub fn default_background_gate(&self) -> Option<f32> {
+        match self {
+            Self::Model(_) => Some(sparsemap_core::recon::BACKGROUND_GATE as f32),
+            Self::Fixed(_) => None,
+        }
+    }
+}
+
 /// A `--background-gate` value: a finite threshold `kappa > 0`, or `off` (`None`).
 pub fn parse_background_gate(text: &str) -> std::result::Result<Option<f32>, String> {
     if text == "off" {
@@ -92,16 +103,17 @@ pub struct MethodSpec {
 impl MethodSpec {
     /// The bundled int8 model and its dictionary.
     pub fn bundled() -> Result<Self> {
+        let sparsity = Sparsity::Model(LambdaModel::from_bytes(
+            crate::learned::BUNDLED_MODEL,
+            crate::learned::BUNDLED_MODEL_NAME,
+        )?);
         Ok(Self {
-            sparsity: Sparsity::Model(LambdaModel::from_bytes(
-                crate::learned::BUNDLED_MODEL,
-                crate::learned::BUNDLED_MODEL_NAME,
-            )?),
+            background_gate: sparsity.default_background_gate(),
+            sparsity,
             dictionary: npy::dictionary_from_bytes(crate::learned::BUNDLED_MODEL_DICTIONARY)?,
             dictionary_name: crate::learned::BUNDLED_MODEL_DICTIONARY_NAME.to_string(),
             iterations: None,
             lowpass_weight: None,
-            background_gate: Some(sparsemap_core::recon::BACKGROUND_GATE as f32),
             backend: BackendKind::RustFft,
             network_batch: DEFAULT_NETWORK_BATCH,
             threads: Threads::new(crate::parallel::available_threads()),

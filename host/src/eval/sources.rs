@@ -393,14 +393,11 @@ pub fn run(config: &EvalConfig, selection: &Selection) -> Result<SourcesReport> 
 fn carry_over(path: &Path, config: &EvalConfig, report: &mut SourcesReport) -> Result<()> {
     let earlier = read_report(path)?;
     let name = path.display();
-    ensure!(
-        earlier.seed == report.seed && earlier.criterion == report.criterion,
-        "{name}: made with seed {} and criterion {:?}, this run uses {} and {:?}",
-        earlier.seed,
-        earlier.criterion,
-        report.seed,
-        report.criterion
-    );
+    super::ensure_same_run(
+        path,
+        (earlier.seed, earlier.criterion),
+        (report.seed, report.criterion),
+    )?;
     let labels = |a: &[AcquisitionSpec]| a.iter().map(|s| s.label.clone()).collect::<Vec<_>>();
     ensure!(
         labels(&earlier.acquisitions) == labels(&report.acquisitions),
