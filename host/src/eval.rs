@@ -519,6 +519,12 @@ fn check_config(config: &EvalConfig) -> Result<()> {
     for &method in config.methods.iter().filter(|m| m.is_learned()) {
         config.settings.learned.iterations(method)?;
     }
+    if config.methods.contains(&Method::Unet) {
+        ensure!(
+            config.settings.unet_model.is_some(),
+            "--methods unet needs --unet-model FILE (make one with `python -m sparsemap_train.unet`)"
+        );
+    }
     std::fs::create_dir_all(&config.out_dir)
         .with_context(|| format!("creating {}", config.out_dir.display()))
 }
@@ -802,6 +808,16 @@ fn carried_methods(
         if !config.methods.contains(&r.method) && !methods.contains(&r.method) {
             methods.push(r.method);
         }
+    }
+    if methods.contains(&Method::Unet) {
+        ensure!(
+            then.unet_model == config.settings.unet_model,
+            "{}: the U-Net ran with {:?}, this run's is {:?}; pass unet in --methods to run it \
+             with this run's model",
+            path.display(),
+            then.unet_model,
+            config.settings.unet_model
+        );
     }
     for &method in &methods {
         let (then, now) = (then.iterations(method), config.settings.iterations(method));

@@ -251,6 +251,10 @@ struct IterationArgs {
     /// `off` (the ablation).
     #[arg(long, value_name = "KAPPA|off", default_value = "8", value_parser = parse_gate)]
     background_gate: GateArg,
+    /// The ONNX file of the U-Net baseline (`unet` in --methods; made by
+    /// `python -m sparsemap_train.unet`).
+    #[arg(long)]
+    unet_model: Option<PathBuf>,
 }
 
 /// `--background-gate`: a positive threshold or `off`.
@@ -275,6 +279,7 @@ impl IterationArgs {
                 dictionary: self.model_dictionary.clone(),
                 background_gate: self.background_gate.0,
             },
+            unet_model: self.unet_model.clone(),
         }
     }
 }

@@ -12,9 +12,11 @@
 //! | TV | Chambolle–Pock in Rust ([`crate::baselines::tv`]) | 200 |
 //! | BART ℓ1-wavelet | `bart pics -R W` (FISTA) | 100 |
 //! | BART TV | `bart pics -R T` (ADMM; `-i` counts CG steps) | 100 |
+//! | U-Net (only when asked: `--methods ...,unet --unet-model FILE`) | one network pass on `F^H y` | — |
 //!
 //! The iteration counts are fixed (as in the edge runtime) and recorded in every output.
 
+use crate::baselines::unet::UnetPlan;
 use crate::baselines::{tv_reconstruct, Bart};
 use anyhow::{Context, Result};
 use ndarray::{Array2, ArrayView2};
@@ -63,10 +65,13 @@ pub enum Method {
     LearnedF32,
     /// The same with the int8 model (what the edge box runs by default).
     LearnedInt8,
+    /// The black-box learned baseline: a U-Net post-processing the zero-filled image
+    /// ([`crate::baselines::unet`], `--unet-model`); no weight, no data consistency.
+    Unet,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::ZeroFilled,
         Method::Csc,
         Method::Tv,
@@ -74,6 +79,7 @@ impl Method {
         Method::BartTv,
         Method::LearnedF32,
         Method::LearnedInt8,
+        Method::Unet,
     ];
 
     /// Command-line and file name (kebab case).
@@ -86,6 +92,7 @@ impl Method {
             Method::BartTv => "bart-tv",
             Method::LearnedF32 => "learned-f32",
             Method::LearnedInt8 => "learned-int8",
+            Method::Unet => "unet",
         }
     }
 
@@ -99,15 +106,16 @@ impl Method {
             Method::BartTv => "BART TV",
             Method::LearnedF32 => "learned Λ maps, f32",
             Method::LearnedInt8 => "learned Λ maps, int8",
+            Method::Unet => "U-Net on zero-filled, f32",
         }
     }
 
     /// Whether the method has a regularisation weight to tune (the learned methods predict
-    /// theirs).
+    /// theirs, the U-Net has none): the classical baselines.
     pub fn is_tuned(self) -> bool {
         !matches!(
             self,
-            Method::ZeroFilled | Method::LearnedF32 | Method::LearnedInt8
+            Method::ZeroFilled | Method::LearnedF32 | Method::LearnedInt8 | Method::Unet
         )
     }
 
@@ -124,7 +132,9 @@ impl Method {
     /// tuning report flags an optimum on the border).
     pub fn lambda_range(self) -> (f32, f32) {
         match self {
-            Method::ZeroFilled | Method::LearnedF32 | Method::LearnedInt8 => (0.0, 0.0),
+            Method::ZeroFilled | Method::LearnedF32 | Method::LearnedInt8 | Method::Unet => {
+                (0.0, 0.0)
+            }
             Method::Csc => (0.002, 0.08),
             Method::Tv => (0.002, 0.08),
             Method::BartWavelet => (0.0001, 0.03),
@@ -136,7 +146,7 @@ impl Method {
     /// examples/colin27 at n = 128, s = 0.15).
     pub fn default_lambda(self) -> f32 {
         match self {
-            Method::ZeroFilled | Method::LearnedF32 | Method::LearnedInt8 => 0.0,
+            Method::ZeroFilled | Method::LearnedF32 | Method::LearnedInt8 | Method::Unet => 0.0,
             Method::Csc => 0.012,
             Method::Tv => 0.02,
             Method::BartWavelet => 0.001,
@@ -161,6 +171,9 @@ pub struct Settings {
     pub bart_tv_iterations: usize,
     #[serde(default)]
     pub learned: LearnedSettings,
+    /// The ONNX file of [`Method::Unet`] (`None`: the method cannot run).
+    #[serde(default)]
+    pub unet_model: Option<PathBuf>,
 }
 
 /// The models and dictionary of the learned methods. A relative path is looked up in the
@@ -260,6 +273,7 @@ impl Default for Settings {
             bart_wavelet_iterations: 100,
             bart_tv_iterations: 100,
             learned: LearnedSettings::default(),
+            unet_model: None,
         }
     }
 }
@@ -267,7 +281,7 @@ impl Default for Settings {
 impl Settings {
     pub fn iterations(&self, method: Method) -> usize {
         match method {
-            Method::ZeroFilled => 0,
+            Method::ZeroFilled | Method::Unet => 0,
             Method::Csc => self.csc_iterations,
             Method::Tv => self.tv_iterations,
             Method::BartWavelet => self.bart_wavelet_iterations,
@@ -313,6 +327,8 @@ pub struct Runner {
     bart: Option<Bart>,
     /// Planned on first use: tract's optimisation takes a moment, and most runs use one model.
     learned: Vec<(Method, LearnedReconstructor)>,
+    /// Planned on first use, like the learned methods.
+    unet: Option<UnetPlan>,
     mask_weights: Vec<f32>,
     scratch: Vec<Complex32>,
 }
@@ -349,6 +365,7 @@ impl Runner {
             fft,
             bart,
             learned: Vec::new(),
+            unet: None,
             mask_weights: vec![0.0; shape.len()],
             scratch,
         })
@@ -376,7 +393,7 @@ impl Runner {
         // Every solver applies `y <- M (.) y` itself (DESIGN §3.7 step 1); only the zero-filled
         // image is formed here.
         match method {
-            Method::ZeroFilled => {
+            Method::ZeroFilled | Method::Unet => {
                 let masked: Vec<Complex32> = kspace
                     .iter()
                     .zip(mask.iter())
@@ -384,6 +401,10 @@ impl Runner {
                     .collect();
                 let mut image = vec![Complex32::default(); self.shape.len()];
                 CentredFourier { fft: &self.fft }.adjoint(&masked, &mut image, &mut self.scratch);
+                if method == Method::Unet {
+                    let zero_filled = image.clone();
+                    self.unet_plan()?.run(&zero_filled, &mut image)?;
+                }
                 Ok(Array2::from_shape_vec(dims, image).expect("n_y * n_x values"))
             }
             Method::Csc | Method::LearnedF32 | Method::LearnedInt8 => {
@@ -450,6 +471,17 @@ impl Runner {
         let planned = self.settings.learned.plan(method, self.shape)?;
         self.learned.push((method, planned));
         Ok(self.learned.len() - 1)
+    }
+
+    fn unet_plan(&mut self) -> Result<&mut UnetPlan> {
+        if self.unet.is_none() {
+            let path = self.settings.unet_model.as_ref().context(
+                "the U-Net method needs a model: pass --unet-model FILE (make one with \
+                 `python -m sparsemap_train.unet`)",
+            )?;
+            self.unet = Some(UnetPlan::new(&resolve(path), self.shape)?);
+        }
+        Ok(self.unet.as_mut().expect("planned above"))
     }
 
     fn bart(&self) -> Result<&Bart> {

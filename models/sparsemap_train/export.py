@@ -179,15 +179,17 @@ def load_params(path) -> tuple:
     return {k: z[k] for k in z.files if k != "_info"}, info
 
 
-def run_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """Runs a Lambda model with onnxruntime on one thread."""
+def run_ort(model: onnx.ModelProto, x: np.ndarray, input_name: str = INPUT,
+            output_name: str = OUTPUT) -> np.ndarray:
+    """Runs a one-input, one-output model (a Lambda model by default) with onnxruntime on
+    one thread."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess.run([OUTPUT], {INPUT: np.asarray(x, np.float32)})[0]
+    return sess.run([output_name], {input_name: np.asarray(x, np.float32)})[0]
 
 
 def calibration_features(dictionaries, slices, lowpass_weight: float) -> list:

@@ -256,11 +256,7 @@ def train(preset: str, out: pathlib.Path, steps: int | None = None, finetune_ste
         split_paths(cfg["validation"])  # a missing validation file fails before any work
     rng = np.random.default_rng(cfg["seed"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    # one (targets, head masks, rms per slice) per file; a step picks a file uniformly, then a slice
-    files = []
-    for path in data_paths:
-        targets, heads = load_split(path)
-        files.append((targets, heads, np.sqrt(np.mean(np.abs(targets) ** 2, axis=(1, 2)))))
+    files = load_training_files(data_paths)
     aug_cfg = cfg["augment"]
     dicts = [np.load(REPO / "models" / "dictionaries" / f"{name}.npy") for name in cfg["dictionaries"]]
     validate = Validator(cfg, dicts[len(dicts) // 2]) if cfg["validate_every"] else None
@@ -282,32 +278,7 @@ def train(preset: str, out: pathlib.Path, steps: int | None = None, finetune_ste
     history, best = [], {"psnr": -np.inf}
     t0 = time.time()
     for step in range(total):
-        # Windows that are mostly background teach little, and an all-zero one has no loss:
-        # draw slice and window until at least a quarter of it is head.
-        for _ in range(10_000):
-            # (no draw for a single file: `default` keeps the random stream it always had)
-            targets, heads, rms = files[rng.integers(len(files)) if len(files) > 1 else 0]
-            i = rng.integers(len(targets))
-            target, head, slice_rms = targets[i], heads[i], rms[i]
-            if aug_cfg is not None:
-                # the whole slice, before the crop: the noise level follows the new slice
-                target, head = augment.augment(target, head, rng, aug_cfg)
-                slice_rms = np.sqrt(np.mean(np.abs(target) ** 2))
-            if step < cfg["steps"]:
-                crop = cfg["crop"]
-                oy, ox = rng.integers(0, target.shape[0] - crop + 1, size=2)
-                target, head = target[oy:oy + crop, ox:ox + crop], head[oy:oy + crop, ox:ox + crop]
-            if np.mean(head) >= 0.25 or (step >= cfg["steps"] and np.any(head)):
-                break
-        else:
-            raise SystemExit(f"{cfg['data']}: no training window is a quarter head (head masks empty?)")
-        sigma = np.exp(rng.uniform(*np.log(cfg["noise"]))) * slice_rms
-        flip = rng.integers(8)
-        target, head = _orient(target, flip), _orient(head, flip)
-        if cfg["vd_prob"] > 0 and rng.random() < cfg["vd_prob"]:
-            kspace, mask = simulate(target, rng, sigma, None, augment.random_vd_mask(target.shape[0], rng))
-        else:
-            kspace, mask = simulate(target, rng, sigma, cfg["blocks"][rng.integers(len(cfg["blocks"]))])
+        kspace, mask, target, head = draw_problem(files, cfg, rng, step)
         d = dicts[rng.integers(len(dicts))]
         d = d[rng.permutation(d.shape[0])]
         trainable, state, loss, aux = train_step(trainable, state, kspace, mask, d, target, head)
@@ -345,6 +316,52 @@ def train(preset: str, out: pathlib.Path, steps: int | None = None, finetune_ste
     (pathlib.Path(str(out) + ".history.json")).write_text(json.dumps(history, indent=1) + "\n")
     pathlib.Path(str(out) + ".best.params.npz").unlink(missing_ok=True)
     return {"history": history, "info": info}
+
+
+def load_training_files(paths) -> list:
+    """``(targets, head masks, rms per slice)`` of each split file; a step picks a file
+    uniformly, then a slice (:func:`draw_problem`)."""
+    files = []
+    for path in paths:
+        targets, heads = load_split(path)
+        files.append((targets, heads, np.sqrt(np.mean(np.abs(targets) ** 2, axis=(1, 2)))))
+    return files
+
+
+def draw_problem(files, cfg: dict, rng: np.random.Generator, step: int):
+    """One training problem ``(kspace, mask, target, head)`` of step ``step`` (crops before
+    ``cfg["steps"]``, whole slices after): a file uniformly, a slice, the augmentation of
+    ``cfg``, a random orientation, noise and mask. ``files``: ``(targets, heads, rms)`` per
+    split file. Shared by the Lambda network's and the U-Net baseline's training, so both see
+    the same problems for the same seed."""
+    aug_cfg = cfg["augment"]
+    # Windows that are mostly background teach little, and an all-zero one has no loss:
+    # draw slice and window until at least a quarter of it is head.
+    for _ in range(10_000):
+        # (no draw for a single file: `default` keeps the random stream it always had)
+        targets, heads, rms = files[rng.integers(len(files)) if len(files) > 1 else 0]
+        i = rng.integers(len(targets))
+        target, head, slice_rms = targets[i], heads[i], rms[i]
+        if aug_cfg is not None:
+            # the whole slice, before the crop: the noise level follows the new slice
+            target, head = augment.augment(target, head, rng, aug_cfg)
+            slice_rms = np.sqrt(np.mean(np.abs(target) ** 2))
+        if step < cfg["steps"]:
+            crop = cfg["crop"]
+            oy, ox = rng.integers(0, target.shape[0] - crop + 1, size=2)
+            target, head = target[oy:oy + crop, ox:ox + crop], head[oy:oy + crop, ox:ox + crop]
+        if np.mean(head) >= 0.25 or (step >= cfg["steps"] and np.any(head)):
+            break
+    else:
+        raise SystemExit(f"{cfg['data']}: no training window is a quarter head (head masks empty?)")
+    sigma = np.exp(rng.uniform(*np.log(cfg["noise"]))) * slice_rms
+    flip = rng.integers(8)
+    target, head = _orient(target, flip), _orient(head, flip)
+    if cfg["vd_prob"] > 0 and rng.random() < cfg["vd_prob"]:
+        kspace, mask = simulate(target, rng, sigma, None, augment.random_vd_mask(target.shape[0], rng))
+    else:
+        kspace, mask = simulate(target, rng, sigma, cfg["blocks"][rng.integers(len(cfg["blocks"]))])
+    return kspace, mask, target, head
 
 
 def _orient(x: np.ndarray, code: int) -> np.ndarray:

@@ -13,10 +13,12 @@
 //! - [`cfl`]: BART's `.cfl`/`.hdr` file pair (layout conventions documented there).
 //! - [`bart`]: a runner for the BART command-line tool (Debian package `bart`, 0.8.00):
 //!   `bart fft -i -u 3` and `bart pics` with l1-wavelet or TV regularisation.
+//! - [`unet`]: the black-box learned baseline, a U-Net on the zero-filled image (tract).
 
 pub mod bart;
 pub mod cfl;
 pub mod tv;
+pub mod unet;
 
 pub use bart::Bart;
 pub use tv::{tv_reconstruct, tv_reconstruct_traced, Gradient, TvOutput};

@@ -547,9 +547,10 @@ impl AcquisitionSummary {
     }
 }
 
-/// Whether a method counts as a classical baseline (tuned, not learned, not zero-filled).
+/// Whether a method counts as a classical baseline (tuned; not learned, not the U-Net, not
+/// zero-filled).
 pub fn is_classical(method: Method) -> bool {
-    !method.is_learned() && method != Method::ZeroFilled
+    method.is_tuned()
 }
 
 fn first_seen<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
