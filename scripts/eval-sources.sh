@@ -7,6 +7,9 @@
 #      validation slices of all sources, measured on every source's test split, with the
 #      learned methods' margins over the best classical baseline and zero-filled per source
 #      (results/sources/sources.md, sources.csv, sources_summary.csv, tuning.csv, sources.json);
+#      the black-box baseline too, a U-Net on the zero-filled image trained on Colin27 like the
+#      bundled model (models/baselines/README.md), so its loss from the one training source to
+#      the others stands next to ours;
 #   4. the ablation of the background gate (docs/design.md §3.7 item 7): the bundled model with
 #      the gate off (results/sources_nogate/);
 #   5. each candidate model in models/lambda/candidates/ with the same baselines
@@ -25,13 +28,16 @@ host=target/release/sparsemap-host
 "$host" export --out-dir data
 # shellcheck disable=SC2086
 out="${OUT_DIR:-results/sources}"
+# every run names the U-Net, so that the later runs can carry its rows over (--reuse)
+unet=(--unet-model models/baselines/unet_colin27.unet.onnx)
 "$host" eval --per-source --data-dir data --out-dir "$out" \
-    --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-}
+    --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-} \
+    --methods zero-filled,csc,tv,bart-wavelet,bart-tv,learned-f32,learned-int8,unet "${unet[@]}"
 # The learned methods without the background gate, next to the same baselines.
 # shellcheck disable=SC2086
 "$host" eval --per-source --data-dir data --out-dir "${out}_nogate" \
     --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-} \
-    --methods learned-f32,learned-int8 --background-gate off --reuse "$out/sources.json"
+    --methods learned-f32,learned-int8 --background-gate off --reuse "$out/sources.json" "${unet[@]}"
 # Each candidate model of models/lambda/candidates/ next to the same baselines (--reuse: the
 # classical rows are carried over, only the learned methods run): results/sources_<name>/.
 for f32 in models/lambda/candidates/*.f32.onnx; do
@@ -41,5 +47,5 @@ for f32 in models/lambda/candidates/*.f32.onnx; do
     "$host" eval --per-source --data-dir data --out-dir "${out}_$name" \
         --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-} \
         --methods learned-f32,learned-int8 --model-f32 "$f32" \
-        --model-int8 "models/lambda/candidates/$name.int8.onnx" --reuse "$out/sources.json"
+        --model-int8 "models/lambda/candidates/$name.int8.onnx" --reuse "$out/sources.json" "${unet[@]}"
 done

@@ -279,6 +279,7 @@ fn config(data: &Path, out: &Path) -> EvalConfig {
             bart_wavelet_iterations: 4,
             bart_tv_iterations: 4,
             learned: LearnedSettings::default(),
+            unet_model: None,
         },
         validation_slices: Some(2),
         test_slices: None,
@@ -466,4 +467,71 @@ fn reuse_carries_the_other_methods_over_and_refuses_a_mismatch() {
         sources::run(&other_slices, &Selection::default()).unwrap_err()
     );
     assert!(err.contains("other test/validation slices"), "{err}");
+}
+
+#[test]
+fn unet_gets_margins_but_is_never_the_best_classical_and_is_carried_only_with_its_model() {
+    let data = data_dir();
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let unet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/unet/tiny.unet.onnx");
+    let base = config(data.path(), first.path());
+    let with_unet = EvalConfig {
+        methods: vec![Method::ZeroFilled, Method::Tv, Method::Unet],
+        settings: Settings {
+            unet_model: Some(unet.clone()),
+            ..base.settings.clone()
+        },
+        ..base
+    };
+    let report = sources::run(&with_unet, &Selection::default()).unwrap();
+    assert!(report.results.iter().any(|r| r.method == Method::Unet));
+    let summary = sources::summarise_sources(&report.results);
+    let margins = summary[0].learned(Method::Unet).expect("U-Net margins");
+    assert!(!margins.per_source.is_empty());
+    for s in &margins.per_source {
+        assert_eq!(
+            s.best_classical.map(|b| b.0),
+            Some(Method::Tv),
+            "{}",
+            s.source
+        );
+    }
+    let table = std::fs::read_to_string(first.path().join("sources.md")).unwrap();
+    assert!(
+        table.contains("U-Net baseline") && table.contains("unet − best classical"),
+        "{table}"
+    );
+
+    // Carrying the U-Net's rows over needs the same model.
+    let carried = EvalConfig {
+        methods: vec![Method::ZeroFilled],
+        settings: Settings {
+            unet_model: None,
+            ..with_unet.settings.clone()
+        },
+        reuse: Some(first.path().join("sources.json")),
+        ..config_with_out(&with_unet, second.path())
+    };
+    let err = format!(
+        "{:#}",
+        sources::run(&carried, &Selection::default()).unwrap_err()
+    );
+    assert!(err.contains("the U-Net ran with"), "{err}");
+    let same = EvalConfig {
+        settings: with_unet.settings.clone(),
+        ..carried
+    };
+    let again = sources::run(&same, &Selection::default()).unwrap();
+    assert_eq!(
+        again
+            .results
+            .iter()
+            .filter(|r| r.method == Method::Unet)
+            .count(),
+        report
+            .results
+            .iter()
+            .filter(|r| r.method == Method::Unet)
+            .count()
+    );
 }

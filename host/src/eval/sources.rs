@@ -605,7 +605,8 @@ pub fn summarise_sources(results: &[SliceResult]) -> Vec<AcquisitionSummary> {
                     }
                 })
                 .collect();
-            let learned = [Method::LearnedF32, Method::LearnedInt8]
+            // the U-Net too: its margins are the robustness comparison of issue 12
+            let learned = [Method::LearnedF32, Method::LearnedInt8, Method::Unet]
                 .into_iter()
                 .filter(|m| methods.contains(m))
                 .map(|method| {
@@ -720,6 +721,18 @@ fn markdown(rows: &[Row], summary: &[AcquisitionSummary], report: &SourcesReport
             report.settings.learned.describe()
         );
     }
+    if let Some(model) = report
+        .settings
+        .unet_model
+        .as_ref()
+        .filter(|_| report.results.iter().any(|r| r.method == Method::Unet))
+    {
+        let _ = writeln!(
+            out,
+            "U-Net baseline (one network pass on the zero-filled image, no data consistency): {}.",
+            model.display()
+        );
+    }
     let tuned_on: Vec<String> = report
         .sources
         .iter()
@@ -803,8 +816,9 @@ fn markdown(rows: &[Row], summary: &[AcquisitionSummary], report: &SourcesReport
     let _ = writeln!(
         out,
         "Means over sources weigh every source the same. Margins are in whole-image PSNR (dB), \
-         per source: the learned method minus the best classical method on that source (the \
-         best mean of CSC, TV and BART) and minus zero-filled; *worst* is the source with the \
+         per source: each learned method (ours, and the U-Net where it ran) minus the best \
+         classical method on that source (the best mean of CSC, TV and BART) and minus \
+         zero-filled; *worst* is the source with the \
          smallest margin. Targets for learned int8: mean margin over the best classical \
          ≥ {TARGET_MEAN_MARGIN_DB:.1} dB, and no source below the best classical or zero-filled \
          by more than {:.1} dB.\n",
