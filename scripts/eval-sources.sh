@@ -12,6 +12,9 @@
 #      the others stands next to ours;
 #   4. the ablation of the background gate (docs/design.md §3.7 item 7): the bundled model with
 #      the gate off (results/sources_nogate/);
+#   4b. acquisitions neither the bundled model nor the U-Net was trained on (1-D variable
+#      density and Poisson disc at R = 4, block 128 at s = 0.5; TV as the classical method):
+#      results/sources_unseen_acquisitions/ (~2 min);
 #   5. each candidate model in models/lambda/candidates/ with the same baselines
 #      (results/sources_<candidate>/). About 20 min on 2 cores with the defaults
 #      (2 validation and 6 test slices per source, 3 acquisitions).
@@ -38,6 +41,12 @@ unet=(--unet-model models/baselines/unet_colin27.unet.onnx)
 "$host" eval --per-source --data-dir data --out-dir "${out}_nogate" \
     --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-} \
     --methods learned-f32,learned-int8 --background-gate off --reuse "$out/sources.json" "${unet[@]}"
+# Acquisitions outside both learned methods' training (robustness without data consistency).
+# shellcheck disable=SC2086
+"$host" eval --per-source --data-dir data --out-dir "${out}_unseen_acquisitions" \
+    --validation-slices "${VALIDATION_SLICES:-2}" --test-slices "${TEST_SLICES:-6}" ${EVAL_ARGS:-} \
+    --acquisitions vd4@0.15,poisson4@0.15,block128@0.5 \
+    --methods zero-filled,tv,learned-f32,learned-int8,unet "${unet[@]}"
 # Each candidate model of models/lambda/candidates/ next to the same baselines (--reuse: the
 # classical rows are carried over, only the learned methods run): results/sources_<name>/.
 for f32 in models/lambda/candidates/*.f32.onnx; do
