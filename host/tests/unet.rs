@@ -121,7 +121,6 @@ fn wrong_files_and_grids_are_named_errors() {
             zeros.view(),
             Array2::from_elem(dims, true).view(),
         )
-        .err()
-        .expect("no model given");
+        .expect_err("no model given");
     assert!(format!("{err:#}").contains("--unet-model"), "{err:#}");
 }
