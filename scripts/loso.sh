@@ -13,7 +13,8 @@
 #   scripts/loso.sh                 # all three; ~30-60 min of training per group on one core,
 #                                   # ~3 min of evaluation per group
 #   LOSO_GROUPS="mni152" PRESET=multisource scripts/loso.sh
-#   LOSO_CLASSICAL=retune scripts/loso.sh   # ~25 min of evaluation per group on 2 cores
+#   LOSO_CLASSICAL=retune scripts/loso.sh   # ~25 min of evaluation per group on 2 cores,
+#                                           # into results/loso/<preset>_no_<group>_retune/
 #
 # Classical weights (LOSO_CLASSICAL): `reuse` (default) carries the classical rows of
 # results/sources/sources.json over (same slices, noise and masks; scripts/eval-sources.sh
@@ -93,7 +94,7 @@ for group in $groups; do
                 --model-f32 "$prefix.f32.onnx" --model-int8 "$prefix.int8.onnx" ;;
         retune)
             echo "loso: evaluating $prefix (classical weights tuned without $group)" >&2
-            "$host" eval --per-source --data-dir data --out-dir "$out" \
+            "$host" eval --per-source --data-dir data --out-dir "${out}_retune" \
                 --validation-slices "$validation_slices" --test-slices "$test_slices" \
                 --tune-exclude "$(group_sources "$group")" \
                 --model-f32 "$prefix.f32.onnx" --model-int8 "$prefix.int8.onnx" ;;
