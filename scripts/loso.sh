@@ -13,7 +13,7 @@
 #   scripts/loso.sh                 # all three; ~30-60 min of training per group on one core,
 #                                   # ~3 min of evaluation per group
 #   LOSO_GROUPS="mni152" PRESET=multisource scripts/loso.sh
-#   LOSO_CLASSICAL=retune scripts/loso.sh   # ~25 min of evaluation per group on 2 cores,
+#   LOSO_CLASSICAL=retune scripts/loso.sh   # ~7-25 min of evaluation per group on 2 cores,
 #                                           # into results/loso/<preset>_no_<group>_retune/
 #
 # Classical weights (LOSO_CLASSICAL): `reuse` (default) carries the classical rows of
