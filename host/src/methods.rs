@@ -402,8 +402,7 @@ impl Runner {
                 let mut image = vec![Complex32::default(); self.shape.len()];
                 CentredFourier { fft: &self.fft }.adjoint(&masked, &mut image, &mut self.scratch);
                 if method == Method::Unet {
-                    let zero_filled = image.clone();
-                    self.unet_plan()?.run(&zero_filled, &mut image)?;
+                    self.unet_plan()?.run(&mut image)?;
                 }
                 Ok(Array2::from_shape_vec(dims, image).expect("n_y * n_x values"))
             }

@@ -215,20 +215,28 @@ def psnr(x, target) -> float:
     return float(10 * np.log10(ref.max() ** 2 / np.mean((np.abs(x) - ref) ** 2)))
 
 
+def validation_cases(cfg) -> list:
+    """The fixed validation problems ``(kspace, mask, target, head)`` of a preset: block 128 of
+    256, s = 0.15, noise seeded by ``cfg["seed"] + 1`` (shared by the Lambda network's and the
+    U-Net baseline's model selection)."""
+    rng = np.random.default_rng(cfg["seed"] + 1)
+    cases = []
+    # `validation_slices` evenly spaced in every file: each source takes part in selection
+    for path in split_paths(cfg["validation"]):
+        targets, heads = load_split(path)
+        pick = np.linspace(0, len(targets) - 1, cfg["validation_slices"]).round().astype(int)
+        for i in pick:
+            sigma = 0.15 * np.sqrt(np.mean(np.abs(targets[i]) ** 2))
+            kspace, mask = simulate(targets[i], rng, sigma, 0.5)
+            cases.append((kspace, mask, targets[i], heads[i]))
+    return cases
+
+
 class Validator:
-    """Fixed validation problems (block 128 of 256, s = 0.15, fixed noise) and a jitted solve."""
+    """The fixed validation problems (:func:`validation_cases`) and a jitted solve."""
 
     def __init__(self, cfg, dictionary: np.ndarray):
-        rng = np.random.default_rng(cfg["seed"] + 1)
-        self.cases = []
-        # `validation_slices` evenly spaced in every file: each source takes part in selection
-        for path in split_paths(cfg["validation"]):
-            targets, heads = load_split(path)
-            pick = np.linspace(0, len(targets) - 1, cfg["validation_slices"]).round().astype(int)
-            for i in pick:
-                sigma = 0.15 * np.sqrt(np.mean(np.abs(targets[i]) ** 2))
-                kspace, mask = simulate(targets[i], rng, sigma, 0.5)
-                self.cases.append((kspace, mask, targets[i], heads[i]))
+        self.cases = validation_cases(cfg)
         self.d = jnp.asarray(dictionary)
         t, gate = cfg["iterations"], cfg["background_gate"]
 

@@ -46,7 +46,7 @@ import onnx  # noqa: E402
 import optax  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from . import recon, train  # noqa: E402
+from . import export, recon, train  # noqa: E402
 
 #: Contract version written to ``sparsemap.unet.version``; the host refuses any other.
 CONTRACT_VERSION = "1"
@@ -212,15 +212,10 @@ def build_onnx(params: dict, description: str) -> onnx.ModelProto:
     return model
 
 
-def save_params(path: str, params: dict, info: dict) -> None:
-    np.savez(path, info=np.array(json.dumps(info)), **{k: np.asarray(v) for k, v in params.items()})
-
-
 def load_params(path: str):
-    with np.load(path) as z:
-        info = json.loads(str(z["info"]))
-        params = {k: jnp.asarray(z[k]) for k in z.files if k != "info"}
-    return params, info
+    """``(params, info)`` of a ``PREFIX.params.npz`` (written with :func:`export.save_params`)."""
+    params, info = export.load_params(path)
+    return {k: jnp.asarray(v) for k, v in params.items()}, info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +237,7 @@ def train_unet(like: str, out: pathlib.Path, steps: int | None = None, width: in
     rng = np.random.default_rng(cfg["seed"])
     out.parent.mkdir(parents=True, exist_ok=True)
     # (presets without validation, e.g. `test`, keep the last parameters)
-    cases = _validation_cases(cfg) if cfg["validate_every"] else []
+    cases = train.validation_cases(cfg) if cfg["validate_every"] else []
     params = init(cfg["seed"], width)
     total = cfg["steps"] + cfg["finetune_steps"]
     schedule = optax.cosine_decay_schedule(cfg["lr"], total, cfg["lr_final"] / cfg["lr"])
@@ -272,7 +267,7 @@ def train_unet(like: str, out: pathlib.Path, steps: int | None = None, width: in
         rec = {"step": step, "loss": float(loss), "seconds": round(time.time() - t0, 1)}
         every = cfg["validate_every"]
         if cases and ((step + 1) % every == 0 or step + 1 in (cfg["steps"], total)):
-            whole = [train.psnr(np.asarray(solve(params, k, m.astype(np.float32))), t) for k, m, t in cases]
+            whole = [train.psnr(np.asarray(solve(params, k, m.astype(np.float32))), t) for k, m, t, _ in cases]
             rec["psnr"] = float(np.mean(whole))
             if rec["psnr"] > best["psnr"]:
                 best = {"psnr": rec["psnr"], "step": step, "params": params}
@@ -287,24 +282,10 @@ def train_unet(like: str, out: pathlib.Path, steps: int | None = None, width: in
                            f"({cfg['steps']} crop steps + {cfg['finetune_steps']} whole-slice steps, batch {batch}, "
                            f"data {cfg['data']}, seed {cfg['seed']}); parameters of step {best['step']} "
                            f"(best validation PSNR)"}
-    save_params(str(out) + ".params.npz", best["params"], info)
+    export.save_params(str(out) + ".params.npz", best["params"], info)
     pathlib.Path(str(out) + ".history.json").write_text(json.dumps(history, indent=1) + "\n")
     onnx.save(build_onnx(best["params"], info["description"]), str(out) + ".unet.onnx")
     return {"history": history, "info": info}
-
-
-def _validation_cases(cfg) -> list:
-    """The Lambda network's validation problems (:class:`train.Validator`: same seed, noise, mask)."""
-    rng = np.random.default_rng(cfg["seed"] + 1)
-    cases = []
-    for path in train.split_paths(cfg["validation"]):
-        targets, _ = train.load_split(path)
-        pick = np.linspace(0, len(targets) - 1, cfg["validation_slices"]).round().astype(int)
-        for i in pick:
-            sigma = 0.15 * np.sqrt(np.mean(np.abs(targets[i]) ** 2))
-            kspace, mask = train.simulate(targets[i], rng, sigma, 0.5)
-            cases.append((kspace, mask, targets[i]))
-    return cases
 
 
 #: The Rust runner's agreement fixture (host/tests/unet.rs).

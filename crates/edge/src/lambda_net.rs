@@ -60,6 +60,29 @@ pub struct LambdaModel {
     info: ModelInfo,
 }
 
+/// Parses ONNX bytes (at most [`limits::MAX_MODEL_BYTES`]) behind [`catch_panic`]: the model
+/// and its `metadata_props` as a map. `name` (a path) is used in error messages. Shared by
+/// the Lambda models and the host's U-Net baseline.
+pub fn parse_onnx(bytes: &[u8], name: &str) -> Result<(ModelProto, HashMap<String, String>)> {
+    ensure!(
+        bytes.len() as u64 <= limits::MAX_MODEL_BYTES,
+        "{name}: {} bytes is larger than any valid model (limit {} bytes)",
+        bytes.len(),
+        limits::MAX_MODEL_BYTES
+    );
+    let proto = catch_panic(name, "the ONNX parser", || {
+        tract_onnx::onnx()
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| anyhow!("{name}: not an ONNX model: {e}"))
+    })?;
+    let props = proto
+        .metadata_props
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect();
+    Ok((proto, props))
+}
+
 fn prop<'a>(props: &'a HashMap<String, String>, name: &str, key: &str) -> Result<&'a str> {
     props.get(key).map(String::as_str).ok_or_else(|| {
         anyhow!("{name}: not a sparsemap Lambda model (metadata_props has no {key})")
@@ -78,22 +101,7 @@ impl LambdaModel {
     /// is checked against the contract's limits ([`check_graph`]) before tract sees it, and
     /// tract runs behind [`catch_panic`].
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
-        ensure!(
-            bytes.len() as u64 <= limits::MAX_MODEL_BYTES,
-            "{name}: {} bytes is larger than any valid model (limit {} bytes)",
-            bytes.len(),
-            limits::MAX_MODEL_BYTES
-        );
-        let proto = catch_panic(name, "the ONNX parser", || {
-            tract_onnx::onnx()
-                .proto_model_for_read(&mut &bytes[..])
-                .map_err(|e| anyhow!("{name}: not an ONNX model: {e}"))
-        })?;
-        let props: HashMap<String, String> = proto
-            .metadata_props
-            .iter()
-            .map(|e| (e.key.clone(), e.value.clone()))
-            .collect();
+        let (proto, props) = parse_onnx(bytes, name)?;
         let version = prop(&props, name, "sparsemap.version")?;
         ensure!(
             version == CONTRACT_VERSION,

@@ -12,8 +12,8 @@ use num_complex::Complex32;
 use sparsemap_core::recon::{percentile, SCALE_PERCENTILE};
 use sparsemap_core::Shape;
 use sparsemap_edge::guard::catch_panic;
+use sparsemap_edge::lambda_net::parse_onnx;
 use sparsemap_edge::limits;
-use std::collections::HashMap;
 use std::path::Path;
 use tract_onnx::prelude::*;
 
@@ -34,16 +34,7 @@ impl UnetPlan {
     pub fn new(path: &Path, shape: Shape) -> Result<Self> {
         let name = path.display().to_string();
         let bytes = limits::read_regular_file(path, limits::MAX_MODEL_BYTES, "U-Net model")?;
-        let proto = catch_panic(&name, "the ONNX parser", || {
-            tract_onnx::onnx()
-                .proto_model_for_read(&mut &bytes[..])
-                .map_err(|e| anyhow!("{name}: not an ONNX model: {e}"))
-        })?;
-        let props: HashMap<&str, &str> = proto
-            .metadata_props
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
-            .collect();
+        let (proto, props) = parse_onnx(&bytes, &name)?;
         let version = props.get("sparsemap.unet.version").ok_or_else(|| {
             anyhow!(
                 "{name}: not a sparsemap U-Net model (metadata_props has no sparsemap.unet.version; \
@@ -51,7 +42,7 @@ impl UnetPlan {
             )
         })?;
         ensure!(
-            *version == UNET_CONTRACT_VERSION,
+            version == UNET_CONTRACT_VERSION,
             "{name}: unsupported sparsemap.unet.version {version:?} (this runner understands \
              {UNET_CONTRACT_VERSION:?})"
         );
@@ -91,21 +82,20 @@ impl UnetPlan {
         })
     }
 
-    /// The U-Net's image from the zero-filled image `F^H y` (row-major, the plan's grid), on
-    /// the scale of `F^H y`.
-    pub fn run(&mut self, zero_filled: &[Complex32], out: &mut [Complex32]) -> Result<()> {
+    /// Replaces the zero-filled image `F^H y` in `image` (row-major, the plan's grid) by the
+    /// U-Net's, on the scale of `F^H y` (after an error its values are unspecified).
+    pub fn run(&mut self, image: &mut [Complex32]) -> Result<()> {
         let len = self.shape.len();
         ensure!(
-            zero_filled.len() == len && out.len() == len,
-            "{}: the image has {} values and the output {}, the plan's grid {} ({}x{})",
+            image.len() == len,
+            "{}: the image has {} values, the plan's grid {} ({}x{})",
             self.name,
-            zero_filled.len(),
-            out.len(),
+            image.len(),
             len,
             self.shape.n_y(),
             self.shape.n_x()
         );
-        for (m, v) in self.magnitudes.iter_mut().zip(zero_filled) {
+        for (m, v) in self.magnitudes.iter_mut().zip(image.iter()) {
             *m = v.norm();
         }
         let p99 = percentile(&mut self.magnitudes, SCALE_PERCENTILE)
@@ -116,13 +106,15 @@ impl UnetPlan {
                     self.name
                 )
             })?;
-        let mut input = vec![0.0f32; 2 * len];
-        let (re, im) = input.split_at_mut(len);
-        for ((r, i), v) in re.iter_mut().zip(im.iter_mut()).zip(zero_filled) {
-            *r = v.re / p99;
-            *i = v.im / p99;
+        let mut tensor = Tensor::zero::<f32>(&[1, 2, self.shape.n_y(), self.shape.n_x()])?;
+        {
+            let mut plain = tensor.try_as_plain_ram_mut()?;
+            let (re, im) = plain.as_slice_mut::<f32>()?.split_at_mut(len);
+            for ((r, i), v) in re.iter_mut().zip(im.iter_mut()).zip(image.iter()) {
+                *r = v.re / p99;
+                *i = v.im / p99;
+            }
         }
-        let tensor = Tensor::from_shape(&[1, 2, self.shape.n_y(), self.shape.n_x()], &input)?;
         let runnable = &self.runnable;
         let name = &self.name;
         let result = catch_panic(name, "tract's model run", || {
@@ -141,7 +133,7 @@ impl UnetPlan {
         let plain = output.try_as_plain_ram()?;
         let values = plain.as_slice::<f32>()?;
         let (re, im) = values.split_at(len);
-        for ((o, r), i) in out.iter_mut().zip(re).zip(im) {
+        for ((o, r), i) in image.iter_mut().zip(re).zip(im) {
             ensure!(
                 r.is_finite() && i.is_finite(),
                 "{name}: the network's output is not finite"
