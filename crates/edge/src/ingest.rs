@@ -69,6 +69,9 @@ pub struct SliceJob {
     /// ingest thread, in the sink).
     pub previews: u32,
     pub preview_seconds: f64,
+    /// Where the slice lies and what was scanned, when the input says (MRD files).
+    pub geometry: Option<crate::output::SliceGeometry>,
+    pub description: Option<std::sync::Arc<crate::output::ScanDescription>>,
 }
 
 /// What the ingest tells its sink.
@@ -392,6 +395,8 @@ fn copy_out(start: &ScanStart, done: Completed<'_>) -> SliceJob {
         last_line: None,
         previews: 0,
         preview_seconds: 0.0,
+        geometry: None,
+        description: None,
     }
 }
 

@@ -61,6 +61,65 @@ pub struct Acquisition {
     pub complete: bool,
     /// Why the slice was considered complete (or given up), in words.
     pub completion: String,
+    /// Where the slice lies in the patient, when the input says (MRD; the wire stream does
+    /// not carry it).
+    #[serde(default)]
+    pub geometry: Option<SliceGeometry>,
+    /// Who and what was scanned, when the input says (MRD header).
+    #[serde(default)]
+    pub description: Option<ScanDescription>,
+}
+
+/// A slice's place in the patient, in DICOM patient coordinates (LPS, mm), as ISMRMRD
+/// acquisition headers give it (`position`, `read_dir`, `phase_dir`, `slice_dir`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SliceGeometry {
+    /// Centre of the slice (of the field of view), mm.
+    pub centre_mm: [f32; 3],
+    /// Unit direction of increasing array column (x, readout).
+    pub read_dir: [f32; 3],
+    /// Unit direction of increasing array row (y, phase encode).
+    pub phase_dir: [f32; 3],
+    /// Unit slice normal.
+    pub slice_dir: [f32; 3],
+    /// Slice thickness, mm.
+    pub thickness_mm: f32,
+}
+
+/// What the scan's header says about the patient, study and series (each part optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScanDescription {
+    #[serde(default)]
+    pub patient_name: Option<String>,
+    #[serde(default)]
+    pub patient_id: Option<String>,
+    #[serde(default)]
+    pub patient_birth_date: Option<String>,
+    #[serde(default)]
+    pub patient_sex: Option<String>,
+    #[serde(default)]
+    pub study_instance_uid: Option<String>,
+    #[serde(default)]
+    pub study_description: Option<String>,
+    #[serde(default)]
+    pub series_description: Option<String>,
+    #[serde(default)]
+    pub protocol_name: Option<String>,
+    /// DICOM Patient Position (e.g. `HFS`).
+    #[serde(default)]
+    pub patient_position: Option<String>,
+    #[serde(default)]
+    pub institution_name: Option<String>,
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    /// Repetition and echo time, ms.
+    #[serde(default)]
+    pub tr_ms: Option<f32>,
+    #[serde(default)]
+    pub te_ms: Option<f32>,
+    /// Flip angle, degrees.
+    #[serde(default)]
+    pub flip_angle_deg: Option<f32>,
 }
 
 impl Acquisition {

@@ -443,6 +443,8 @@ impl Worker {
             faults: stats.faults,
             complete: stats.complete,
             completion: completion(stats.closed_by).to_string(),
+            geometry: job.geometry,
+            description: job.description.as_deref().cloned(),
         };
         let voxel_mm = (start.fov_mm.iter().all(|v| v.is_finite() && *v > 0.0))
             .then(|| acquisition.voxel_mm(shape.n_y(), shape.n_x()));

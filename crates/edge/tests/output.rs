@@ -30,6 +30,8 @@ fn acquisition() -> Acquisition {
         faults: 1,
         complete: false,
         completion: "ScanEnd Aborted".to_string(),
+        geometry: None,
+        description: None,
     }
 }
 
