@@ -10,7 +10,7 @@
 use ndarray::{s, Array2, Array3};
 use num_complex::Complex32;
 use serde_json::Value;
-use sparsemap_e2e::read_npy;
+use sparsemap_e2e::{binary, read_npy, repo};
 use sparsemap_host::scan::{simulate_scan, FaultLog, FaultSpec, SampleFormat, ScanSpec};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -18,27 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `target/<profile>/sparsemap`, built by `cargo test --workspace` for the edge crate's own
-/// tests.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("sparsemap");
-    assert!(
-        bin.exists(),
-        "{} is missing: run these tests with `cargo test --workspace` (or build -p sparsemap-edge first)",
-        bin.display()
-    );
-    bin
-}
 
 fn sparsemap(args: &[&str]) -> Output {
     Command::new(binary())

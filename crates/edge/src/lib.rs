@@ -6,6 +6,7 @@
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
 #![forbid(unsafe_code)]
 
+pub mod dicom;
 pub mod dictionary_norm;
 pub mod features;
 pub mod guard;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod model_choice;
 pub mod npy;
 pub mod output;
+pub mod pacs;
 pub mod parallel;
 pub mod runtime;
 pub mod serve;

@@ -50,6 +50,38 @@ enum Command {
     /// each slice's images as soon as the slice is complete; one JSON line per slice on
     /// stdout. SIGINT/SIGTERM finish the slices already received, then exit 0.
     Serve(ServeArgs),
+    /// Store the DICOM files of DIR that are not yet stored at a PACS (C-STORE), e.g. those
+    /// left queued by a PACS that was down; DIR/sent.jsonl records what was stored where.
+    Send(SendArgs),
+}
+
+#[derive(Args)]
+struct DicomArgs {
+    /// Also write each image as a DICOM MR Image Storage file into DIR (16-bit magnitude
+    /// with Rescale Slope; one series per scan, reconstruction parameters in Image Comments
+    /// and a private element).
+    #[arg(long, value_name = "DIR")]
+    dicom: Option<PathBuf>,
+    /// Store the DICOM files on a PACS over C-STORE as they are written. A file the PACS
+    /// does not store stays queued in the --dicom directory for `sparsemap send`.
+    #[arg(long, value_name = "AE@HOST:PORT", requires = "dicom")]
+    send_to: Option<String>,
+    /// Our AE title in the association.
+    #[arg(long, value_name = "AE", default_value = sparsemap_edge::pacs::DEFAULT_CALLING_AE)]
+    calling_ae: String,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// The directory of DICOM files (a --dicom directory).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// The PACS (C-STORE SCP).
+    #[arg(long, value_name = "AE@HOST:PORT")]
+    to: String,
+    /// Our AE title in the association.
+    #[arg(long, value_name = "AE", default_value = sparsemap_edge::pacs::DEFAULT_CALLING_AE)]
+    calling_ae: String,
 }
 
 #[derive(Args)]
@@ -146,6 +178,8 @@ struct ReconArgs {
     stream: StreamArgs,
     #[command(flatten)]
     method: MethodArgs,
+    #[command(flatten)]
+    dicom: DicomArgs,
     /// A reference image [n_y, n_x]: print the PSNR of the zero-filled and the
     /// reconstructed magnitude against it (--kspace only).
     #[arg(long, value_name = "TARGET.npy", requires = "kspace")]
@@ -184,6 +218,8 @@ struct ServeArgs {
     stream: StreamArgs,
     #[command(flatten)]
     method: MethodArgs,
+    #[command(flatten)]
+    dicom: DicomArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -197,6 +233,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Recon(args) => recon(&args),
         Command::Serve(args) => serve(&args),
+        Command::Send(args) => send(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -327,7 +364,11 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
         );
     }
     let spec = method_spec(&args.method)?;
-    let mut worker = Worker::new(spec, out_dir, output_options(&args.stream))?;
+    let (worker, sender) = with_dicom(
+        Worker::new(spec, out_dir, output_options(&args.stream))?,
+        &args.dicom,
+    )?;
+    let mut worker = worker;
     let file =
         std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     let mut source = ReaderSource(std::io::BufReader::new(file));
@@ -351,7 +392,10 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
         }
         Ok(())
     })
-    .with_context(|| format!("{}", input.display()))?;
+    .with_context(|| format!("{}", input.display()));
+    drop(worker);
+    let sent = finish_sending(sender, &args.dicom);
+    let summary = summary?;
     eprintln!(
         "sparsemap: {}: {} bytes, {} scans ({} rejected), {} slices ({} failed), {} frames outside a scan; peak RSS {:.1} MB",
         input.display(),
@@ -373,7 +417,68 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
             summary.slices
         );
     }
+    sent
+}
+
+/// The worker with DICOM output (and a PACS sender) if the arguments ask for it.
+fn with_dicom(
+    worker: Worker,
+    args: &DicomArgs,
+) -> Result<(Worker, Option<sparsemap_edge::pacs::BackgroundSender>)> {
+    let Some(dir) = &args.dicom else {
+        return Ok((worker, None));
+    };
+    let writer = sparsemap_edge::dicom::DicomWriter::new(dir)?;
+    let sender = match &args.send_to {
+        Some(to) => Some(sparsemap_edge::pacs::BackgroundSender::spawn(
+            dir.clone(),
+            sparsemap_edge::pacs::Destination::parse(to)?,
+            args.calling_ae.clone(),
+        )),
+        None => None,
+    };
+    let queue = sender.as_ref().map(|s| s.queue());
+    Ok((worker.with_dicom(writer, queue), sender))
+}
+
+/// Waits for the PACS sender; an error if a file stayed queued.
+fn finish_sending(
+    sender: Option<sparsemap_edge::pacs::BackgroundSender>,
+    args: &DicomArgs,
+) -> Result<()> {
+    let (Some(sender), Some(to), Some(dir)) = (sender, &args.send_to, &args.dicom) else {
+        return Ok(());
+    };
+    report_sent(sender.finish(), to, dir)
+}
+
+fn report_sent(report: sparsemap_edge::pacs::SendReport, to: &str, dir: &Path) -> Result<()> {
+    eprintln!(
+        "sparsemap: {} DICOM instance(s) stored at {to} ({} with a warning status), {} not stored",
+        report.stored,
+        report.warnings,
+        report.failed.len()
+    );
+    if let Some((file, reason)) = report.failed.first() {
+        bail!(
+            "{} DICOM file(s) not stored at {to} (first: {}: {reason}); they stay queued in {}: retry with `sparsemap send {} --to {to}`",
+            report.failed.len(),
+            file.display(),
+            dir.display(),
+            dir.display()
+        );
+    }
     Ok(())
+}
+
+fn send(args: &SendArgs) -> Result<()> {
+    let to = sparsemap_edge::pacs::Destination::parse(&args.to)?;
+    if !args.dir.is_dir() {
+        bail!("{}: not a directory", args.dir.display());
+    }
+    let (queued, report) = sparsemap_edge::pacs::send_queue(&args.dir, &to, &args.calling_ae)?;
+    eprintln!("sparsemap: {queued} DICOM file(s) in {} queued for {to}", args.dir.display());
+    report_sent(report, &args.to, &args.dir)
 }
 
 fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
@@ -382,6 +487,12 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
         bail!("--kspace needs --mask and --out");
     };
     check_recon_outputs(args, kspace_path, mask_path, out)?;
+    let destination = args
+        .dicom
+        .send_to
+        .as_deref()
+        .map(sparsemap_edge::pacs::Destination::parse)
+        .transpose()?;
     let kspace = npy::read_kspace(kspace_path)?;
     let mask = npy::read_mask(mask_path)?;
     let (n_y, n_x) = kspace.dim();
@@ -427,6 +538,16 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
             sparsemap_edge::output::write_nifti(p, &image, &provenance)
         })?;
     }
+    let dicom_file = match &args.dicom.dicom {
+        Some(dir) => {
+            let name = stem
+                .file_name()
+                .map_or_else(|| "image".to_string(), |n| n.to_string_lossy().into_owned());
+            let mut writer = sparsemap_edge::dicom::DicomWriter::new(dir)?;
+            Some(writer.write_slice(&name, 0, 0, &image, &provenance)?)
+        }
+        None => None,
+    };
     if let Some(maps) = planned.lambda_maps() {
         let count = spec.dictionary_size().0;
         if let Some(path) = &args.lambda_out {
@@ -473,6 +594,11 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
     );
     if let Some(target) = &args.compare_to {
         compare(target, &kspace, &mask, &image, shape)?;
+    }
+    if let (Some(file), Some(destination), Some(dir)) = (dicom_file, destination, &args.dicom.dicom) {
+        let to = destination.to_string();
+        let report = sparsemap_edge::pacs::send_files(dir, &[file], &destination, &args.dicom.calling_ae);
+        report_sent(report, &to, dir)?;
     }
     Ok(())
 }
@@ -537,7 +663,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
         ..ingest_config(&args.stream)
     };
     let spec = method_spec(&args.method)?;
-    let mut worker = Worker::new(spec, args.out_dir.clone(), output_options(&args.stream))?;
+    let (mut worker, sender) = with_dicom(
+        Worker::new(spec, args.out_dir.clone(), output_options(&args.stream))?,
+        &args.dicom,
+    )?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -574,8 +703,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let worked = reconstruction
         .join()
         .map_err(|_| anyhow::anyhow!("the reconstruction thread panicked"))?;
+    let sent = finish_sending(sender, &args.dicom);
     served?;
     worked?;
+    sent?;
     if stop.load(Ordering::Relaxed) {
         eprintln!("sparsemap: stopped by signal after finishing the slices received");
     }

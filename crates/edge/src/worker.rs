@@ -288,6 +288,9 @@ pub struct Worker {
     planned: Option<PlannedMethod>,
     out_dir: PathBuf,
     options: OutputOptions,
+    dicom: Option<crate::dicom::DicomWriter>,
+    /// Told the path of every DICOM file written (the PACS sender's queue).
+    dicom_written: Option<std::sync::mpsc::Sender<PathBuf>>,
 }
 
 impl Worker {
@@ -300,7 +303,21 @@ impl Worker {
             planned: None,
             out_dir,
             options,
+            dicom: None,
+            dicom_written: None,
         })
+    }
+
+    /// Also write each slice as a DICOM MR image into `writer`'s directory (one series per
+    /// scan), and tell `written` (if given) each file's path once it is complete.
+    pub fn with_dicom(
+        mut self,
+        writer: crate::dicom::DicomWriter,
+        written: Option<std::sync::mpsc::Sender<PathBuf>>,
+    ) -> Self {
+        self.dicom = Some(writer);
+        self.dicom_written = written;
+        self
     }
 
     pub fn out_dir(&self) -> &Path {
@@ -458,6 +475,17 @@ impl Worker {
                 lambda_max: planned.lambda_max(),
             });
         let mut files = write_image_files(stem, &image, &provenance, maps)?;
+        if let Some(dicom) = &mut self.dicom {
+            let name = stem
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let path = dicom.write_slice(&name, start.scan_id, stats.slice, &image, &provenance)?;
+            if let Some(queue) = &self.dicom_written {
+                // A sender that has stopped leaves the file in the queue for `sparsemap send`.
+                let _ = queue.send(path.clone());
+            }
+            files.push(path);
+        }
         if save_kspace {
             files.extend(self.save_kspace(job, stem)?);
         }
