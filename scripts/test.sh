@@ -21,8 +21,9 @@ export CARGO_INCREMENTAL=0
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-# mricron-data: the Colin27 volume the example is cut from; bart: the BART baselines.
-scripts/apt-install.sh mricron-data bart
+# mricron-data: the Colin27 volume the example is cut from; bart: the BART baselines;
+# dicom3tools (dciodvfy) and orthanc (a real PACS): the DICOM and C-STORE tests.
+scripts/apt-install.sh mricron-data bart dicom3tools orthanc
 
 step "Rust targets"
 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || rustup target add thumbv7em-none-eabihf
