@@ -489,6 +489,46 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
+/// Lower-case hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Exports the splits of users' own volumes ([`sources::UserSource`]: a NIfTI file or a DICOM
+/// series directory each) into `out_dir`: `NAME_{train,validation,test}` by the generic slab
+/// rule, or `NAME_test` when a volume is too short to split. Every volume is loaded (and
+/// checked) before anything is written.
+pub fn export_user(
+    user: &[sources::UserSource],
+    out_dir: &Path,
+    seed: u64,
+    progress: &ProgressBar,
+) -> Result<Vec<SplitSummary>> {
+    let loaded = user
+        .iter()
+        .map(|source| sources::load_user(source).map(|(volume, record)| (source, volume, record)))
+        .collect::<Result<Vec<_>>>()?;
+    let jobs: Vec<_> = loaded
+        .iter()
+        .flat_map(|(source, volume, record)| sources::user_jobs(&source.name, volume, record, seed))
+        .collect();
+    progress.set_length(jobs.iter().map(|j| j.plan.candidates.len()).sum::<usize>() as u64);
+    progress.set_position(0);
+    let mut written = Vec::new();
+    for job in &jobs {
+        let split = build_split(&job.plan, seed, job.provenance.clone(), job.min_head_fraction, progress)?;
+        let npz = dataset::write_split(out_dir, &split)?;
+        written.push(SplitSummary {
+            name: split.name.clone(),
+            count: split.len(),
+            json: npz.with_extension("json"),
+            npz,
+        });
+    }
+    progress.finish();
+    Ok(written)
+}
+
 /// Checks the Colin27 slab constants: slabs of different splits at least [`MIN_SLAB_GAP`]
 /// planes apart, and the bundled examples (validation k = 70, test k = 90) inside their splits.
 fn check_slab_layout() -> Result<()> {
@@ -522,7 +562,7 @@ fn check_slab_layout() -> Result<()> {
 
 /// A plane to cut: from `volume`, along `orientation` at `index`, covering `k_range`.
 pub(crate) struct Candidate<'a> {
-    pub(crate) volume_name: &'static str,
+    pub(crate) volume_name: String,
     pub(crate) volume: &'a Volume,
     pub(crate) source: String,
     pub(crate) orientation: Orientation,
@@ -532,13 +572,13 @@ pub(crate) struct Candidate<'a> {
 
 impl<'a> Candidate<'a> {
     pub(crate) fn axial(
-        volume_name: &'static str,
+        volume_name: &str,
         volume: &'a Volume,
         source: &str,
         k: usize,
     ) -> Self {
         Self {
-            volume_name,
+            volume_name: volume_name.to_owned(),
             volume,
             source: source.to_owned(),
             orientation: Orientation::Axial,
@@ -583,7 +623,7 @@ fn colin27_plans<'a>(
         for orientation in [Orientation::Coronal, Orientation::Sagittal] {
             let n = band.dims()[orientation.fixed_axis()];
             train.extend((0..n).step_by(BAND_STRIDE).map(|index| Candidate {
-                volume_name: "colin27_t1",
+                volume_name: "colin27_t1".to_owned(),
                 volume: band,
                 source: source.clone(),
                 orientation,
@@ -627,7 +667,7 @@ fn make_slice(
     let plane = volume.plane(candidate.orientation, candidate.index)?;
     let seed = phase_seed(
         seed,
-        candidate.volume_name,
+        &candidate.volume_name,
         candidate.orientation,
         candidate.index,
         candidate.k_range,

@@ -16,6 +16,7 @@
 pub mod baselines;
 pub mod bench;
 pub mod dataset;
+pub mod dicom_series;
 pub mod e2e;
 pub mod eval;
 pub mod export;

@@ -79,6 +79,14 @@ struct ExportArgs {
     /// nibabel's example EPI run (`scripts/fetch-data.sh` extracts it from the nibabel wheel).
     #[arg(long, default_value = sparsemap_host::sources::EPI_DEFAULT)]
     epi: PathBuf,
+    /// Your own images as a source: NAME=PATH, PATH a NIfTI-1 file or a directory holding one
+    /// DICOM series; writes NAME_{train,validation,test} (voxel-disjoint axial slabs), or
+    /// NAME_test alone for a volume too short to split. Repeatable.
+    #[arg(long, value_name = "NAME=PATH")]
+    user: Vec<String>,
+    /// Export only the --user sources, not Colin27 and the bundled sources.
+    #[arg(long, requires = "user")]
+    user_only: bool,
 }
 
 #[derive(Args)]
@@ -368,6 +376,14 @@ fn counter(len: usize, what: &str) -> ProgressBar {
 }
 
 fn run_export(args: ExportArgs) -> Result<()> {
+    let user = args
+        .user
+        .iter()
+        .map(|text| sparsemap_host::sources::UserSource::parse(text))
+        .collect::<Result<Vec<_>>>()?;
+    if args.user_only {
+        return run_export_user(&user, &args.out_dir, args.seed);
+    }
     let mni_dir = match args.mni_dir.as_str() {
         "none" => None,
         dir => {
@@ -385,7 +401,7 @@ fn run_export(args: ExportArgs) -> Result<()> {
     let config = ExportConfig {
         colin27: args.colin27,
         mni_dir,
-        out_dir: args.out_dir,
+        out_dir: args.out_dir.clone(),
         seed: args.seed,
         extra: (!args.no_extra_sources).then(|| ExtraSources {
             epi_example4d: args.epi,
@@ -408,6 +424,25 @@ fn run_export(args: ExportArgs) -> Result<()> {
     }
     for skipped in &summary.sources_skipped {
         println!("source skipped: {skipped}");
+    }
+    if !user.is_empty() {
+        run_export_user(&user, &args.out_dir, args.seed)?;
+    }
+    Ok(())
+}
+
+fn run_export_user(
+    user: &[sparsemap_host::sources::UserSource],
+    out_dir: &std::path::Path,
+    seed: u64,
+) -> Result<()> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let bar = counter(0, "planes");
+    let splits = sparsemap_host::export::export_user(user, out_dir, seed, &bar)?;
+    bar.finish_and_clear();
+    for split in &splits {
+        println!("{}: {} slices ({})", split.name, split.count, split.npz.display());
     }
     Ok(())
 }

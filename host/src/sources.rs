@@ -281,7 +281,7 @@ pub const NIBABEL_ORIGIN: Origin = Origin {
 
 fn axial_plan<'a>(
     name: String,
-    volume_name: &'static str,
+    volume_name: &str,
     volume: &'a Volume,
     slabs: &[Range<usize>],
     stride: usize,
@@ -326,7 +326,7 @@ fn generic_rule(slabs: &GenericSlabs, note: &str) -> serde_json::Value {
 
 /// The three generic splits of one volume.
 fn generic_jobs<'a>(
-    source: &'static str,
+    source: &str,
     volume: &'a Volume,
     slabs: &GenericSlabs,
     provenance_of: impl Fn(serde_json::Value) -> serde_json::Value,
@@ -485,6 +485,115 @@ pub(crate) fn jobs<'a>(
         });
     }
     Ok(jobs)
+}
+
+/// A user's own volume (`export --user NAME=PATH`): a NIfTI-1 file or a directory holding
+/// one DICOM series ([`crate::dicom_series`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSource {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl UserSource {
+    /// Parses `NAME=PATH`; NAME is 1 to 40 of `a-z`, `0-9`, `_` (it names the split files).
+    pub fn parse(text: &str) -> Result<Self> {
+        let Some((name, path)) = text.split_once('=') else {
+            bail!("--user {text:?}: expected NAME=PATH (a NIfTI file or a DICOM series directory)");
+        };
+        if name.is_empty()
+            || name.len() > 40
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            bail!("--user {text:?}: NAME must be 1 to 40 characters of a-z, 0-9 and _");
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+/// What a user's volume is, for the split sidecars.
+pub const USER_ORIGIN: Origin = Origin {
+    package: "supplied by the user (sparsemap-host export --user)",
+    licence: "as supplied by the user (not checked)",
+};
+
+/// Loads a user's volume: a directory is a DICOM series, a file NIfTI-1 (any voxel size, the
+/// first volume of a 4-D series, oblique taken as the nearest axes). Returns the volume and its
+/// sidecar record (for a series: the sha256 of the sorted `name sha256` lines of its files).
+pub fn load_user(source: &UserSource) -> Result<(Volume, serde_json::Value)> {
+    if source.path.is_dir() {
+        let (volume, files) = crate::dicom_series::load(&source.path)?;
+        let mut listing = String::new();
+        for file in &files {
+            let name = file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            listing += &format!("{name} {}\n", crate::export::sha256_file(file)?);
+        }
+        let digest = crate::export::sha256_hex(listing.as_bytes());
+        let record = json!({
+            "volume": source.name,
+            "path": source.path.display().to_string(),
+            "format": "DICOM series",
+            "files": files.len(),
+            "sha256": digest,
+            "sha256_of": "the lines '<file name> <sha256 of the file>' of its files in slice order",
+            "package": USER_ORIGIN.package,
+            "licence": USER_ORIGIN.licence,
+        });
+        Ok((volume, record))
+    } else {
+        let volume = Volume::load_with(
+            &source.path,
+            LoadOptions {
+                any_voxel_size: true,
+                first_volume_of_4d: true,
+                oblique_as_nearest_axis: true,
+            },
+        )?;
+        let record = source_record(&source.name, &source.path, USER_ORIGIN)?;
+        Ok((volume, record))
+    }
+}
+
+/// The splits of a user's volume: `NAME_{train,validation,test}` by the generic rule, or
+/// `NAME_test` alone (every axial plane) when the volume is too short to split.
+pub(crate) fn user_jobs<'a>(
+    name: &str,
+    volume: &'a Volume,
+    record: &serde_json::Value,
+    seed: u64,
+) -> Vec<Job<'a>> {
+    match generic_slabs(volume) {
+        Ok(slabs) => generic_jobs(
+            name,
+            volume,
+            &slabs,
+            |rule| provenance(seed, rule, json!([record])),
+            "a user's own volume (export --user)",
+        ),
+        Err(why) => vec![Job {
+            plan: axial_plan(
+                format!("{name}_test"),
+                name,
+                volume,
+                std::slice::from_ref(&(0..volume.dims()[2])),
+                1,
+            ),
+            provenance: provenance(
+                seed,
+                json!({
+                    "rule": "a user's own volume too short for the generic slabs: every axial \
+                             plane, test only",
+                    "why": format!("{why:#}"),
+                    "min_head_fraction": OOD_MIN_HEAD_FRACTION,
+                }),
+                json!([record]),
+            ),
+            min_head_fraction: OOD_MIN_HEAD_FRACTION,
+        }],
+    }
 }
 
 /// INIA19 from `mricron-data`.

@@ -398,6 +398,40 @@ impl Volume {
         Self::new(ras_dims, voxel_mm, origin_mm, data, path)
     }
 
+    /// A volume from voxel values in their own grid order (`values[i + n_i (j + n_j k)]`) and
+    /// the voxel-to-world map of that grid in RAS mm (`world = columns · (i, j, k) +
+    /// translation`, `columns[a]` the world step of voxel axis `a`), reoriented to RAS order as
+    /// [`load`](Self::load) does for NIfTI. Each voxel axis may be up to `max_off_axis` (sine
+    /// of the tilt) off its nearest world axis; it is then taken as that axis (nothing is
+    /// resampled). `what` names the geometry in errors (e.g. "DICOM geometry").
+    pub fn from_world_grid(
+        dims: [usize; 3],
+        columns: [[f64; 3]; 3],
+        translation: [f64; 3],
+        values: &[f32],
+        max_off_axis: f64,
+        what: &'static str,
+        source: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        let source = source.into();
+        let shown = source.display().to_string();
+        if values.len() != dims.iter().product::<usize>() {
+            bail!("{shown}: {} values for a {dims:?} grid", values.len());
+        }
+        let affine = Affine {
+            m: std::array::from_fn(|r| std::array::from_fn(|c| columns[c][r])),
+            t: translation,
+            form: what,
+        };
+        let axes = affine
+            .ras_axes(max_off_axis)
+            .map_err(|e| anyhow!("{shown}: {e}"))?;
+        let voxel_mm = axes.map(|a| a.length_mm);
+        let (ras_dims, origin_mm, data) = reorient(dims, &affine, &axes, |src| Ok(values[src]))
+            .map_err(|e| anyhow!("{shown}: {e}"))?;
+        Self::new(ras_dims, voxel_mm, origin_mm, data, source)
+    }
+
     /// `[n_i, n_j, n_k]` in RAS order.
     pub const fn dims(&self) -> [usize; 3] {
         self.dims

@@ -431,3 +431,43 @@ fn derivation(provenance: &Provenance) -> String {
             .map_or_else(|| "off".to_string(), |k| format!("kappa={k}"))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_valid_distinct_and_short_enough() {
+        let a = new_uid().unwrap();
+        let b = new_uid().unwrap();
+        assert_ne!(a, b);
+        for uid in [&a, &b] {
+            assert!(is_valid_uid(uid) && uid.starts_with("2.25.") && uid.len() <= 44, "{uid}");
+        }
+        assert!(is_valid_uid(IMPLEMENTATION_CLASS_UID));
+        assert!(!is_valid_uid("1.02.3") && !is_valid_uid("1..2") && !is_valid_uid("1.a"));
+    }
+
+    #[test]
+    fn decimal_strings_fit_sixteen_characters_and_keep_their_value() {
+        for v in [0.0, 1.0, -123.456789012345, 1.533623008e-5, 6.02e23, -1e-300, 256.0 / 3.0] {
+            let text = ds(v);
+            assert!(text.len() <= 16, "{text}");
+            let back: f64 = text.parse().unwrap();
+            assert!((back - v).abs() <= 1e-7 * v.abs().max(1e-300), "{v} -> {text}");
+        }
+    }
+
+    #[test]
+    fn quantisation_is_within_half_a_step_and_refuses_non_finite_values() {
+        let magnitude = [0.0f32, 0.25, 1.0, 3.0e-3, 0.999_999];
+        let (stored, slope) = quantise_magnitude(&magnitude).unwrap();
+        assert_eq!(stored[2], u16::MAX);
+        for (&s, &m) in stored.iter().zip(&magnitude) {
+            assert!((f64::from(s) * slope - f64::from(m)).abs() <= slope / 2.0 + 1e-12);
+        }
+        assert_eq!(quantise_magnitude(&[0.0; 4]).unwrap(), (vec![0; 4], 1.0));
+        assert!(quantise_magnitude(&[1.0, f32::NAN]).is_err());
+        assert!(quantise_magnitude(&[f32::INFINITY]).is_err());
+    }
+}

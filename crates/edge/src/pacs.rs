@@ -461,3 +461,64 @@ fn run_sender(dir: &Path, to: &Destination, calling_ae: &str, files: &Receiver<P
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_parse_and_print_back() {
+        let d = Destination::parse("ORTHANC@127.0.0.1:4242").unwrap();
+        assert_eq!((d.ae_title.as_str(), d.host.as_str(), d.port), ("ORTHANC", "127.0.0.1", 4242));
+        assert_eq!(d.to_string(), "ORTHANC@127.0.0.1:4242");
+        assert_eq!(Destination::parse("PACS@[::1]:104").unwrap().to_string(), "PACS@[::1]:104");
+        for bad in ["127.0.0.1:4242", "@h:1", "A@h", "A@h:0", "A@h:x", "A@:1", "SEVENTEEN_CHARS_X@h:1", "A\\B@h:1"] {
+            assert!(Destination::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn statuses_that_store_are_success_and_warnings_only() {
+        for s in [0x0000, 0x0001, 0x0107, 0x0116, 0xB000, 0xB007] {
+            assert!(is_stored(s), "{s:04X}");
+        }
+        for s in [0xA700, 0xA900, 0xC000, 0x0110, 0x0122, 0xFE00] {
+            assert!(!is_stored(s), "{s:04X}");
+        }
+    }
+
+    #[test]
+    fn the_queue_is_every_dcm_file_not_recorded_for_that_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.dcm", "b.dcm", "c.DCM", "notes.txt"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let to = Destination::parse("P@127.0.0.1:1").unwrap();
+        let other = Destination::parse("Q@127.0.0.1:1").unwrap();
+        let record = |file: &str, to: &Destination| SentRecord {
+            file: file.into(),
+            sop_instance_uid: "2.25.1".into(),
+            to: to.to_string(),
+            status: "0000".into(),
+            time: 0.0,
+        };
+        append_sent(dir.path(), &record("a.dcm", &to)).unwrap();
+        append_sent(dir.path(), &record("b.dcm", &other)).unwrap();
+        // A line cut short by a crash: its file stays queued.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(SENT_LOG))
+            .unwrap()
+            .write_all(b"{\"file\":\"c.DCM\",\"sop")
+            .unwrap();
+        let names = |d: &Destination| -> Vec<String> {
+            queued_files(dir.path(), d)
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(&to), ["b.dcm", "c.DCM"]);
+        assert_eq!(names(&other), ["a.dcm", "c.DCM"]);
+    }
+}
