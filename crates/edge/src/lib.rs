@@ -18,6 +18,7 @@ pub mod memory;
 pub mod method;
 pub mod metrics;
 pub mod model_choice;
+pub mod mrd_stream;
 pub mod npy;
 pub mod output;
 pub mod pacs;
