@@ -31,6 +31,10 @@ Files written to OUT_DIR:
   partition (a separable ky x kz pattern). `vol3d_kspace.npy` [8,2,64,64] is the 2-D k-space of
   every partition after the inverse FFT along kz (zero on rows not sampled), `vol3d_mask.npy`
   [64,64], `vol3d_truth.npy` [8,64,64] the volume.
+- `bad_*.h5`: `single2d.h5` broken one way each, for the error messages: `bad_nodata` (no
+  /dataset/data), `bad_dtype` (/dataset/data a plain float32 array), `bad_ky` (a row beyond
+  the encoding limits), `bad_samples` (number_of_samples that does not match the data),
+  `bad_nan` (a NaN sample).
 - `info.json`: what was written (sizes, counts, the compound's byte size per file).
 """
 
@@ -231,6 +235,43 @@ def main(out):
     np.save(out / "vol3d_mask.npy", mask)
     np.save(out / "vol3d_truth.npy", vol.astype(np.complex64))
     info["vol3d"] = {"compound_bytes": size, "coils": coils, "partitions": nz, "rows": len(rows)}
+
+    # --- broken copies of single2d.h5.
+    import shutil
+
+    def broken(name, change):
+        path = out / f"bad_{name}.h5"
+        shutil.copy(out / "single2d.h5", path)
+        with h5py.File(path, "r+") as f:
+            change(f)
+
+    def nodata(f):
+        del f["dataset/data"]
+
+    def dtype(f):
+        del f["dataset/data"]
+        f["dataset/data"] = np.zeros(16, np.float32)
+
+    def head(field, value, index=5):
+        def change(f):
+            element = f["dataset/data"][index]
+            if field == "ky":
+                element["head"]["idx"]["kspace_encode_step_1"] = value
+            else:
+                element["head"][field] = value
+            f["dataset/data"][index] = element
+        return change
+
+    def nan(f):
+        element = f["dataset/data"][7]
+        element["data"][41] = np.nan
+        f["dataset/data"][7] = element
+
+    broken("nodata", nodata)
+    broken("dtype", dtype)
+    broken("ky", head("ky", 300))
+    broken("samples", head("number_of_samples", 100))
+    broken("nan", nan)
 
     (out / "info.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info))

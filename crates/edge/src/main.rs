@@ -328,6 +328,15 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
         );
     }
     let hdf5 = sparsemap_edge::mrd::is_hdf5(input)?;
+    let extension = input
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if !hdf5 && matches!(extension.as_deref(), Some("h5" | "hdf5" | "mrd")) {
+        bail!(
+            "{}: not an HDF5 file (no HDF5 signature \\x89HDF\\r\\n\\x1a\\n at its start); MRD input must be ISMRMRD HDF5",
+            input.display()
+        );
+    }
     let spec = method_spec(&args.method)?;
     let mut worker = Worker::new(spec, out_dir, output_options(&args.stream))?;
     if hdf5 {

@@ -556,6 +556,18 @@ fn read_mrd_inner(
         Hdf5File::open_with_options(path, options),
         "not a readable HDF5 file",
     )?;
+    // As libhdf5 does: a file shorter than the end-of-file address its superblock records is
+    // truncated (a cut may otherwise only drop bytes that nothing read points to).
+    let superblock = file.superblock();
+    let len = std::fs::metadata(path)?.len();
+    let end = superblock
+        .base_address
+        .saturating_add(superblock.eof_address);
+    if len < end {
+        bail!(
+            "truncated: the HDF5 superblock says the file ends at byte {end}, it has {len} bytes"
+        );
+    }
     let xml_dataset = h5(
         file.dataset("/dataset/xml"),
         "no ISMRMRD header /dataset/xml",
