@@ -1182,3 +1182,146 @@ impl OversamplingRemoval {
         centred(&*self.forward, out, &mut scratch);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ismrmrd.h: ACQ_IS_NOISE_MEASUREMENT is flag 19, i.e. bit 18 (262144, what the C++
+    /// generator writes for its noise scan).
+    #[test]
+    fn flag_numbers_are_one_based() {
+        assert!(flags::is_set(262_144, flags::NOISE_MEASUREMENT));
+        assert!(!flags::is_set(262_144, flags::PARALLEL_CALIBRATION));
+        assert!(flags::is_set(1 << 22, flags::NAVIGATION_DATA));
+        assert!(flags::is_set(1 << 23, flags::PHASECORR_DATA));
+    }
+
+    const XML: &str = r#"<?xml version="1.0"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
+ <experimentalConditions><H1resonanceFrequency_Hz>63870000</H1resonanceFrequency_Hz></experimentalConditions>
+ <encoding>
+  <encodedSpace><matrixSize><x>256</x><y>128</y><z>1</z></matrixSize>
+   <fieldOfView_mm><x>600</x><y>300</y><z>6</z></fieldOfView_mm></encodedSpace>
+  <reconSpace><matrixSize><x>128</x><y>128</y><z>1</z></matrixSize>
+   <fieldOfView_mm><x>300</x><y>300</y><z>6</z></fieldOfView_mm></reconSpace>
+  <encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>127</maximum><center>64</center></kspace_encoding_step_1></encodingLimits>
+  <trajectory>cartesian</trajectory>
+ </encoding>
+ <sequenceParameters><TR>4.5</TR><TE>2.1</TE><flipAngle_deg>12</flipAngle_deg></sequenceParameters>
+</ismrmrdHeader>"#;
+
+    #[test]
+    fn header_field_from_the_larmor_frequency_or_the_system_field() {
+        let header = MrdHeader::parse(XML).unwrap();
+        assert_eq!(header.encoded_matrix, [256, 128, 1]);
+        assert_eq!(header.recon_matrix, [128, 128, 1]);
+        assert_eq!(header.recon_fov_mm, [300.0, 300.0, 6.0]);
+        assert_eq!(
+            header.step_1,
+            Limit {
+                minimum: 0,
+                maximum: 127,
+                center: 64
+            }
+        );
+        // 63.87 MHz / 42.577478 MHz/T = 1.50009 T.
+        assert!((header.field_mt.unwrap() - 1500.09).abs() < 0.01);
+        assert_eq!(header.description.tr_ms, Some(4.5));
+        assert_eq!(header.description.flip_angle_deg, Some(12.0));
+        let with_system = XML.replace(
+            "<experimentalConditions>",
+            "<acquisitionSystemInformation><systemFieldStrength_T>0.047</systemFieldStrength_T></acquisitionSystemInformation><experimentalConditions>",
+        );
+        let header = MrdHeader::parse(&with_system).unwrap();
+        assert!((header.field_mt.unwrap() - 47.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn header_errors_name_the_element() {
+        let bad = XML.replace("<x>256</x>", "<x>many</x>");
+        let error = format!("{:#}", MrdHeader::parse(&bad).unwrap_err());
+        assert!(error.contains("encodedSpace/matrixSize/x"), "{error}");
+        let error = format!("{:#}", MrdHeader::parse("<a/>").unwrap_err());
+        assert!(error.contains("not <ismrmrdHeader>"), "{error}");
+        assert!(MrdHeader::parse("<ismrmrdHeader>").is_err());
+    }
+
+    #[test]
+    fn rows_are_placed_from_the_limits_centre() {
+        let limit = Limit {
+            minimum: 0,
+            maximum: 63,
+            center: 32,
+        };
+        assert_eq!(placed(32, limit, 64), Some(32));
+        assert_eq!(placed(0, limit, 64), Some(0));
+        assert_eq!(placed(64, limit, 64), None);
+        // Partial Fourier: rows 20..=63 of a centre-32 encoding in a 64-row grid.
+        let partial = Limit {
+            minimum: 20,
+            ..limit
+        };
+        assert_eq!(placed(19, partial, 64), None);
+        assert_eq!(placed(20, partial, 64), Some(20));
+    }
+
+    /// Unitary centred DFT of a short vector, by definition (the oracle).
+    fn dft(x: &[Complex32], inverse: bool) -> Vec<Complex32> {
+        let n = x.len();
+        let sign = if inverse { 1.0 } else { -1.0 };
+        (0..n)
+            .map(|k| {
+                let mut acc = num_complex::Complex64::default();
+                for (j, v) in x.iter().enumerate() {
+                    let (kc, jc) = (k as f64 - (n / 2) as f64, j as f64 - (n / 2) as f64);
+                    let phase = sign * 2.0 * std::f64::consts::PI * kc * jc / n as f64;
+                    acc += num_complex::Complex64::new(f64::from(v.re), f64::from(v.im))
+                        * num_complex::Complex64::from_polar(1.0, phase);
+                }
+                acc /= (n as f64).sqrt();
+                Complex32::new(acc.re as f32, acc.im as f32)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn oversampling_removal_is_the_central_crop_of_the_image() {
+        let image: Vec<Complex32> = (0..8)
+            .map(|i| Complex32::new(i as f32 + 1.0, (i * i) as f32 * 0.1))
+            .collect();
+        let mut padded = vec![Complex32::default(); 16];
+        padded[4..12].copy_from_slice(&image);
+        let mut row = dft(&padded, false);
+        let mut out = vec![Complex32::default(); 8];
+        OversamplingRemoval::new(16, 8)
+            .unwrap()
+            .apply(&mut row, &mut out);
+        let want = dft(&image, false);
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).norm() < 1e-5, "{a} vs {b}");
+        }
+        assert!(OversamplingRemoval::new(8, 8).is_none());
+    }
+
+    #[test]
+    fn inverse_fft_along_z_is_the_unitary_centred_inverse() {
+        // Two interleaved columns (stride 2) of 5 (odd) and then 4 points.
+        for n in [5usize, 4] {
+            let column: Vec<Complex32> = (0..n)
+                .map(|i| Complex32::new(i as f32 - 1.0, 0.5 * i as f32))
+                .collect();
+            let mut data = vec![Complex32::default(); 2 * n];
+            for (z, v) in column.iter().enumerate() {
+                data[2 * z] = *v;
+                data[2 * z + 1] = *v * 2.0;
+            }
+            inverse_fft_z(&mut data, n, 2);
+            let want = dft(&column, true);
+            for z in 0..n {
+                assert!((data[2 * z] - want[z]).norm() < 1e-5, "n {n} z {z}");
+                assert!((data[2 * z + 1] - want[z] * 2.0).norm() < 1e-5);
+            }
+        }
+    }
+}
