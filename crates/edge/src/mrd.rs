@@ -290,7 +290,10 @@ pub fn is_hdf5(path: &Path) -> Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let len = file.metadata()?.len();
+    let len = file
+        .metadata()
+        .with_context(|| format!("cannot read the size of {}", path.display()))?
+        .len();
     let mut offset = 0u64;
     while offset + 8 <= len && offset <= 1 << 20 {
         let mut magic = [0u8; 8];
@@ -709,9 +712,7 @@ fn read_mrd_inner(
     for ((repetition, slice), readouts) in &groups {
         if current_scan != Some(*repetition) {
             current_scan = Some(*repetition);
-            sink(Event::Scan(
-                plan.start(u32::from(*repetition), groups.len()),
-            ))?;
+            sink(Event::Scan(plan.start(u32::from(*repetition))))?;
         }
         let slab = plan.fill(&data, &table, &layout, *slice, readouts)?;
         for job in plan.jobs(u32::from(*repetition), *slice, slab, &summary, &description)? {
@@ -760,7 +761,8 @@ struct Plan {
 struct Slab {
     /// `[n_z][coils][n_y][n_x_encoded]`.
     kspace: Vec<Complex32>,
-    /// Rows measured by any partition: `[n_y]`; columns measured: `[n_x_encoded]`.
+    /// Rows measured by any partition: `[n_y]`; the columns each row measured (any
+    /// partition): `[n_y][n_x_encoded]`.
     rows: Vec<bool>,
     columns: Vec<bool>,
     lines_received: u32,
@@ -821,7 +823,7 @@ impl Plan {
     }
 
     /// The `ScanStart` of repetition `scan_id` (the readout window is set per slice).
-    fn start(&self, scan_id: u32, _groups: usize) -> ScanStart {
+    fn start(&self, scan_id: u32) -> ScanStart {
         let n_slices = self.slices * if self.is_3d() { self.n_z_kept } else { 1 };
         ScanStart {
             version: sparsemap_wire::VERSION,
@@ -854,9 +856,9 @@ impl Plan {
             .map_err(|_| anyhow!("cannot allocate {len} k-space samples for slice {slice}"))?;
         kspace.resize(len, Complex32::default());
         // Averages per (partition, row).
-        let mut averages = vec![0u16; n_z * n_y];
+        let mut averages = vec![0u32; n_z * n_y];
         let mut seen: HashSet<(u16, u16, u16)> = HashSet::new();
-        let mut columns = vec![false; n_x];
+        let mut columns = vec![false; n_y * n_x];
         let mut duplicates = 0u32;
         let mut samples = Vec::new();
         for r in readouts {
@@ -930,7 +932,7 @@ impl Plan {
                     kspace[base + column] += Complex32::new(re, im);
                 }
             }
-            for flag in &mut columns[lo as usize..hi as usize] {
+            for flag in &mut columns[row * n_x + lo as usize..row * n_x + hi as usize] {
                 *flag = true;
             }
         }
@@ -938,7 +940,7 @@ impl Plan {
         for (p_row, &count) in averages.iter().enumerate() {
             if count > 1 {
                 let (p, row) = (p_row / n_y, p_row % n_y);
-                let scale = 1.0 / f32::from(count);
+                let scale = 1.0 / count as f32;
                 for c in 0..coils {
                     let base = ((p * coils + c) * n_y + row) * n_x;
                     for v in &mut kspace[base..base + n_x] {
@@ -979,13 +981,16 @@ impl Plan {
         if self.is_3d() {
             inverse_fft_z(&mut slab.kspace, n_z, coils * n_y * n_xe);
         }
-        // Readout window on the reconstruction grid.
-        let (kx_first, kx_count, columns) = if n_x < n_xe {
-            (0, n_x, vec![true; n_x])
+        // Readout window on the reconstruction grid: all columns once the oversampling is
+        // removed, else the union of the rows' windows (each row's mask is its own).
+        let oversampling = OversamplingRemoval::new(n_xe, n_x);
+        let (kx_first, kx_count) = if oversampling.is_some() {
+            (0, n_x)
         } else {
-            let first = slab.columns.iter().position(|&c| c).unwrap_or(0);
-            let last = slab.columns.iter().rposition(|&c| c).unwrap_or(0);
-            (first, last + 1 - first, slab.columns.clone())
+            let measured = |x: usize| (0..n_y).any(|row| slab.columns[row * n_xe + x]);
+            let first = (0..n_xe).find(|&x| measured(x)).unwrap_or(0);
+            let last = (0..n_xe).rev().find(|&x| measured(x)).unwrap_or(first);
+            (first, last + 1 - first)
         };
         let expected_rows = usize::from(self.step_1.maximum - self.step_1.minimum) + 1;
         let expected_partitions = if self.is_3d() {
@@ -993,11 +998,10 @@ impl Plan {
         } else {
             1
         };
-        let expected = (expected_rows * expected_partitions) as u32;
+        let expected = u32::try_from(expected_rows * expected_partitions).unwrap_or(u32::MAX);
         let kept_first = (n_z - self.n_z_kept) / 2;
         let mut jobs = Vec::new();
         let mut row_buffer = vec![Complex32::default(); n_xe];
-        let oversampling = OversamplingRemoval::new(n_xe, n_x);
         for p in kept_first..kept_first + self.n_z_kept.min(n_z) {
             let plane = &slab.kspace[p * coils * n_y * n_xe..(p + 1) * coils * n_y * n_xe];
             let mut kspace = vec![Complex32::default(); coils * n_y * n_x];
@@ -1016,8 +1020,11 @@ impl Plan {
                         }
                         None => kspace[dst..dst + n_x].copy_from_slice(src),
                     }
-                    for (m, &measured) in mask[dst..dst + n_x].iter_mut().zip(&columns) {
-                        *m = measured;
+                    let row_mask = &mut mask[dst..dst + n_x];
+                    if oversampling.is_some() {
+                        row_mask.fill(true);
+                    } else {
+                        row_mask.copy_from_slice(&slab.columns[row * n_xe..(row + 1) * n_xe]);
                     }
                 }
             }
@@ -1034,7 +1041,7 @@ impl Plan {
                 0.0
             };
             let centre_mm = [0, 1, 2].map(|k| position[k] + offset * slice_dir[k]);
-            let mut start = self.start(scan_id, 0);
+            let mut start = self.start(scan_id);
             start.kx_first = kx_first as u16;
             start.kx_count = kx_count as u16;
             jobs.push(SliceJob {
