@@ -34,7 +34,8 @@ Files written to OUT_DIR:
 - `bad_*.h5`: `single2d.h5` broken one way each, for the error messages: `bad_nodata` (no
   /dataset/data), `bad_dtype` (/dataset/data a plain float32 array), `bad_ky` (a row beyond
   the encoding limits), `bad_samples` (number_of_samples that does not match the data),
-  `bad_nan` (a NaN sample).
+  `bad_nan` (a NaN sample), `bad_huge` (a header declaring a 4096x4096x64 encoded matrix:
+  4 GiB per slab), `bad_table` (10^9 acquisitions declared, none written: 372 GB of table).
 - `info.json`: what was written (sizes, counts, the compound's byte size per file).
 """
 
@@ -267,6 +268,20 @@ def main(out):
         element["data"][41] = np.nan
         f["dataset/data"][7] = element
 
+    def huge(f):
+        xml = f["dataset/xml"][0].decode("utf-8")
+        xml = xml.replace("<encodedSpace><matrixSize><x>256</x><y>256</y><z>1</z>",
+                          "<encodedSpace><matrixSize><x>4096</x><y>4096</y><z>64</z>")
+        assert "4096" in xml
+        f["dataset/xml"][0] = xml.encode("utf-8")
+
+    def table(f):
+        dtype = f["dataset/data"].dtype
+        del f["dataset/data"]
+        f.create_dataset("dataset/data", shape=(10**9,), dtype=dtype, chunks=(1,))
+
+    broken("huge", huge)
+    broken("table", table)
     broken("nodata", nodata)
     broken("dtype", dtype)
     broken("ky", head("ky", 300))
