@@ -1076,14 +1076,14 @@ impl Plan {
                     thickness_mm: self.thickness_mm,
                 }),
                 description: Some(Arc::clone(description)),
-                mrd: Some(MrdSliceInfo {
+                mrd: Some(Box::new(MrdSliceInfo {
                     skipped: summary.skipped,
                     calibration_used: summary.calibration_used,
                     readout_oversampling: [n_xe as u16, n_x as u16],
                     partition: self
                         .is_3d()
                         .then(|| [(p - kept_first) as u16, self.n_z_kept as u16]),
-                }),
+                })),
             });
         }
         Ok(jobs)

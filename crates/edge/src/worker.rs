@@ -376,7 +376,7 @@ impl Worker {
             files: Vec::new(),
             peak_rss_mb: 0.0,
             coil_combination: None,
-            mrd: job.mrd,
+            mrd: job.mrd.as_deref().copied(),
         };
         match self.reconstruct_and_write(&job, &stem, &mut record) {
             Ok(files) => record.files = files,
@@ -467,7 +467,7 @@ impl Worker {
             geometry: job.geometry,
             description: job.description.as_deref().cloned(),
             coil_combination,
-            mrd: job.mrd,
+            mrd: job.mrd.as_deref().copied(),
         };
         let voxel_mm = (start.fov_mm.iter().all(|v| v.is_finite() && *v > 0.0))
             .then(|| acquisition.voxel_mm(shape.n_y(), shape.n_x()));

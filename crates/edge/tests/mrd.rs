@@ -367,8 +367,7 @@ fn python_3d_is_one_2d_problem_per_partition() {
     let mask: Array2<u8> = read(&fixtures.join("py/vol3d_mask.npy"));
     let truth: Array3<Complex32> = read(&fixtures.join("py/vol3d_truth.npy"));
     let (mut worst_k, mut worst_x, mut worst_db) = (0f32, 0f32, f64::INFINITY);
-    for p in 0..8 {
-        let line = &lines[p];
+    for (p, line) in lines.iter().enumerate() {
         assert_eq!(line["slice"], p);
         assert_eq!(line["mrd"]["partition"], serde_json::json!([p, 8]));
         assert_eq!(line["lines_received"], 40 * 8, "40 rows x 8 partitions");
