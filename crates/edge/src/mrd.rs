@@ -17,7 +17,7 @@
 //! (26–31) are skipped and counted ([`Skipped`]); so are acquisitions of another encoding
 //! space (`encoding_space_ref != 0`) and of another contrast, phase or set than 0 (one image
 //! series per file). Parallel-imaging calibration lines (20, 21) are k-space samples of the
-//! same image and are used (counted as `calibration`). `ACQ_IS_REVERSE` (22, EPI) is refused.
+//! same image and are used (counted as `calibration_used`). `ACQ_IS_REVERSE` (22, EPI) is refused.
 //! `idx.repetition` is the scan (`scan_id`), `idx.slice` the slice, `idx.kspace_encode_step_1`
 //! the row (`row = ky - center + n_y / 2`, `center` from `encodingLimits`), readout sample `i`
 //! lands in column `n_x_encoded / 2 - center_sample + i` and the first `discard_pre` and last
@@ -43,7 +43,8 @@
 //! **Checks.** Every size from the file is checked before anything is sized from it; a
 //! truncated file, another format, a missing dataset, a wrong datatype, a row or partition
 //! outside the encoding limits, a sample count that does not match the data, or a non-finite
-//! sample is an error naming the file and what is wrong. Nothing here panics on any input.
+//! sample is an error naming the file and what is wrong; no input is meant to make it panic
+//! (crates/edge/tests/mrd.rs cuts and bit-flips files of both writers).
 
 use crate::ingest::{Event, SliceJob};
 use crate::output::{ScanDescription, SliceGeometry};
