@@ -31,6 +31,10 @@ Files written to OUT_DIR:
   partition (a separable ky x kz pattern). `vol3d_kspace.npy` [8,2,64,64] is the 2-D k-space of
   every partition after the inverse FFT along kz (zero on rows not sampled), `vol3d_mask.npy`
   [64,64], `vol3d_truth.npy` [8,64,64] the volume.
+- `partial2d.h5`: one coil, 128x128, partial Fourier and asymmetric echo: encoding limits
+  rows 40..=127 (centre 64), every row 96 samples with `center_sample = 32` (columns
+  32..127), except rows 60..67 which are read in full (128 samples, `center_sample = 64`).
+  `partial2d_kspace.npy` and `partial2d_mask.npy` are the k-space and mask this gives.
 - `bad_*.h5`: `single2d.h5` broken one way each, for the error messages: `bad_nodata` (no
   /dataset/data), `bad_dtype` (/dataset/data a plain float32 array), `bad_ky` (a row beyond
   the encoding limits), `bad_samples` (number_of_samples that does not match the data),
@@ -287,6 +291,24 @@ def main(out):
     broken("ky", head("ky", 300))
     broken("samples", head("number_of_samples", 100))
     broken("nan", nan)
+
+    # --- partial Fourier + asymmetric echo, per-row readout windows.
+    n = 128
+    k_full = fft_c(x, (0, 1)).astype(np.complex64)
+    kspace = np.zeros((n, n), np.complex64)
+    mask = np.zeros((n, n), np.uint8)
+    acqs = []
+    for ky in rng.permutation(np.arange(40, n)):
+        first = 0 if 60 <= ky < 68 else 32
+        kspace[ky, first:] = k_full[ky, first:]
+        mask[ky, first:] = 1
+        acqs.append(acquisition(k_full[None, ky, first:], int(ky), center=n // 2 - first))
+    xml = header_xml((n, n, 1), (n, n, 1), (220, 220, 5), (220, 220, 5), (40, n - 1, n // 2), (0, 0, 0),
+                     1, 1, 47.0)
+    size = write(out / "partial2d.h5", xml, acqs)
+    np.save(out / "partial2d_kspace.npy", kspace)
+    np.save(out / "partial2d_mask.npy", mask)
+    info["partial2d"] = {"compound_bytes": size, "rows": n - 40}
 
     (out / "info.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info))

@@ -271,6 +271,45 @@ fn python_single_coil_equals_recon_kspace_bit_for_bit() {
     assert_eq!(sidecar["voxel_mm"], serde_json::json!([1.0, 1.0]));
 }
 
+/// Partial Fourier (encoding limits 40..=127 of 128 rows, centre 64) and an asymmetric echo
+/// (96 of 128 columns) with a few full readouts: each row's mask is its own window, the
+/// k-space is the writer's bit for bit, and the image is `recon --kspace`'s.
+#[test]
+fn partial_fourier_and_asymmetric_echo_windows() {
+    let Some(fixtures) = fixtures() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (lines, _) = recon_input(&fixtures.join("py/partial2d.h5"), &out, &[]);
+    assert_eq!(lines[0]["lines_received"], 88);
+    assert_eq!(
+        lines[0]["lines_expected"], 88,
+        "rows 40..=127 of the limits"
+    );
+    assert_eq!(lines[0]["missing"], 0);
+    let kspace: Array2<Complex32> = read(&out.join("scan00000_slice000_kspace.npy"));
+    let mask: Array2<u8> = read(&out.join("scan00000_slice000_mask.npy"));
+    let want_k: Array2<Complex32> = read(&fixtures.join("py/partial2d_kspace.npy"));
+    let want_m: Array2<u8> = read(&fixtures.join("py/partial2d_mask.npy"));
+    assert_eq!(kspace, want_k);
+    assert_eq!(mask, want_m);
+    assert_eq!(mask.row(50).iter().filter(|&&m| m == 1).count(), 96);
+    assert_eq!(mask.row(62).iter().filter(|&&m| m == 1).count(), 128);
+    let reference = recon_kspace(
+        &fixtures.join("py/partial2d_kspace.npy"),
+        &fixtures.join("py/partial2d_mask.npy"),
+        &dir.path().join("ref.npy"),
+        &[],
+    );
+    let image: Array2<Complex32> = read(&out.join("scan00000_slice000.npy"));
+    assert_eq!(image, reference);
+    let sidecar = json(&out.join("scan00000_slice000.json"));
+    let a = &sidecar["acquisition"];
+    assert_eq!(
+        (a["kx_first"].as_u64(), a["kx_count"].as_u64()),
+        (Some(0), Some(128))
+    );
+}
+
 /// Noise-adjustment scans first, navigator and phase-correction readouts in between: skipped,
 /// counted (stderr, JSON line, sidecar), and the image is the one without them, bit for bit.
 #[test]
