@@ -31,8 +31,8 @@
 //! `reconSpace` x image columns are kept and the unitary centred FFT brings them back to
 //! k-space — Gadgetron's `RemoveROOversamplingGadget`, equivalently the central crop of the
 //! ISMRMRD `recon_cartesian_2d` example — so the slice's k-space is on the `reconSpace` x grid
-//! and a measured row is measured in every column. Without oversampling the readout window
-//! is kept as measured (`kx_first`, `kx_count`).
+//! and a measured row is measured in every column. Without oversampling each row's mask is
+//! the window its readout measured; `kx_first`, `kx_count` are the union of those windows.
 //!
 //! **3-D** (`encodedSpace` z > 1): the partitions `idx.kspace_encode_step_2` of a slab are
 //! gathered, the unitary centred inverse FFT along kz (DESIGN §3.2 in one dimension) gives
