@@ -2,13 +2,15 @@
 # Create (if missing) the Python venv at models/.venv and install the pinned requirements of
 # the float64 NumPy reference (models/reference/requirements.txt) and of the Lambda-network
 # training / export code (models/sparsemap_train/requirements.txt: jax, optax, equinox, onnx,
-# onnxruntime; CPU only, ~600 MB). Idempotent and quick when everything is already installed;
+# onnxruntime; CPU only, ~600 MB) and of the MRD test-file writer (models/tools/requirements.txt:
+# the ISMRMRD package and h5py). Idempotent and quick when everything is already installed;
 # runs from any cwd. Prints the venv's python.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/models/.venv"
-reqs=("$repo/models/reference/requirements.txt" "$repo/models/sparsemap_train/requirements.txt")
+reqs=("$repo/models/reference/requirements.txt" "$repo/models/sparsemap_train/requirements.txt"
+      "$repo/models/tools/requirements.txt")
 
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"

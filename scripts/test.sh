@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of sparsemap on a fresh machine, installing what it needs first:
 #   - Debian packages mricron-data (the real Colin27 volume the bundled example is cut
-#     from) and bart (the BART baselines of the host crate),
+#     from), bart (the BART baselines of the host crate) and ismrmrd-tools (the C++ ISMRMRD
+#     writer ismrmrd_generate_cartesian_shepp_logan of the MRD input tests),
 #   - the Cortex-M target of rust-toolchain.toml (the no_std crates must build for it),
-#   - a Python venv with the pinned float64 reference's packages and the Lambda-network
-#     training / export packages (models/.venv),
+#   - a Python venv with the pinned float64 reference's packages, the Lambda-network
+#     training / export packages and the ISMRMRD Python package (models/.venv),
 #   - the MNI152 templates and nibabel's EPI run from their pinned wheels
 #     (scripts/fetch-data.sh), which the host crate's export tests read.
 #   - for the aarch64 edge target: the cross gcc and glibc, qemu-user and the Rust target
@@ -22,8 +23,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 # mricron-data: the Colin27 volume the example is cut from; bart: the BART baselines;
-# dicom3tools (dciodvfy) and orthanc (a real PACS): the DICOM and C-STORE tests.
-scripts/apt-install.sh mricron-data bart dicom3tools orthanc
+# dicom3tools (dciodvfy) and orthanc (a real PACS): the DICOM and C-STORE tests;
+# ismrmrd-tools: the C++ MRD writer of crates/edge/tests/mrd.rs.
+scripts/apt-install.sh mricron-data bart dicom3tools orthanc ismrmrd-tools
 
 step "Rust targets"
 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || rustup target add thumbv7em-none-eabihf
@@ -38,6 +40,9 @@ step "MNI152 templates and the EPI run from their pinned wheels (data/external)"
 scripts/fetch-data.sh
 
 step "cargo test (workspace)"
+# crates/edge/tests/mrd.rs writes its MRD files with both writers installed above (into
+# target/tmp/mrd-fixtures); here a missing writer fails the test instead of skipping it.
+export SPARSEMAP_REQUIRE_MRD_TOOLS=1
 cargo test --workspace --locked
 
 step "no_std crates for thumbv7em-none-eabihf (plain and with defmt logging)"

@@ -72,6 +72,9 @@ pub struct SliceJob {
     /// Where the slice lies and what was scanned, when the input says (MRD files).
     pub geometry: Option<crate::output::SliceGeometry>,
     pub description: Option<std::sync::Arc<crate::output::ScanDescription>>,
+    /// What an MRD file skipped and how its grid was formed (MRD input only; boxed to keep
+    /// the job small).
+    pub mrd: Option<Box<crate::mrd::MrdSliceInfo>>,
 }
 
 /// What the ingest tells its sink.
@@ -397,6 +400,7 @@ fn copy_out(start: &ScanStart, done: Completed<'_>) -> SliceJob {
         preview_seconds: 0.0,
         geometry: None,
         description: None,
+        mrd: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! # sparsemap-edge
 //!
-//! The std runtime of sparsemap: reads inputs ([`npy`]), predicts Lambda maps with an ONNX
+//! The std runtime of sparsemap: reads inputs ([`npy`], MRD/ISMRMRD HDF5 [`mrd`], the wire
+//! stream [`ingest`]), predicts Lambda maps with an ONNX
 //! model ([`lambda_net`], tract), reconstructs with `sparsemap-core` ([`runtime`]), writes
 //! images ([`output`]). The `sparsemap` binary
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
@@ -18,6 +19,7 @@ pub mod memory;
 pub mod method;
 pub mod metrics;
 pub mod model_choice;
+pub mod mrd;
 pub mod mrd_stream;
 pub mod npy;
 pub mod output;

@@ -167,9 +167,10 @@ struct ReconArgs {
         requires = "kspace"
     )]
     lambda_out: Option<PathBuf>,
-    /// A recorded wire stream (.smw, docs/design.md §5): every slice is reconstructed into
-    /// --out-dir, and one JSON line per slice is printed.
-    #[arg(long, value_name = "SCAN.smw", requires = "out_dir")]
+    /// A recorded wire stream (.smw, docs/design.md §5) or an MRD/ISMRMRD HDF5 file (.h5,
+    /// recognised by its signature): every slice is reconstructed into --out-dir, and one
+    /// JSON line per slice is printed.
+    #[arg(long, value_name = "SCAN.smw|SCAN.h5", requires = "out_dir")]
     input: Option<PathBuf>,
     /// Output directory of --input.
     #[arg(long, value_name = "DIR")]
@@ -339,7 +340,7 @@ fn recon(args: &ReconArgs) -> Result<()> {
         (Some(input), _) => recon_stream(args, input),
         (None, Some(kspace)) => recon_npy(args, kspace),
         (None, None) => {
-            bail!("give --kspace K.npy --mask M.npy --out X.npy, or --input SCAN.smw --out-dir DIR")
+            bail!("give --kspace K.npy --mask M.npy --out X.npy, or --input SCAN.smw|SCAN.h5 --out-dir DIR")
         }
     }
 }
@@ -363,12 +364,29 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
             input.display()
         );
     }
+    let hdf5 = sparsemap_edge::mrd::is_hdf5(input)?;
+    let extension = input
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if !hdf5 && matches!(extension.as_deref(), Some("h5" | "hdf5" | "mrd")) {
+        bail!(
+            "{}: not an HDF5 file (no HDF5 signature \\x89HDF\\r\\n\\x1a\\n at its start); MRD input must be ISMRMRD HDF5",
+            input.display()
+        );
+    }
     let spec = method_spec(&args.method)?;
     let (worker, sender) = with_dicom(
         Worker::new(spec, out_dir, output_options(&args.stream))?,
         &args.dicom,
     )?;
     let mut worker = worker;
+    if hdf5 {
+        let result = recon_mrd(input, &mut worker);
+        drop(worker);
+        let sent = finish_sending(sender, &args.dicom);
+        result?;
+        return sent;
+    }
     let file =
         std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     let mut source = ReaderSource(std::io::BufReader::new(file));
@@ -479,6 +497,49 @@ fn send(args: &SendArgs) -> Result<()> {
     let (queued, report) = sparsemap_edge::pacs::send_queue(&args.dir, &to, &args.calling_ae)?;
     eprintln!("sparsemap: {queued} DICOM file(s) in {} queued for {to}", args.dir.display());
     report_sent(report, &args.to, &args.dir)
+}
+
+/// `recon --input scan.h5`: every slice of an MRD/ISMRMRD file (crates/edge/src/mrd.rs).
+fn recon_mrd(input: &Path, worker: &mut Worker) -> Result<()> {
+    let mut failed = 0usize;
+    let summary = sparsemap_edge::mrd::read_mrd(input, &mut |event| {
+        match event {
+            Event::Scan(start) => worker.on_scan(&start),
+            Event::Slice(job) => {
+                let record = worker.on_slice(job);
+                failed += usize::from(record.status != "ok");
+                print_record(&record)?;
+            }
+            Event::Preview { .. } | Event::Rejected { .. } => {}
+        }
+        Ok(())
+    })?;
+    let skipped = summary.skipped;
+    eprintln!(
+        "sparsemap: {}: MRD, {} acquisitions ({}-byte elements, {}-byte headers): {} used ({} parallel calibration), skipped {} noise, {} navigator, {} phase correction, {} other kinds, {} other images; {} slices ({} failed); peak RSS {:.1} MB",
+        input.display(),
+        summary.acquisitions,
+        summary.element_bytes,
+        summary.header_bytes,
+        summary.used,
+        summary.calibration_used,
+        skipped.noise,
+        skipped.navigator,
+        skipped.phasecorr,
+        skipped.other_kind,
+        skipped.other_image,
+        summary.slices,
+        failed,
+        sparsemap_edge::memory::peak_rss_bytes().unwrap_or(0) as f64 / 1e6
+    );
+    if failed > 0 {
+        bail!(
+            "{}: {failed} of {} slices could not be reconstructed (see their JSON lines)",
+            input.display(),
+            summary.slices
+        );
+    }
+    Ok(())
 }
 
 fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {

@@ -68,6 +68,15 @@ pub struct Acquisition {
     /// Who and what was scanned, when the input says (MRD header).
     #[serde(default)]
     pub description: Option<ScanDescription>,
+    /// How the coils' images were combined: `"rss"` (each coil reconstructed as its own
+    /// single-coil problem, then root-sum-of-squares: a magnitude image with zero phase);
+    /// `None` for one coil.
+    #[serde(default)]
+    pub coil_combination: Option<String>,
+    /// What an MRD file skipped (noise, navigator, phase-correction scans, ...) and how the
+    /// slice's grid was formed; `None` for the wire stream.
+    #[serde(default)]
+    pub mrd: Option<crate::mrd::MrdSliceInfo>,
 }
 
 /// A slice's place in the patient, in DICOM patient coordinates (LPS, mm), as ISMRMRD

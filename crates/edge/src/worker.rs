@@ -8,8 +8,12 @@
 //! `_kspace.npy` and `_mask.npy` (what was reconstructed: `recon --kspace` on them gives the
 //! same image bit for bit). Every file is written under a temporary name and renamed, so a
 //! watcher never sees half a file, and the final PNG replaces the preview atomically. A
-//! slice that cannot be reconstructed (a grid the core does not take, several coils) still
-//! gets its k-space and mask written: data that arrived intact is never dropped.
+//! slice that cannot be reconstructed (a grid the core does not take) still gets its
+//! k-space and mask written: data that arrived intact is never dropped.
+//!
+//! Several coils: until multi-coil reconstruction lands, each coil is reconstructed as its
+//! own single-coil problem and the images are combined by root-sum-of-squares
+//! ([`reconstruct_rss`]; the sidecar and the JSON line say `coil_combination: "rss"`).
 
 use crate::ingest::SliceJob;
 use crate::method::{MethodSpec, PlannedMethod, ReconTimes};
@@ -267,6 +271,13 @@ pub struct SliceRecord {
     pub files: Vec<PathBuf>,
     /// The process's peak resident set size so far, MB.
     pub peak_rss_mb: f64,
+    /// `"rss"` when several coils were reconstructed one by one and combined by
+    /// root-sum-of-squares ([`reconstruct_rss`]); absent for one coil.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coil_combination: Option<String>,
+    /// MRD input: the acquisitions of the file skipped by kind, and how the grid was formed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mrd: Option<crate::mrd::MrdSliceInfo>,
 }
 
 /// Why a slice was completed, in words.
@@ -331,11 +342,8 @@ impl Worker {
     }
 
     fn plan(&mut self, start: &ScanStart) -> Result<&mut PlannedMethod> {
-        if start.n_coils != 1 {
-            bail!(
-                "{} receive coils: multi-coil reconstruction is not implemented yet (the k-space of every coil is saved)",
-                start.n_coils
-            );
+        if start.n_coils == 0 {
+            bail!("scan {}: no receive coil", start.scan_id);
         }
         let shape = Shape::new(usize::from(start.n_y), usize::from(start.n_x))
             .with_context(|| format!("scan {}", start.scan_id))?;
@@ -384,6 +392,8 @@ impl Worker {
             latency: 0.0,
             files: Vec::new(),
             peak_rss_mb: 0.0,
+            coil_combination: None,
+            mrd: job.mrd.as_deref().copied(),
         };
         match self.reconstruct_and_write(&job, &stem, &mut record) {
             Ok(files) => record.files = files,
@@ -417,18 +427,29 @@ impl Worker {
         let save_kspace = self.options.save_kspace;
         let planned = self.plan(&start)?;
         let shape = planned.shape();
+        let coils = usize::from(start.n_coils);
         let n = shape.len();
-        let kspace = &job.kspace[..n];
-        let mask: Vec<f32> = job.mask[..n]
-            .iter()
-            .map(|&m| f32::from(u8::from(m)))
-            .collect();
+        if job.kspace.len() < coils * n || job.mask.len() < coils * n {
+            bail!(
+                "the slice holds {} samples, not {coils} coils of {}x{}",
+                job.kspace.len(),
+                shape.n_y(),
+                shape.n_x()
+            );
+        }
         let mut image = Array2::<Complex32>::zeros((shape.n_y(), shape.n_x()));
-        let result = planned.reconstruct(
-            kspace,
-            &mask,
-            image.as_slice_mut().expect("a new array is contiguous"),
-        )?;
+        let (result, coil_combination) = if coils == 1 {
+            let result = planned.reconstruct(
+                &job.kspace[..n],
+                &mask_f32(&job.mask[..n]),
+                image.as_slice_mut().expect("a new array is contiguous"),
+            )?;
+            (result, None)
+        } else {
+            let result = reconstruct_rss(planned, &job.kspace, &job.mask, coils, &mut image)?;
+            (result, Some(COIL_COMBINATION_RSS.to_string()))
+        };
+        record.coil_combination = coil_combination.clone();
         let ReconTimes {
             prepare,
             features,
@@ -462,6 +483,8 @@ impl Worker {
             completion: completion(stats.closed_by).to_string(),
             geometry: job.geometry,
             description: job.description.as_deref().cloned(),
+            coil_combination,
+            mrd: job.mrd.as_deref().copied(),
         };
         let voxel_mm = (start.fov_mm.iter().all(|v| v.is_finite() && *v > 0.0))
             .then(|| acquisition.voxel_mm(shape.n_y(), shape.n_x()));
@@ -518,6 +541,58 @@ impl Worker {
         }
         Ok(vec![kspace_path, mask_path])
     }
+}
+
+/// `1.0` where measured.
+fn mask_f32(mask: &[bool]) -> Vec<f32> {
+    mask.iter().map(|&m| f32::from(u8::from(m))).collect()
+}
+
+/// [`Acquisition::coil_combination`] of [`reconstruct_rss`].
+pub const COIL_COMBINATION_RSS: &str = "rss";
+
+/// Several coils until multi-coil reconstruction (DESIGN §3.4) lands: each coil's k-space
+/// `[coils][n_y][n_x]` (with its own mask) is reconstructed as its own single-coil problem,
+/// and `image` is their root-sum-of-squares `sqrt(sum_c |x_c|^2)` (real, zero phase).
+///
+/// Coils run from the last to coil 0, so the plan's Lambda maps (`--save-maps`) and the
+/// returned result (levels, scale, Lipschitz constant, sampled fraction) are coil 0's; the
+/// times are the sums over coils.
+pub fn reconstruct_rss(
+    planned: &mut PlannedMethod,
+    kspace: &[Complex32],
+    mask: &[bool],
+    coils: usize,
+    image: &mut Array2<Complex32>,
+) -> Result<crate::method::SliceResult> {
+    let n = planned.shape().len();
+    let mut sum_of_squares = vec![0f32; n];
+    let mut coil_image = vec![Complex32::default(); n];
+    let mut times = ReconTimes::default();
+    let mut first = None;
+    for c in (0..coils).rev() {
+        let result = planned
+            .reconstruct(
+                &kspace[c * n..(c + 1) * n],
+                &mask_f32(&mask[c * n..(c + 1) * n]),
+                &mut coil_image,
+            )
+            .with_context(|| format!("coil {c}"))?;
+        for (acc, v) in sum_of_squares.iter_mut().zip(&coil_image) {
+            *acc += v.norm_sqr();
+        }
+        times.prepare += result.times.prepare;
+        times.features += result.times.features;
+        times.network += result.times.network;
+        times.solve += result.times.solve;
+        first = Some(result);
+    }
+    for (out, &s) in image.iter_mut().zip(&sum_of_squares) {
+        *out = Complex32::new(s.sqrt(), 0.0);
+    }
+    let mut result = first.context("no coil")?;
+    result.times = times;
+    Ok(result)
 }
 
 /// The provenance of an image reconstructed by `planned`.

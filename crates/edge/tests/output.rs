@@ -32,6 +32,8 @@ fn acquisition() -> Acquisition {
         completion: "ScanEnd Aborted".to_string(),
         geometry: None,
         description: None,
+        coil_combination: None,
+        mrd: None,
     }
 }
 
