@@ -196,6 +196,11 @@ struct ServeArgs {
     /// Listen on a non-loopback address.
     #[arg(long, requires = "listen")]
     allow_remote: bool,
+    /// Speak the MRD v1 streaming protocol of Gadgetron clients instead of the wire format:
+    /// ISMRMRD acquisitions in, one image message per slice back, then a close (TCP only;
+    /// default address 127.0.0.1:9002).
+    #[arg(long, conflicts_with_all = ["serial", "preview_every", "slice_timeout"])]
+    mrd: bool,
     /// Read the stream from a serial device (configured beforehand, e.g. with stty) or a
     /// file; `-` reads stdin. The server exits when it ends.
     #[arg(long, value_name = "PATH|-")]
@@ -706,6 +711,9 @@ fn check_recon_outputs(args: &ReconArgs, kspace: &Path, mask: &Path, out: &Path)
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {
+    if args.mrd {
+        return serve_mrd(args);
+    }
     let source = match (&args.serial, &args.listen) {
         (Some(path), _) => Source::Serial(path.clone()),
         (None, Some(address)) => Source::listen(address, args.allow_remote)?,
@@ -771,6 +779,67 @@ fn serve(args: &ServeArgs) -> Result<()> {
     if stop.load(Ordering::Relaxed) {
         eprintln!("sparsemap: stopped by signal after finishing the slices received");
     }
+    Ok(())
+}
+
+/// `serve --mrd`: MRD clients over TCP, one connection at a time, until SIGINT/SIGTERM.
+fn serve_mrd(args: &ServeArgs) -> Result<()> {
+    let address = args.listen.as_deref().unwrap_or("127.0.0.1:9002");
+    let Source::Listen(address) = Source::listen(address, args.allow_remote)? else {
+        bail!("--mrd needs a TCP address");
+    };
+    let spec = method_spec(&args.method)?;
+    let (mut worker, sender) = with_dicom(
+        Worker::new(spec, args.out_dir.clone(), output_options(&args.stream))?,
+        &args.dicom,
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    let listener = std::net::TcpListener::bind(address)
+        .with_context(|| format!("cannot listen on {address}"))?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the listener non-blocking")?;
+    eprintln!(
+        "sparsemap: listening on {} (MRD)",
+        listener.local_addr().unwrap_or(address)
+    );
+    while !stop.load(Ordering::Relaxed) {
+        let (stream, peer) = match listener.accept() {
+            Ok(connection) => connection,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => {
+                eprintln!("sparsemap: accept failed: {e}");
+                continue;
+            }
+        };
+        eprintln!("sparsemap: MRD connection from {peer}");
+        let served = stream
+            .set_nonblocking(false)
+            .context("socket")
+            .and_then(|()| stream.try_clone().context("socket"))
+            .and_then(|writer| {
+                sparsemap_edge::mrd_stream::serve_connection(&stream, writer, &mut worker, &mut |r| {
+                    print_record(r)
+                })
+            });
+        match served {
+            Ok(s) => eprintln!(
+                "sparsemap: {peer}: {} acquisitions, {} slices ({} failed), {} images sent",
+                s.acquisitions, s.slices, s.failed, s.images_sent
+            ),
+            Err(e) => eprintln!("sparsemap: {peer}: {e:#}"),
+        }
+    }
+    drop(worker);
+    finish_sending(sender, &args.dicom)?;
+    eprintln!("sparsemap: stopped by signal");
     Ok(())
 }
 

@@ -487,6 +487,39 @@ impl Layout {
         })
     }
 
+    /// The packed `ISMRMRD_AcquisitionHeader` of the streaming protocol (ismrmrd.h,
+    /// `#pragma pack(2)`, 340 bytes), whose offsets are fixed.
+    fn packed_acquisition_header() -> Self {
+        use crate::mrd_stream::{acquisition_offsets as at, ACQUISITION_HEADER_BYTES};
+        let u16m = |offset| Member { offset, kind: Kind::U16 };
+        let f3 = |offset| Member { offset, kind: Kind::F32x3 };
+        Self {
+            element_size: ACQUISITION_HEADER_BYTES,
+            flags: Member { offset: at::FLAGS, kind: Kind::U64 },
+            number_of_samples: u16m(at::NUMBER_OF_SAMPLES),
+            active_channels: u16m(at::ACTIVE_CHANNELS),
+            discard_pre: u16m(at::DISCARD_PRE),
+            discard_post: u16m(at::DISCARD_POST),
+            center_sample: u16m(at::CENTER_SAMPLE),
+            encoding_space_ref: u16m(at::ENCODING_SPACE_REF),
+            position: f3(at::POSITION),
+            read_dir: f3(at::READ_DIR),
+            phase_dir: f3(at::PHASE_DIR),
+            slice_dir: f3(at::SLICE_DIR),
+            step_1: u16m(at::STEP_1),
+            step_2: u16m(at::STEP_2),
+            average: u16m(at::AVERAGE),
+            slice: u16m(at::SLICE),
+            contrast: u16m(at::CONTRAST),
+            phase: u16m(at::PHASE),
+            repetition: u16m(at::REPETITION),
+            set: u16m(at::SET),
+            data: 0,
+            reference_size: 0,
+            head_size: ACQUISITION_HEADER_BYTES,
+        }
+    }
+
     fn u16(&self, element: &[u8], m: Member) -> u16 {
         debug_assert_eq!(m.kind, Kind::U16);
         u16::from_le_bytes([element[m.offset], element[m.offset + 1]])
@@ -603,13 +636,55 @@ fn read_mrd_inner(
             table.len()
         );
     }
-    let count = table.len() / element_size;
-    let mut summary = MrdSummary {
-        acquisitions: count,
+    let summary = MrdSummary {
         element_bytes: element_size,
         header_bytes: layout.head_size,
         ..MrdSummary::default()
     };
+    assemble(&header, &layout, &table, &data, summary, sink)
+}
+
+/// The acquisitions of an MRD stream (`serve --mrd`): the XML header, the packed 340-byte
+/// acquisition headers one after another and each acquisition's samples, assembled into
+/// slices exactly as a file's are.
+pub fn assemble_stream(
+    xml: &str,
+    headers: &[u8],
+    samples: &[Vec<f32>],
+    sink: &mut dyn FnMut(Event<'_>) -> Result<()>,
+) -> Result<MrdSummary> {
+    let header = MrdHeader::parse(xml)?;
+    if !header.trajectory.eq_ignore_ascii_case("cartesian") {
+        bail!(
+            "header: trajectory {:?} is not supported (Cartesian only)",
+            header.trajectory
+        );
+    }
+    let layout = Layout::packed_acquisition_header();
+    if headers.len() != samples.len() * layout.element_size {
+        bail!("{} header bytes for {} acquisitions", headers.len(), samples.len());
+    }
+    let summary = MrdSummary {
+        element_bytes: layout.element_size,
+        header_bytes: layout.head_size,
+        ..MrdSummary::default()
+    };
+    assemble(&header, &layout, headers, &samples, summary, sink)
+}
+
+/// Pass 1 (classify, group by repetition and slice) and pass 2 (one slice or slab at a time)
+/// over the acquisition table.
+fn assemble(
+    header: &MrdHeader,
+    layout: &Layout,
+    table: &[u8],
+    data: &dyn SampleSource,
+    mut summary: MrdSummary,
+    sink: &mut dyn FnMut(Event<'_>) -> Result<()>,
+) -> Result<MrdSummary> {
+    let element_size = layout.element_size;
+    let count = table.len() / element_size;
+    summary.acquisitions = count;
 
     // Pass 1: classify every acquisition; group the imaging ones by (repetition, slice).
     let mut groups: BTreeMap<(u16, u16), Vec<Readout>> = BTreeMap::new();
@@ -707,7 +782,7 @@ fn read_mrd_inner(
     };
 
     // Pass 2: one slice or slab at a time.
-    let plan = Plan::new(&header, usize::from(channels))?;
+    let plan = Plan::new(header, usize::from(channels))?;
     let description = Arc::new(header.description.clone());
     let mut current_scan = None;
     for ((repetition, slice), readouts) in &groups {
@@ -715,7 +790,7 @@ fn read_mrd_inner(
             current_scan = Some(*repetition);
             sink(Event::Scan(plan.start(u32::from(*repetition))))?;
         }
-        let slab = plan.fill(&data, &table, &layout, *slice, readouts)?;
+        let slab = plan.fill(data, table, layout, *slice, readouts)?;
         for job in plan.jobs(u32::from(*repetition), *slice, slab, &summary, &description)? {
             summary.slices += 1;
             sink(Event::Slice(job))?;
@@ -843,7 +918,7 @@ impl Plan {
     /// Reads the readouts of one slice or slab onto the encoded grid.
     fn fill(
         &self,
-        data: &hdf5_reader::Dataset,
+        data: &dyn SampleSource,
         table: &[u8],
         layout: &Layout,
         slice: u16,
@@ -908,7 +983,7 @@ impl Plan {
             let expected = coils * n * 2;
             let element =
                 &table[r.index * layout.element_size..(r.index + 1) * layout.element_size];
-            read_data(data, layout, element, r.index, &mut samples)?;
+            data.read(layout, element, r.index, &mut samples)?;
             if samples.len() != expected {
                 bail!(
                     "acquisition {}: {} float32 data values, but {} channels x {n} samples need {expected}",
@@ -1099,6 +1174,26 @@ fn placed(step: u16, limit: Limit, n: usize) -> Option<usize> {
     }
     let index = step as isize - limit.center as isize + (n / 2) as isize;
     (0..n as isize).contains(&index).then_some(index as usize)
+}
+
+/// Where the samples of acquisition `index` (table element `element`) come from: the file's
+/// vlen `data` member, or the messages of an MRD stream.
+trait SampleSource {
+    fn read(&self, layout: &Layout, element: &[u8], index: usize, out: &mut Vec<f32>) -> Result<()>;
+}
+
+impl SampleSource for hdf5_reader::Dataset {
+    fn read(&self, layout: &Layout, element: &[u8], index: usize, out: &mut Vec<f32>) -> Result<()> {
+        read_data(self, layout, element, index, out)
+    }
+}
+
+impl SampleSource for &[Vec<f32>] {
+    fn read(&self, _: &Layout, _: &[u8], index: usize, out: &mut Vec<f32>) -> Result<()> {
+        out.clear();
+        out.extend_from_slice(self.get(index).context("no samples")?);
+        Ok(())
+    }
 }
 
 /// Reads the `data` vlen sequence of table element `element` as float32 values into `out`.

@@ -313,6 +313,154 @@ pub fn meta_xml(pairs: &[(&str, String)]) -> String {
     xml + "</ismrmrdMeta>"
 }
 
+/// Most acquisition sample bytes buffered before a slice is complete (`ACQ_LAST_IN_SLICE` or
+/// close).
+pub const MAX_BUFFERED_BYTES: usize = 512 << 20;
+/// `ACQ_LAST_IN_SLICE` (ismrmrd.h flag 8).
+const LAST_IN_SLICE: u32 = 8;
+
+/// What one connection gave.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConnectionSummary {
+    pub acquisitions: usize,
+    pub slices: usize,
+    pub images_sent: usize,
+    pub failed: usize,
+}
+
+/// Serves one MRD client: reads its messages, reconstructs each slice once its last readout
+/// (`ACQ_LAST_IN_SLICE`) or the close message arrives, writes its files through `worker`
+/// (exactly as `recon --input scan.h5` would), calls `on_record` with its JSON record and
+/// sends the image back; answers the client's close with a close. An error is sent to the
+/// client as a text message before the close, and returned.
+pub fn serve_connection(
+    reader: impl Read,
+    writer: impl Write,
+    worker: &mut crate::worker::Worker,
+    on_record: &mut dyn FnMut(&crate::worker::SliceRecord) -> Result<()>,
+) -> Result<ConnectionSummary> {
+    let mut reader = std::io::BufReader::new(reader);
+    let mut writer = std::io::BufWriter::new(writer);
+    let mut summary = ConnectionSummary::default();
+    let result = serve_messages(&mut reader, &mut writer, worker, on_record, &mut summary);
+    if let Err(e) = &result {
+        let _ = write_text(&mut writer, &format!("sparsemap: error: {e:#}"));
+    }
+    let closed = write_close(&mut writer);
+    result?;
+    closed?;
+    Ok(summary)
+}
+
+fn serve_messages(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    worker: &mut crate::worker::Worker,
+    on_record: &mut dyn FnMut(&crate::worker::SliceRecord) -> Result<()>,
+    summary: &mut ConnectionSummary,
+) -> Result<()> {
+    let mut xml: Option<String> = None;
+    let mut headers = Vec::new();
+    let mut samples: Vec<Vec<f32>> = Vec::new();
+    let mut buffered = 0usize;
+    loop {
+        let message = read_message(reader)?;
+        let last = match message {
+            None => {
+                eprintln!("sparsemap: the MRD client closed the connection without a close message");
+                true
+            }
+            Some(Message::Close) => true,
+            Some(Message::Header(text)) => {
+                xml = Some(text);
+                false
+            }
+            Some(Message::Acquisition { header, data }) => {
+                summary.acquisitions += 1;
+                buffered += data.len() * 4;
+                if buffered > MAX_BUFFERED_BYTES {
+                    bail!("more than {MAX_BUFFERED_BYTES} bytes of samples without a slice's last readout (ACQ_LAST_IN_SLICE)");
+                }
+                let flags = u64_at(&header, acquisition_offsets::FLAGS);
+                headers.extend_from_slice(&header);
+                samples.push(data);
+                if crate::mrd::flags::is_set(flags, LAST_IN_SLICE) {
+                    flush(xml.as_deref(), &mut headers, &mut samples, worker, writer, on_record, summary)?;
+                    buffered = 0;
+                }
+                false
+            }
+            Some(_) => false,
+        };
+        if last {
+            flush(xml.as_deref(), &mut headers, &mut samples, worker, writer, on_record, summary)?;
+            return Ok(());
+        }
+    }
+}
+
+fn flush(
+    xml: Option<&str>,
+    headers: &mut Vec<u8>,
+    samples: &mut Vec<Vec<f32>>,
+    worker: &mut crate::worker::Worker,
+    writer: &mut impl Write,
+    on_record: &mut dyn FnMut(&crate::worker::SliceRecord) -> Result<()>,
+    summary: &mut ConnectionSummary,
+) -> Result<()> {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let xml = xml.context("acquisitions arrived before the XML header message")?;
+    crate::mrd::assemble_stream(xml, headers, samples, &mut |event| {
+        match event {
+            crate::ingest::Event::Scan(start) => worker.on_scan(&start),
+            crate::ingest::Event::Slice(job) => {
+                let info = image_info(&job);
+                let (record, image) = worker.on_slice_with_image(job);
+                summary.slices += 1;
+                summary.failed += usize::from(record.status != "ok");
+                on_record(&record)?;
+                if let Some(image) = image {
+                    let meta = meta_xml(&[
+                        ("Software", format!("sparsemap {}", env!("CARGO_PKG_VERSION"))),
+                        ("Model", record.model.clone().unwrap_or_else(|| "fixed lambda".into())),
+                        ("CoilCombination", record.coil_combination.clone().unwrap_or_else(|| "single coil".into())),
+                        ("Files", record.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(";")),
+                    ]);
+                    write_image(writer, &image, &info, &meta)?;
+                    writer.flush().context("sending an image message")?;
+                    summary.images_sent += 1;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    headers.clear();
+    samples.clear();
+    Ok(())
+}
+
+fn image_info(job: &crate::ingest::SliceJob) -> ImageInfo {
+    let slice = job.stats.slice;
+    let (geometry, thickness) = job.geometry.map_or(([[0.0; 3]; 4], 0.0), |g| {
+        ([g.centre_mm, g.read_dir, g.phase_dir, g.slice_dir], g.thickness_mm)
+    });
+    ImageInfo {
+        measurement_uid: 0,
+        field_of_view_mm: [job.start.fov_mm[1], job.start.fov_mm[0], thickness],
+        position: geometry[0],
+        read_dir: geometry[1],
+        phase_dir: geometry[2],
+        slice_dir: geometry[3],
+        slice,
+        repetition: u16::try_from(job.start.scan_id).unwrap_or(u16::MAX),
+        image_index: slice.saturating_add(1),
+        image_series_index: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -356,7 +356,14 @@ impl Worker {
 
     /// Reconstructs and writes one slice; never fails (an error is in the record).
     pub fn on_slice(&mut self, job: SliceJob) -> SliceRecord {
+        self.on_slice_with_image(job).0
+    }
+
+    /// [`on_slice`](Self::on_slice), also returning the image written (none on error), for a
+    /// server that sends it back (`serve --mrd`).
+    pub fn on_slice_with_image(&mut self, job: SliceJob) -> (SliceRecord, Option<Array2<Complex32>>) {
         let started = Instant::now();
+        let mut image = None;
         let stats = job.stats;
         let stem = slice_stem(&self.out_dir, job.start.scan_id, stats.slice);
         let mut record = SliceRecord {
@@ -396,7 +403,10 @@ impl Worker {
             mrd: job.mrd.as_deref().copied(),
         };
         match self.reconstruct_and_write(&job, &stem, &mut record) {
-            Ok(files) => record.files = files,
+            Ok((files, written)) => {
+                record.files = files;
+                image = Some(written);
+            }
             Err(error) => {
                 record.status = "error";
                 record.error = Some(format!("{error:#}"));
@@ -413,7 +423,7 @@ impl Worker {
             record.latency = last.elapsed().as_secs_f64();
         }
         record.peak_rss_mb = crate::memory::peak_rss_bytes().unwrap_or(0) as f64 / 1e6;
-        record
+        (record, image)
     }
 
     fn reconstruct_and_write(
@@ -421,7 +431,7 @@ impl Worker {
         job: &SliceJob,
         stem: &Path,
         record: &mut SliceRecord,
-    ) -> Result<Vec<PathBuf>> {
+    ) -> Result<(Vec<PathBuf>, Array2<Complex32>)> {
         let start = job.start;
         let save_maps = self.options.save_maps;
         let save_kspace = self.options.save_kspace;
@@ -513,7 +523,7 @@ impl Worker {
             files.extend(self.save_kspace(job, stem)?);
         }
         record.times.write = write_started.elapsed().as_secs_f64();
-        Ok(files)
+        Ok((files, image))
     }
 
     /// The slice's k-space `[n_y, n_x]` (one coil) or `[coils, n_y, n_x]` and mask (uint8).

@@ -716,3 +716,85 @@ fn corrupt_files_never_panic() {
     }
     println!("corrupt variants: {errors} errors, {read_ok} read (flips in sample data)");
 }
+
+/// `sparsemap serve --mrd` with the ISMRMRD package's ProtocolSerializer/Deserializer as the
+/// real client (models/tools/mrd_client.py): for files of both writers, the images sent back
+/// are the images `recon --input` writes for the same file, bit for bit, and the server's own
+/// files are the same too; a client that sends garbage gets an error message and a close, and
+/// the server goes on to serve the next client. The server is stopped by its PID.
+#[test]
+fn serve_mrd_returns_the_images_of_recon_input_to_a_real_mrd_client() {
+    let Some(fixtures) = fixtures() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_sparsemap"))
+        .args(["serve", "--mrd", "--listen", "127.0.0.1:0", "--lambda", LAMBDA, "--out-dir"])
+        .arg(&served)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server_stderr = std::io::BufReader::new(server.stderr.take().unwrap());
+    let address = loop {
+        let mut line = String::new();
+        use std::io::BufRead;
+        assert!(server_stderr.read_line(&mut line).unwrap() > 0, "serve --mrd exited");
+        if let Some(rest) = line.strip_prefix("sparsemap: listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut server_stderr, &mut std::io::sink()));
+
+    // Garbage first: an error text and a close, and the server lives on.
+    {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(&address).unwrap();
+        socket.write_all(&[0x39, 0x05, 1, 2, 3]).unwrap();
+        socket.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.contains("unknown MRD message id 1337"), "{text}");
+        assert_eq!(&answer[answer.len() - 2..], &4u16.to_le_bytes(), "ends with a close");
+    }
+
+    for (name, file, images) in [
+        ("py", fixtures.join("py/single2d.h5"), 1),
+        ("py4", fixtures.join("py/multicoil.h5"), 1),
+        ("cpp", fixtures.join("cpp.h5"), 1),
+    ] {
+        let received = dir.path().join(format!("received_{name}"));
+        let client = Command::new(python())
+            .arg(repo().join("models/tools/mrd_client.py"))
+            .arg(&address)
+            .arg(&file)
+            .arg(&received)
+            .output()
+            .unwrap();
+        assert!(client.status.success(), "mrd_client.py {name}: {}", stderr(&client));
+        let lines: Vec<Value> = String::from_utf8_lossy(&client.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), images, "{name}: images returned");
+        let reference = dir.path().join(format!("reference_{name}"));
+        recon_input(&file, &reference, &[]);
+        for line in &lines {
+            assert_eq!(line["image_type"], 5, "complex");
+            assert_eq!(line["data_type"], 7, "complex float");
+            let slice = line["slice"].as_u64().unwrap();
+            let returned: Array2<Complex32> = read(&received.join(line["file"].as_str().unwrap()));
+            let expected: Array2<Complex32> =
+                read(&reference.join(format!("scan00000_slice{slice:03}.npy")));
+            assert_eq!(returned, expected, "{name}: the returned image is recon --input's");
+            let written: Array2<Complex32> =
+                read(&served.join(format!("scan00000_slice{slice:03}.npy")));
+            assert_eq!(written, expected, "{name}: the server's file is recon --input's");
+            println!("{name}: slice {slice}: {:?} returned, identical to recon --input", line["matrix_size"]);
+        }
+    }
+    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = server.wait().unwrap();
+    assert!(status.success(), "serve --mrd exits 0 on SIGTERM");
+}
