@@ -102,7 +102,7 @@ fn a_dicom_series_reads_as_the_nifti_volume_it_was_written_from() {
 fn broken_series_are_one_line_errors_naming_the_file() {
     let nifti = colin27();
     let error = |dir: &Path| -> String {
-        format!("{:#}", sparsemap_host::dicom_series::load(dir).err().expect("an error"))
+        format!("{:#}", sparsemap_host::dicom_series::load(dir).expect_err("an error"))
     };
     // A slice missing in the middle.
     let gap = tempfile::tempdir().unwrap();

@@ -731,17 +731,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         preview_every: args.preview_every.filter(|&n| n > 0),
         ..ingest_config(&args.stream)
     };
-    let spec = method_spec(&args.method)?;
-    let (mut worker, sender) = with_dicom(
-        Worker::new(spec, args.out_dir.clone(), output_options(&args.stream))?,
-        &args.dicom,
-    )?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install the signal handlers")?;
-    }
+    let (mut worker, sender, stop) = serve_worker(args)?;
     let (jobs, queue) = mpsc::sync_channel::<Job>(usize::from(args.queue));
     let reconstruction = std::thread::Builder::new()
         .name("reconstruction".into())
@@ -782,14 +772,13 @@ fn serve(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// `serve --mrd`: MRD clients over TCP, one connection at a time, until SIGINT/SIGTERM.
-fn serve_mrd(args: &ServeArgs) -> Result<()> {
-    let address = args.listen.as_deref().unwrap_or("127.0.0.1:9002");
-    let Source::Listen(address) = Source::listen(address, args.allow_remote)? else {
-        bail!("--mrd needs a TCP address");
-    };
+/// The worker of `serve` (with its DICOM sender) and the flag SIGINT/SIGTERM set.
+#[allow(clippy::type_complexity)]
+fn serve_worker(
+    args: &ServeArgs,
+) -> Result<(Worker, Option<sparsemap_edge::pacs::BackgroundSender>, Arc<AtomicBool>)> {
     let spec = method_spec(&args.method)?;
-    let (mut worker, sender) = with_dicom(
+    let (worker, sender) = with_dicom(
         Worker::new(spec, args.out_dir.clone(), output_options(&args.stream))?,
         &args.dicom,
     )?;
@@ -798,6 +787,16 @@ fn serve_mrd(args: &ServeArgs) -> Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install the signal handlers")?;
     }
+    Ok((worker, sender, stop))
+}
+
+/// `serve --mrd`: MRD clients over TCP, one connection at a time, until SIGINT/SIGTERM.
+fn serve_mrd(args: &ServeArgs) -> Result<()> {
+    let address = args.listen.as_deref().unwrap_or("127.0.0.1:9002");
+    let Source::Listen(address) = Source::listen(address, args.allow_remote)? else {
+        bail!("--mrd needs a TCP address");
+    };
+    let (mut worker, sender, stop) = serve_worker(args)?;
     let listener = std::net::TcpListener::bind(address)
         .with_context(|| format!("cannot listen on {address}"))?;
     listener
