@@ -29,7 +29,7 @@ TIMEOUT="${TIMEOUT:-10}"
 DEFAULT_MAX_LEN=4096
 # Append new targets here (name:max_len). max_len bounds the inputs libFuzzer makes: a few
 # KiB cover several scans of frames, a small NIfTI volume or a few scans of assembler ops.
-TARGETS="${TARGETS:-decode_stream:4096 stream_faults:1024 nifti_reader:4096 slice_assembler:4096 npy_reader:1024 onnx_model:16384 onnx_plan:16384}"
+TARGETS="${TARGETS:-decode_stream:4096 stream_faults:1024 nifti_reader:4096 slice_assembler:4096 npy_reader:1024 onnx_model:16384 onnx_plan:16384 mrd_stream:4096 mrd_file:32768 dicom_series:4096}"
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: installing cargo-fuzz" >&2

@@ -237,11 +237,114 @@ fn optional_float(object: &DefaultDicomObject, tag: dicom_core::Tag, name: &str,
     }
 }
 
+/// Deepest nesting of sequences [`check_lengths`] follows.
+const MAX_NESTING: usize = 16;
+const UNDEFINED_LENGTH: u32 = u32::MAX;
+
+/// Walks the data elements of a DICOM file (preamble and `DICM` at 0..132, the meta group in
+/// explicit VR little endian, then the data set in the transfer syntax the meta group names)
+/// and checks that every declared length fits in the bytes that follow, before dicom-rs
+/// reads it: dicom-rs sizes its buffer from the declared length, so a 4-byte length of
+/// 0xEEEEEEEE in a 400-byte file made it allocate 4 GB (found by fuzz/ `dicom_series`).
+/// Returns the transfer syntax UID.
+fn check_lengths(bytes: &[u8]) -> Result<String> {
+    let mut pos = 132;
+    // The meta group: explicit VR LE, group 0002.
+    let mut syntax = None;
+    while pos + 8 <= bytes.len() && u16::from_le_bytes([bytes[pos], bytes[pos + 1]]) == 0x0002 {
+        let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
+        let (header, length) = element_header(bytes, pos, true)?;
+        let value = pos + header;
+        let length = length as usize;
+        if length == UNDEFINED_LENGTH as usize || value + length > bytes.len() {
+            bail!("file meta element (0002,{element:04X}) declares {length} bytes, {} remain", bytes.len().saturating_sub(value));
+        }
+        if element == 0x0010 {
+            let text = String::from_utf8_lossy(&bytes[value..value + length]);
+            syntax = Some(text.trim_end_matches(['\0', ' ']).to_string());
+        }
+        pos = value + length;
+    }
+    let syntax = syntax.context("no Transfer Syntax UID (0002,0010) in the file meta information")?;
+    if !NATIVE_LITTLE_ENDIAN.contains(&syntax.as_str()) {
+        bail!(
+            "transfer syntax {syntax} is not uncompressed little endian; decompress the series first (e.g. gdcmconv --raw)"
+        );
+    }
+    let explicit = syntax == NATIVE_LITTLE_ENDIAN[1];
+    walk(bytes, pos, bytes.len(), explicit, 0)?;
+    Ok(syntax)
+}
+
+/// The header size and declared length of the element at `pos`.
+fn element_header(bytes: &[u8], pos: usize, explicit: bool) -> Result<(usize, u32)> {
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let u32_at = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    if pos + 8 > bytes.len() {
+        bail!("the file ends inside an element header at byte {pos}");
+    }
+    let group = u16_at(pos);
+    if group == 0xFFFE || !explicit {
+        return Ok((8, u32_at(pos + 4)));
+    }
+    let vr = [bytes[pos + 4], bytes[pos + 5]];
+    if !vr.iter().all(u8::is_ascii_uppercase) {
+        bail!(
+            "element ({group:04X},{:04X}) at byte {pos} has no valid value representation",
+            u16_at(pos + 2)
+        );
+    }
+    if matches!(
+        &vr,
+        b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV"
+    ) {
+        if pos + 12 > bytes.len() {
+            bail!("the file ends inside an element header at byte {pos}");
+        }
+        Ok((12, u32_at(pos + 8)))
+    } else {
+        Ok((8, u32::from(u16_at(pos + 6))))
+    }
+}
+
+/// Walks the elements in `bytes[pos..end]`; an undefined length (sequence, item or
+/// encapsulated data) is followed to its delimiter. Returns where the walk stopped (`end`,
+/// or after the delimiter that closed this level).
+fn walk(bytes: &[u8], mut pos: usize, end: usize, explicit: bool, depth: usize) -> Result<usize> {
+    if depth > MAX_NESTING {
+        bail!("sequences nested more than {MAX_NESTING} deep");
+    }
+    while pos < end {
+        let group = u16::from_le_bytes([bytes[pos], *bytes.get(pos + 1).unwrap_or(&0)]);
+        let (header, length) = element_header(bytes, pos, explicit)?;
+        let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
+        pos += header;
+        if group == 0xFFFE && matches!(element, 0xE00D | 0xE0DD) {
+            return Ok(pos);
+        }
+        if length == UNDEFINED_LENGTH {
+            pos = walk(bytes, pos, end, explicit, depth + 1)?;
+            continue;
+        }
+        let length = length as usize;
+        if pos + length > end {
+            bail!(
+                "element ({group:04X},{element:04X}) declares {length} bytes, only {} remain",
+                end - pos
+            );
+        }
+        pos += length;
+    }
+    Ok(pos)
+}
+
 fn read_image(path: &Path) -> Result<Image> {
     let size = std::fs::metadata(path)?.len();
     if size > MAX_FILE_BYTES {
         bail!("{size} bytes, more than the {MAX_FILE_BYTES} an image file may have");
     }
+    let bytes = std::fs::read(path)?;
+    check_lengths(&bytes)?;
     let object = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| anyhow!("not a readable DICOM file: {e}"))?;

@@ -202,3 +202,38 @@ proptest::proptest! {
         let _ = sparsemap_host::dicom_series::load(series.path());
     }
 }
+
+/// fuzz/ `dicom_series` found a 388-byte image whose element declares 0xEEEEEEEE bytes:
+/// dicom-rs sized a buffer from it (3.9 GB). The lengths are now checked first; the file is a
+/// one-line error naming it, within 512 MiB of address space.
+#[test]
+fn a_length_beyond_the_file_is_an_error_not_an_allocation() {
+    let input = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/dicom_series/regression-oom-length"),
+    )
+    .unwrap();
+    // Split as the fuzz target does.
+    let (cut, rest) = input.split_first().unwrap();
+    let at = (usize::from(*cut) * rest.len()) / 255;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in [("a.dcm", &rest[..at]), ("b.dcm", &rest[at..])] {
+        let mut bytes = vec![0u8; 128];
+        bytes.extend_from_slice(b"DICM");
+        bytes.extend_from_slice(body);
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new("prlimit")
+        .arg(format!("--as={}", 512u64 << 20))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_sparsemap-host"))
+        .args(["export", "--user-only", "--user"])
+        .arg(format!("fuzzed={}", dir.path().display()))
+        .arg("--out-dir")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    assert!(text.contains("a.dcm") && text.contains("no valid value representation"), "{text}");
+}
