@@ -11,7 +11,9 @@
 //! as that axis, like the EPI source. Files that are not DICOM (no `DICM` at byte 128) and
 //! `DICOMDIR` are skipped and counted.
 //!
-//! Checked, each an error naming the file and what is wrong: every image the same size,
+//! Checked, each an error naming the file and what is wrong: every element's declared length
+//! within the file, before dicom-rs reads it (dicom-rs sizes buffers from declared lengths);
+//! every image the same size,
 //! orientation (within 1e-4) and pixel spacing; single frame, one sample per pixel, 8 or 16
 //! bits; an uncompressed little-endian transfer syntax (a compressed series must be
 //! decompressed first, e.g. `gdcmconv --raw`); no two images at one position; slice positions
