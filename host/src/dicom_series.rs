@@ -290,7 +290,14 @@ fn element_header(bytes: &[u8], pos: usize, explicit: bool) -> Result<(usize, u3
         return Ok((8, u32_at(pos + 4)));
     }
     let vr = [bytes[pos + 4], bytes[pos + 5]];
-    if !vr.iter().all(u8::is_ascii_uppercase) {
+    // The value representations of PS3.5 6.2: dicom-rs reads an unknown one with a 4-byte
+    // length taken from wherever it falls (a fuzzed "DX" made it allocate 4 GB).
+    const KNOWN: [&[u8; 2]; 34] = [
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
+        b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST",
+        b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+    ];
+    if !KNOWN.contains(&&vr) {
         bail!(
             "element ({group:04X},{:04X}) at byte {pos} has no valid value representation",
             u16_at(pos + 2)
@@ -335,9 +342,27 @@ fn walk(bytes: &[u8], mut pos: usize, end: usize, explicit: bool, depth: usize) 
                 end - pos
             );
         }
+        // A sequence or item of defined length holds elements too: their lengths must fit in
+        // it (dicom-rs parses them). In implicit VR a sequence is known by its tag.
+        let is_sequence = if explicit {
+            group != 0xFFFE && &bytes[pos - header + 4..pos - header + 6] == b"SQ"
+        } else {
+            is_sequence_tag(group, element)
+        };
+        if (group == 0xFFFE && element == 0xE000) || is_sequence {
+            walk(bytes, pos, pos + length, explicit, depth + 1)?;
+        }
         pos += length;
     }
     Ok(pos)
+}
+
+/// Whether the standard dictionary says `(group,element)` is a sequence.
+fn is_sequence_tag(group: u16, element: u16) -> bool {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(dicom_core::Tag(group, element))
+        .is_some_and(|entry| matches!(entry.vr(), dicom_core::dictionary::VirtualVr::Exact(dicom_core::VR::SQ)))
 }
 
 fn read_image(path: &Path) -> Result<Image> {

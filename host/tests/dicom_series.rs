@@ -203,13 +203,20 @@ proptest::proptest! {
     }
 }
 
-/// fuzz/ `dicom_series` found a 388-byte image whose element declares 0xEEEEEEEE bytes:
-/// dicom-rs sized a buffer from it (3.9 GB). The lengths are now checked first; the file is a
-/// one-line error naming it, within 512 MiB of address space.
+/// fuzz/ `dicom_series` found two ~400-byte images that made dicom-rs size a buffer from a
+/// bogus length (3.9 and 4.2 GB): an invalid VR followed by 0xEEEEEEEE, and the unknown VR
+/// "DX". Lengths and VRs are now checked first; each file is a one-line error naming it,
+/// within 512 MiB of address space.
 #[test]
 fn a_length_beyond_the_file_is_an_error_not_an_allocation() {
+    for seed in ["regression-oom-length", "regression-oom-unknown-vr"] {
+        replay_dicom_series_seed(seed);
+    }
+}
+
+fn replay_dicom_series_seed(seed: &str) {
     let input = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/dicom_series/regression-oom-length"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/dicom_series").join(seed),
     )
     .unwrap();
     // Split as the fuzz target does.
@@ -235,5 +242,5 @@ fn a_length_beyond_the_file_is_an_error_not_an_allocation() {
         .unwrap();
     let text = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{text}");
-    assert!(text.contains("a.dcm") && text.contains("no valid value representation"), "{text}");
+    assert!(text.contains("a.dcm") && text.contains("no valid value representation"), "{seed}: {text}");
 }
