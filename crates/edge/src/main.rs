@@ -397,23 +397,7 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
     let mut source = ReaderSource(std::io::BufReader::new(file));
     let mut failed = 0usize;
     let summary = ingest(&mut source, &ingest_config(&args.stream), &mut |event| {
-        match event {
-            Event::Scan(start) => worker.on_scan(&start),
-            Event::Slice(job) => {
-                let record = worker.on_slice(job);
-                failed += usize::from(record.status != "ok");
-                print_record(&record)?;
-            }
-            Event::Preview { .. } => {}
-            Event::Rejected { start, reason } => {
-                eprintln!(
-                    "sparsemap: {}: scan {} rejected: {reason}",
-                    input.display(),
-                    start.scan_id
-                )
-            }
-        }
-        Ok(())
+        on_input_event(&mut worker, input, event, &mut failed)
     })
     .with_context(|| format!("{}", input.display()));
     drop(worker);
@@ -441,6 +425,29 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
         );
     }
     sent
+}
+
+/// What `recon --input` does with each event of its input (a wire stream or an MRD file):
+/// plan for a scan, reconstruct, write and print a slice (counting the failed ones), report a
+/// rejected scan.
+fn on_input_event(worker: &mut Worker, input: &Path, event: Event<'_>, failed: &mut usize) -> Result<()> {
+    match event {
+        Event::Scan(start) => worker.on_scan(&start),
+        Event::Slice(job) => {
+            let record = worker.on_slice(job);
+            *failed += usize::from(record.status != "ok");
+            print_record(&record)?;
+        }
+        Event::Preview { .. } => {}
+        Event::Rejected { start, reason } => {
+            eprintln!(
+                "sparsemap: {}: scan {} rejected: {reason}",
+                input.display(),
+                start.scan_id
+            )
+        }
+    }
+    Ok(())
 }
 
 /// The worker with DICOM output (and a PACS sender) if the arguments ask for it.
@@ -508,16 +515,7 @@ fn send(args: &SendArgs) -> Result<()> {
 fn recon_mrd(input: &Path, worker: &mut Worker) -> Result<()> {
     let mut failed = 0usize;
     let summary = sparsemap_edge::mrd::read_mrd(input, &mut |event| {
-        match event {
-            Event::Scan(start) => worker.on_scan(&start),
-            Event::Slice(job) => {
-                let record = worker.on_slice(job);
-                failed += usize::from(record.status != "ok");
-                print_record(&record)?;
-            }
-            Event::Preview { .. } | Event::Rejected { .. } => {}
-        }
-        Ok(())
+        on_input_event(worker, input, event, &mut failed)
     })?;
     let skipped = summary.skipped;
     eprintln!(
