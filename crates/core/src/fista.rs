@@ -380,8 +380,94 @@ pub fn fista_with<T: Real, A: LinearOperator<T> + Sync, E: Executor>(
     buffers: FistaBuffers<'_, '_, T>,
     executor: &E,
 ) -> Result<()> {
-    buffers.check(op)?;
     check_len("fista data", y.len(), op.range_len())?;
+    run(
+        op,
+        y,
+        Some(y),
+        |_, _| {},
+        lambda,
+        step,
+        iterations,
+        buffers,
+        executor,
+    )
+}
+
+/// The data term of [`fista_normal_with`] in the range of the synthesis operator `H`: for
+/// `1/2 ||B H z - y||²` the gradient is `H^H (B^H B u - B^H y)` with `u = H v`, so FISTA needs
+/// the residual `G u - b` (`G = B^H B`, `b = B^H y`) where the single-coil solve needs
+/// `M u - y` ([`fista_with`], which folds `M` into `H`). The coil encoding of DESIGN §3.4
+/// ([`crate::coils`]) is such a `B`.
+pub trait NormalResidual<T: Real> {
+    /// `u <- G u - b`. `u` holds `H v` on entry. May use the solve's `workers` (each
+    /// `block` and `scratch` as [`FistaBuffers`]) on `executor`; the result must not depend on
+    /// the executor or the number of workers.
+    fn residual<E: Executor>(
+        &mut self,
+        u: &mut [Complex<T>],
+        workers: &mut [WorkerBuffers<'_, T>],
+        executor: &E,
+    );
+}
+
+/// FISTA for `min_z 1/2 ||B H z - y||² + sum_i lambda_i |z_i|` with `H = op` and the data
+/// term given by its normal residual ([`NormalResidual`]); `b = B^H y` (`op.range_len()`).
+/// Otherwise as [`fista_with`]: fixed iterations from `z^0 = 0`, the same chunks and workers,
+/// the result in `buffers.z`, bit-identical for any executor if `normal` is.
+#[allow(clippy::too_many_arguments)]
+pub fn fista_normal_with<T, A, N, E>(
+    op: &A,
+    normal: &mut N,
+    b: &[Complex<T>],
+    lambda: Lambda<'_, T>,
+    step: T,
+    iterations: usize,
+    buffers: FistaBuffers<'_, '_, T>,
+    executor: &E,
+) -> Result<()>
+where
+    T: Real,
+    A: LinearOperator<T> + Sync,
+    N: NormalResidual<T>,
+    E: Executor,
+{
+    check_len("fista normal data", b.len(), op.range_len())?;
+    run(
+        op,
+        b,
+        None,
+        |u, workers| normal.residual(u, workers, executor),
+        lambda,
+        step,
+        iterations,
+        buffers,
+        executor,
+    )
+}
+
+/// The loop of [`fista_with`] and [`fista_normal_with`]: the residual starts at `-initial`;
+/// after each forward pass the chunk sums are reduced (minus `subtract` if given) and handed
+/// to `finish`.
+#[allow(clippy::too_many_arguments)]
+fn run<T, A, E, F>(
+    op: &A,
+    initial: &[Complex<T>],
+    subtract: Option<&[Complex<T>]>,
+    mut finish: F,
+    lambda: Lambda<'_, T>,
+    step: T,
+    iterations: usize,
+    buffers: FistaBuffers<'_, '_, T>,
+    executor: &E,
+) -> Result<()>
+where
+    T: Real,
+    A: LinearOperator<T> + Sync,
+    E: Executor,
+    F: FnMut(&mut [Complex<T>], &mut [WorkerBuffers<'_, T>]),
+{
+    buffers.check(op)?;
     let block_len = op.block_len();
     lambda.validate(op.domain_len(), block_len)?;
 
@@ -421,7 +507,7 @@ pub fn fista_with<T: Real, A: LinearOperator<T> + Sync, E: Executor>(
     let mut residual = &mut buffers.residual[..range];
     let mut next_residual = &mut buffers.next_residual[..range];
     // A v^1 - y = -y.
-    for (r, &measured) in residual.iter_mut().zip(y) {
+    for (r, &measured) in residual.iter_mut().zip(initial) {
         *r = -measured;
     }
 
@@ -448,7 +534,8 @@ pub fn fista_with<T: Real, A: LinearOperator<T> + Sync, E: Executor>(
             }
         });
         if needs_next {
-            reduce_partials(chunks, y, next_residual, workers, executor);
+            reduce_partials(chunks, subtract, next_residual, workers, executor);
+            finish(next_residual, workers);
             core::mem::swap(&mut residual, &mut next_residual);
         }
         for chunk in chunks.iter_mut().flatten() {
@@ -467,12 +554,12 @@ pub fn fista_with<T: Real, A: LinearOperator<T> + Sync, E: Executor>(
     Ok(())
 }
 
-/// `next = sum_c partial_c - y`, the chunks' partial sums added in chunk order at every
-/// element. Elements are independent, so `executor` gets one range of elements per chunk
+/// `next = sum_c partial_c - y` (`y` if given), the chunks' partial sums added in chunk order
+/// at every element. Elements are independent, so `executor` gets one range of elements per chunk
 /// (any split gives the same bits).
 fn reduce_partials<T: Real, W: Send, E: Executor>(
     chunks: &[Option<Chunk<'_, T>>],
-    y: &[Complex<T>],
+    y: Option<&[Complex<T>]>,
     next: &mut [Complex<T>],
     workers: &mut [W],
     executor: &E,
@@ -497,8 +584,10 @@ fn reduce_partials<T: Real, W: Send, E: Executor>(
             for chunk in chunks.iter().flatten() {
                 crate::ops::add_into(range.next, &chunk.partial[range.start..end]);
             }
-            for (r, &measured) in range.next.iter_mut().zip(&y[range.start..end]) {
-                *r = *r - measured;
+            if let Some(y) = y {
+                for (r, &measured) in range.next.iter_mut().zip(&y[range.start..end]) {
+                    *r = *r - measured;
+                }
             }
         }
     });

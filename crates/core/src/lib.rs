@@ -45,6 +45,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod coils;
 pub mod dictionary;
 mod error;
 pub mod fft;

@@ -75,6 +75,13 @@ pub trait LinearOperator<T: Real> {
     }
 }
 
+/// `y -= x`.
+pub(crate) fn sub_from<T: Real>(y: &mut [Complex<T>], x: &[Complex<T>]) {
+    for (acc, &value) in y.iter_mut().zip(x) {
+        *acc = *acc - value;
+    }
+}
+
 /// `y += x`.
 pub(crate) fn add_into<T: Real>(y: &mut [Complex<T>], x: &[Complex<T>]) {
     for (acc, &value) in y.iter_mut().zip(x) {

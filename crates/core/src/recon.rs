@@ -191,7 +191,7 @@ pub fn reconstruct<T: Real, B: FftBackend<T>>(
 }
 
 /// A gate threshold must be finite and positive.
-fn check_gate<T: Real>(kappa: T) -> Result<()> {
+pub(crate) fn check_gate<T: Real>(kappa: T) -> Result<()> {
     if !kappa.is_finite() {
         return Err(Error::NonFinite {
             what: "background gate",
@@ -558,42 +558,8 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
     /// the order statistic `floor(0.9 (m - 1))` of the `m` sampled radii. Signal left there
     /// only makes the estimate larger. Uses the workspace's real scratch.
     pub fn noise_variance(&mut self) -> T {
-        let shape = self.plan.shape();
         let ws = &mut *self.workspace;
-        let centre = |k: usize, len: usize| k as f64 - (len / 2) as f64;
-        let radius2 = |y: usize, x: usize| {
-            let (u, v) = (centre(y, shape.n_y()), centre(x, shape.n_x()));
-            T::lit(u * u + v * v)
-        };
-        let mut count = 0;
-        for y in 0..shape.n_y() {
-            for x in 0..shape.n_x() {
-                if ws.mask[shape.transposed(y, x)] != T::zero() {
-                    ws.magnitudes[count] = radius2(y, x);
-                    count += 1;
-                }
-            }
-        }
-        if count == 0 {
-            return T::zero();
-        }
-        let rank = num_traits::Float::floor((1.0 - NOISE_OUTER_FRACTION) * (count - 1) as f64);
-        let (_, &mut threshold, _) = ws.magnitudes[..count]
-            .select_nth_unstable_by(rank as usize, |a, b| {
-                a.partial_cmp(b).unwrap_or(core::cmp::Ordering::Equal)
-            });
-        let mut outer = 0;
-        for y in 0..shape.n_y() {
-            for x in 0..shape.n_x() {
-                let t = shape.transposed(y, x);
-                if ws.mask[t] != T::zero() && radius2(y, x) >= threshold {
-                    ws.magnitudes[outer] = ws.measured[t].norm_sqr();
-                    outer += 1;
-                }
-            }
-        }
-        percentile(&mut ws.magnitudes[..outer], 0.5)
-            .map_or(T::zero(), |median| median / T::lit(core::f64::consts::LN_2))
+        noise_variance_of(self.plan.shape(), ws.mask, ws.measured, ws.magnitudes)
     }
 
     /// Item 7 of DESIGN §3.7, after [`Self::solve`] on the same slice: multiplies `image` by
@@ -605,60 +571,133 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
     /// threshold it is untouched. With no noise (`sigma = 0`) nothing changes.
     pub fn gate_background(&mut self, kappa: T, image: &mut [Complex<T>]) -> Result<()> {
         check_gate(kappa)?;
-        let shape = self.plan.shape();
-        let n = shape.len();
-        check_len("image", image.len(), n)?;
         let sigma2 = self.noise_variance();
-        let fft = self.plan.fft();
         let ws = &mut *self.workspace;
-        let mut gain_energy = T::zero();
-        crate::lowpass::for_each_gain(shape, self.lowpass_weight, |t, gain| {
-            ws.residual[t] = ws.measured[t].scale(gain);
-            if ws.mask[t] != T::zero() {
-                gain_energy += gain * gain;
-            }
-        });
-        let noise = sigma2 * gain_energy / T::lit(n as f64);
-        if !is_positive(noise) || !noise.is_finite() {
-            return Ok(());
-        }
-        let scratch = &mut *ws.scratch;
-        // |x_low|^2, modulated, as the input of the smoothing's forward transform.
-        fft.inverse_from_transposed(ws.residual, ws.next_residual, scratch);
-        let inverse_gain = fft.inverse_divisor::<T>() / T::lit(n as f64).sqrt();
-        for y in 0..shape.n_y() {
-            for x in 0..shape.n_x() {
-                let i = shape.natural(y, x);
-                let energy = ws.next_residual[i].norm_sqr() * inverse_gain * inverse_gain;
-                ws.next_residual[i] = Complex::new(energy * checkerboard(y, x), T::zero());
-            }
-        }
-        fft.forward_to_transposed(ws.next_residual, ws.residual, scratch);
-        let spread = T::lit(
-            2.0 * core::f64::consts::PI * core::f64::consts::PI * GATE_SMOOTHING * GATE_SMOOTHING,
-        );
-        for y in 0..shape.n_y() {
-            for x in 0..shape.n_x() {
-                let u = T::lit(y as f64 - (shape.n_y() / 2) as f64) / T::lit(shape.n_y() as f64);
-                let v = T::lit(x as f64 - (shape.n_x() / 2) as f64) / T::lit(shape.n_x() as f64);
-                let t = shape.transposed(y, x);
-                ws.residual[t] = ws.residual[t].scale((-spread * (u * u + v * v)).exp());
-            }
-        }
-        fft.inverse_from_transposed(ws.residual, ws.next_residual, scratch);
-        let smoothing_gain = fft.inverse_divisor::<T>() / T::lit(n as f64);
-        for y in 0..shape.n_y() {
-            for x in 0..shape.n_x() {
-                let i = shape.natural(y, x);
-                let energy = ws.next_residual[i].re * checkerboard(y, x) * smoothing_gain;
-                let gate = ((energy / noise - kappa) / kappa)
-                    .max(T::zero())
-                    .min(T::one());
-                image[i] = image[i].scale(gate);
-            }
-        }
-        Ok(())
+        gate(
+            self.plan.fft(),
+            self.lowpass_weight,
+            ws.measured,
+            ws.mask,
+            sigma2,
+            kappa,
+            image,
+            ws.residual,
+            ws.next_residual,
+            ws.scratch,
+        )
     }
+}
+
+/// [`Prepared::noise_variance`] of the data `measured` sampled where `mask` (both transposed)
+/// is non-zero; `magnitudes` (`N` reals) is scratch.
+pub(crate) fn noise_variance_of<T: Real>(
+    shape: Shape,
+    mask: &[T],
+    measured: &[Complex<T>],
+    magnitudes: &mut [T],
+) -> T {
+    let centre = |k: usize, len: usize| k as f64 - (len / 2) as f64;
+    let radius2 = |y: usize, x: usize| {
+        let (u, v) = (centre(y, shape.n_y()), centre(x, shape.n_x()));
+        T::lit(u * u + v * v)
+    };
+    let mut count = 0;
+    for y in 0..shape.n_y() {
+        for x in 0..shape.n_x() {
+            if mask[shape.transposed(y, x)] != T::zero() {
+                magnitudes[count] = radius2(y, x);
+                count += 1;
+            }
+        }
+    }
+    if count == 0 {
+        return T::zero();
+    }
+    let rank = num_traits::Float::floor((1.0 - NOISE_OUTER_FRACTION) * (count - 1) as f64);
+    let (_, &mut threshold, _) = magnitudes[..count]
+        .select_nth_unstable_by(rank as usize, |a, b| {
+            a.partial_cmp(b).unwrap_or(core::cmp::Ordering::Equal)
+        });
+    let mut outer = 0;
+    for y in 0..shape.n_y() {
+        for x in 0..shape.n_x() {
+            let t = shape.transposed(y, x);
+            if mask[t] != T::zero() && radius2(y, x) >= threshold {
+                magnitudes[outer] = measured[t].norm_sqr();
+                outer += 1;
+            }
+        }
+    }
+    percentile(&mut magnitudes[..outer], 0.5)
+        .map_or(T::zero(), |median| median / T::lit(core::f64::consts::LN_2))
+}
+
+/// The background gate of [`Prepared::gate_background`] with `x_low = F^H (G (.) source)`
+/// (`source`: the scaled spectrum `x_low` is the low-pass part of, transposed), the gains'
+/// energy summed where `mask` (transposed) is non-zero, and the sample noise `sigma2`.
+/// `spectrum` and `grid` (`N` each) and `scratch` (the FFT's) are scratch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gate<T: Real, B: FftBackend<T>>(
+    fft: &crate::fft::Fft2<B>,
+    lowpass_weight: T,
+    source: &[Complex<T>],
+    mask: &[T],
+    sigma2: T,
+    kappa: T,
+    image: &mut [Complex<T>],
+    spectrum: &mut [Complex<T>],
+    grid: &mut [Complex<T>],
+    scratch: &mut [Complex<T>],
+) -> Result<()> {
+    let shape = fft.shape();
+    let n = shape.len();
+    check_len("image", image.len(), n)?;
+    let mut gain_energy = T::zero();
+    crate::lowpass::for_each_gain(shape, lowpass_weight, |t, gain| {
+        spectrum[t] = source[t].scale(gain);
+        if mask[t] != T::zero() {
+            gain_energy += gain * gain;
+        }
+    });
+    let noise = sigma2 * gain_energy / T::lit(n as f64);
+    if !is_positive(noise) || !noise.is_finite() {
+        return Ok(());
+    }
+    // |x_low|^2, modulated, as the input of the smoothing's forward transform.
+    fft.inverse_from_transposed(spectrum, grid, scratch);
+    let inverse_gain = fft.inverse_divisor::<T>() / T::lit(n as f64).sqrt();
+    for y in 0..shape.n_y() {
+        for x in 0..shape.n_x() {
+            let i = shape.natural(y, x);
+            let energy = grid[i].norm_sqr() * inverse_gain * inverse_gain;
+            grid[i] = Complex::new(energy * checkerboard(y, x), T::zero());
+        }
+    }
+    fft.forward_to_transposed(grid, spectrum, scratch);
+    let spread = T::lit(
+        2.0 * core::f64::consts::PI * core::f64::consts::PI * GATE_SMOOTHING * GATE_SMOOTHING,
+    );
+    for y in 0..shape.n_y() {
+        for x in 0..shape.n_x() {
+            let u = T::lit(y as f64 - (shape.n_y() / 2) as f64) / T::lit(shape.n_y() as f64);
+            let v = T::lit(x as f64 - (shape.n_x() / 2) as f64) / T::lit(shape.n_x() as f64);
+            let t = shape.transposed(y, x);
+            spectrum[t] = spectrum[t].scale((-spread * (u * u + v * v)).exp());
+        }
+    }
+    fft.inverse_from_transposed(spectrum, grid, scratch);
+    let smoothing_gain = fft.inverse_divisor::<T>() / T::lit(n as f64);
+    for y in 0..shape.n_y() {
+        for x in 0..shape.n_x() {
+            let i = shape.natural(y, x);
+            let energy = grid[i].re * checkerboard(y, x) * smoothing_gain;
+            let gate = ((energy / noise - kappa) / kappa)
+                .max(T::zero())
+                .min(T::one());
+            image[i] = image[i].scale(gate);
+        }
+    }
+    Ok(())
 }
 
 impl<T, B> core::fmt::Debug for Prepared<'_, '_, '_, T, B> {
@@ -668,7 +707,7 @@ impl<T, B> core::fmt::Debug for Prepared<'_, '_, '_, T, B> {
 }
 
 /// `out = |F^H(conj(h_k) (.) data)|` (unmasked: `data` is zero off the mask already).
-fn gradient_abs_into<T: Real, B: FftBackend<T>>(
+pub(crate) fn gradient_abs_into<T: Real, B: FftBackend<T>>(
     plan: &DictionaryPlan<'_, T, B>,
     rows: ActiveRows,
     data: &[Complex<T>],
@@ -705,7 +744,7 @@ fn gradient_abs_into<T: Real, B: FftBackend<T>>(
 }
 
 /// `value > 0`, false for NaN.
-fn is_positive<T: Real>(value: T) -> bool {
+pub(crate) fn is_positive<T: Real>(value: T) -> bool {
     value.partial_cmp(&T::zero()) == Some(core::cmp::Ordering::Greater)
 }
 
