@@ -240,8 +240,9 @@ pub fn noise_whitening(noise: &[Complex32], coils: usize) -> Result<Whitening> {
         smallest / largest
     );
     let matrix = DMatrix::from_row_slice(coils, coils, &psi);
-    let cholesky = Cholesky::new(matrix)
-        .ok_or_else(|| anyhow!("the noise covariance is not positive definite (Cholesky failed)"))?;
+    let cholesky = Cholesky::new(matrix).ok_or_else(|| {
+        anyhow!("the noise covariance is not positive definite (Cholesky failed)")
+    })?;
     let inverse = cholesky
         .l()
         .solve_lower_triangular(&DMatrix::identity(coils, coils))
@@ -436,7 +437,11 @@ impl Compression {
         );
         let n = data.len() / c;
         let mut out = vec![Complex32::default(); v * n];
-        for (row, target) in self.matrix.chunks_exact(c).zip(out.chunks_exact_mut(n.max(1))) {
+        for (row, target) in self
+            .matrix
+            .chunks_exact(c)
+            .zip(out.chunks_exact_mut(n.max(1)))
+        {
             for (&a, source) in row.iter().zip(data.chunks_exact(n.max(1))) {
                 for (o, &y) in target.iter_mut().zip(source) {
                     *o += a * y;
@@ -503,7 +508,11 @@ pub fn calibration_region(
         let mut grew = false;
         if sy < max_side.min(n_y) {
             let (old, new) = (centred_range(n_y, sy), centred_range(n_y, sy + 1));
-            let row = if new.start < old.start { new.start } else { new.end - 1 };
+            let row = if new.start < old.start {
+                new.start
+            } else {
+                new.end - 1
+            };
             if centred_range(n_x, sx).all(|x| sampled(row, x)) {
                 sy += 1;
                 grew = true;
@@ -511,7 +520,11 @@ pub fn calibration_region(
         }
         if sx < max_side.min(n_x) {
             let (old, new) = (centred_range(n_x, sx), centred_range(n_x, sx + 1));
-            let col = if new.start < old.start { new.start } else { new.end - 1 };
+            let col = if new.start < old.start {
+                new.start
+            } else {
+                new.end - 1
+            };
             if centred_range(n_y, sy).all(|y| sampled(y, col)) {
                 sx += 1;
                 grew = true;
@@ -841,12 +854,13 @@ pub fn estimate_sensitivities(
     check_len(masks.len(), total, "the masks", "[C][n_y][n_x]")?;
     check_finite_complex(kspace, n, "k-space")?;
     check_finite_masks(masks, n)?;
-    let region = calibration_region(masks, coils, shape, options.calibration_max).ok_or_else(|| {
-        anyhow!(
-            "no calibration region: the k-space centre is not sampled in every coil over at \
+    let region =
+        calibration_region(masks, coils, shape, options.calibration_max).ok_or_else(|| {
+            anyhow!(
+                "no calibration region: the k-space centre is not sampled in every coil over at \
              least {MIN_CALIBRATION_SIDE}x{MIN_CALIBRATION_SIDE} lines"
-        )
-    })?;
+            )
+        })?;
 
     // Windowed calibration samples, and the global reference from their covariance.
     let (wy, wx) = (hann(region.ky.len()), hann(region.kx.len()));
@@ -1055,7 +1069,10 @@ mod tests {
         let filled = fill_holes(&ring, n_y, n_x);
         for y in 0..8 {
             for x in 0..8 {
-                assert_eq!(filled[y * 8 + x], (2..6).contains(&y) && (2..6).contains(&x));
+                assert_eq!(
+                    filled[y * 8 + x],
+                    (2..6).contains(&y) && (2..6).contains(&x)
+                );
             }
         }
         // A gap to the border is not a hole.
@@ -1066,7 +1083,10 @@ mod tests {
         let dilated = dilate(&filled, n_y, n_x, 1);
         for y in 0..8 {
             for x in 0..8 {
-                assert_eq!(dilated[y * 8 + x], (1..7).contains(&y) && (1..7).contains(&x));
+                assert_eq!(
+                    dilated[y * 8 + x],
+                    (1..7).contains(&y) && (1..7).contains(&x)
+                );
             }
         }
         // Box mean against a naive clipped window.
@@ -1091,7 +1111,12 @@ mod tests {
     fn hermitian_with(lambda: &[f64]) -> (Vec<Complex64>, Vec<Vec<Complex64>>) {
         let c = lambda.len();
         let seed: Vec<Complex64> = (0..c * c)
-            .map(|i| Complex64::new(((i * 7 + 1) % 13) as f64 - 6.0, ((i * 5 + 2) % 11) as f64 - 5.0))
+            .map(|i| {
+                Complex64::new(
+                    ((i * 7 + 1) % 13) as f64 - 6.0,
+                    ((i * 5 + 2) % 11) as f64 - 5.0,
+                )
+            })
             .collect();
         let mut h = vec![Complex64::default(); c * c];
         for r in 0..c {
@@ -1125,7 +1150,13 @@ mod tests {
         let overlap: Complex64 = q[0].iter().zip(&v).map(|(a, b)| a.conj() * b).sum();
         assert!((overlap.norm() - 1.0).abs() < 1e-6, "{overlap}");
         // Zero matrix: zero vector.
-        dominant_eigenvector(&vec![Complex64::default(); c * c], c, &seed, &mut v, &mut product);
+        dominant_eigenvector(
+            &vec![Complex64::default(); c * c],
+            c,
+            &seed,
+            &mut v,
+            &mut product,
+        );
         assert!(v.iter().all(|z| *z == Complex64::default()));
     }
 
@@ -1164,9 +1195,16 @@ mod tests {
         let mut scratch = vec![Complex64::default(); LinearOperator::<f64>::scratch_len(&op)];
         let truth = |c: usize, x: usize| {
             let t = x as f64 / 63.0;
-            let (a, b) = (Complex64::new(1.0 + t, 0.0), Complex64::from_polar(2.0 - t, 0.5));
+            let (a, b) = (
+                Complex64::new(1.0 + t, 0.0),
+                Complex64::from_polar(2.0 - t, 0.5),
+            );
             let norm = (a.norm_sqr() + b.norm_sqr()).sqrt();
-            if c == 0 { a / norm } else { b / norm }
+            if c == 0 {
+                a / norm
+            } else {
+                b / norm
+            }
         };
         let mut kspace = Vec::new();
         let mut image = vec![Complex64::default(); n];
@@ -1175,15 +1213,19 @@ mod tests {
             for y in 0..64 {
                 for x in 0..64 {
                     let inside = (16..48).contains(&y) && (16..48).contains(&x);
-                    image[y * 64 + x] = if inside { truth(c, x) } else { Complex64::default() };
+                    image[y * 64 + x] = if inside {
+                        truth(c, x)
+                    } else {
+                        Complex64::default()
+                    };
                 }
             }
             op.apply(&image, &mut k, &mut scratch);
             kspace.extend(k.iter().map(|&v| to32(v)));
         }
         let masks = vec![1.0f32; 2 * n];
-        let est = estimate_sensitivities(&kspace, &masks, 2, s, &SensitivityOptions::default())
-            .unwrap();
+        let est =
+            estimate_sensitivities(&kspace, &masks, 2, s, &SensitivityOptions::default()).unwrap();
         assert_eq!(est.method, WALSH_METHOD);
         assert_eq!(est.calibration.ky, 16..48);
         let mut worst = 1.0f64;

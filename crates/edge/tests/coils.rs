@@ -159,12 +159,18 @@ struct MapQuality {
     support_fraction: f64,
 }
 
-fn assess(image: &Array2<Complex32>, truth: &[Complex64], kspace: &[Complex32], masks: &[f32]) -> MapQuality {
+fn assess(
+    image: &Array2<Complex32>,
+    truth: &[Complex64],
+    kspace: &[Complex32],
+    masks: &[f32],
+) -> MapQuality {
     let (n_y, n_x) = image.dim();
     let shape = Shape::new(n_y, n_x).unwrap();
     let n = shape.len();
     let estimate =
-        estimate_sensitivities(kspace, masks, COILS, shape, &SensitivityOptions::default()).unwrap();
+        estimate_sensitivities(kspace, masks, COILS, shape, &SensitivityOptions::default())
+            .unwrap();
     assert_eq!(estimate.maps.len(), COILS * n);
     assert_eq!(estimate.support.len(), n);
     let peak = image.iter().map(|v| v.norm()).fold(0.0f32, f32::max);
@@ -174,7 +180,9 @@ fn assess(image: &Array2<Complex32>, truth: &[Complex64], kspace: &[Complex32], 
     let mut norm_error = 0.0f64;
     let mut covered = 0usize;
     for p in 0..n {
-        let energy: f64 = (0..COILS).map(|c| c64(estimate.maps[c * n + p]).norm_sqr()).sum();
+        let energy: f64 = (0..COILS)
+            .map(|c| c64(estimate.maps[c * n + p]).norm_sqr())
+            .sum();
         if estimate.support[p] {
             norm_error = norm_error.max((energy - 1.0).abs());
         } else {
@@ -185,8 +193,10 @@ fn assess(image: &Array2<Complex32>, truth: &[Complex64], kspace: &[Complex32], 
             let inner: Complex64 = (0..COILS)
                 .map(|c| c64(estimate.maps[c * n + p]) * truth[c * n + p].conj())
                 .sum();
-            let truth_norm: f64 =
-                (0..COILS).map(|c| truth[c * n + p].norm_sqr()).sum::<f64>().sqrt();
+            let truth_norm: f64 = (0..COILS)
+                .map(|c| truth[c * n + p].norm_sqr())
+                .sum::<f64>()
+                .sqrt();
             let corr = if energy > 0.0 {
                 inner.norm() / (energy.sqrt() * truth_norm)
             } else {
@@ -219,11 +229,27 @@ fn check_maps(label: &str, noise: f64, masks_of: fn(Shape) -> Vec<f32>) {
          coverage {:.4}, support {:.3} of the grid",
         q.correlation, q.correlation_p5, q.norm_error, q.coverage, q.support_fraction
     );
-    assert!(q.correlation > 0.98, "{label}: mean correlation {}", q.correlation);
-    assert!(q.norm_error < 1e-5, "{label}: normalisation error {}", q.norm_error);
-    assert!(q.coverage >= 0.98, "{label}: support covers {} of the object", q.coverage);
+    assert!(
+        q.correlation > 0.98,
+        "{label}: mean correlation {}",
+        q.correlation
+    );
+    assert!(
+        q.norm_error < 1e-5,
+        "{label}: normalisation error {}",
+        q.norm_error
+    );
+    assert!(
+        q.coverage >= 0.98,
+        "{label}: support covers {} of the object",
+        q.coverage
+    );
     // The support is the head, not the whole grid (the head is ~45 % of it).
-    assert!(q.support_fraction < 0.75, "{label}: support is {} of the grid", q.support_fraction);
+    assert!(
+        q.support_fraction < 0.75,
+        "{label}: support is {} of the grid",
+        q.support_fraction
+    );
 }
 
 #[test]
@@ -265,8 +291,14 @@ fn calibration_region_of_block_and_vd_masks() {
     assert!(calibration_region(&narrow, COILS, shape, 32).is_none());
     // And estimate_sensitivities says so.
     let kspace = vec![Complex32::new(1.0, 0.0); COILS * shape.len()];
-    let err = estimate_sensitivities(&kspace, &holed, COILS, shape, &SensitivityOptions::default())
-        .unwrap_err();
+    let err = estimate_sensitivities(
+        &kspace,
+        &holed,
+        COILS,
+        shape,
+        &SensitivityOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("no calibration region"), "{err}");
 }
 
@@ -326,7 +358,9 @@ fn whitening_recovers_a_known_covariance() {
     let mut truth = vec![Complex64::default(); coils * coils];
     for r in 0..coils {
         for c in 0..coils {
-            truth[r * coils + c] = (0..coils).map(|k| l[r * coils + k] * l[c * coils + k].conj()).sum();
+            truth[r * coils + c] = (0..coils)
+                .map(|k| l[r * coils + k] * l[c * coils + k].conj())
+                .sum();
         }
     }
     let noise = correlated_noise(&l, coils, 20_000, 1);
@@ -349,7 +383,10 @@ fn whitening_recovers_a_known_covariance() {
          whitened fresh noise max |cov - I| {max_dev:.4}"
     );
     assert!(psi_error < 0.03, "Psi error {psi_error}");
-    assert!(max_dev < 0.04, "whitened covariance deviates from I by {max_dev}");
+    assert!(
+        max_dev < 0.04,
+        "whitened covariance deviates from I by {max_dev}"
+    );
     // The estimated W whitens the true covariance too: W Psi W^H ~ I.
     let w: Vec<Complex64> = whitening.matrix.iter().map(|&v| c64(v)).collect();
     let mut max_true = 0.0f64;
@@ -364,7 +401,10 @@ fn whitening_recovers_a_known_covariance() {
             max_true = max_true.max((s - identity[r * coils + c]).norm());
         }
     }
-    assert!(max_true < 0.04, "W Psi_true W^H deviates from I by {max_true}");
+    assert!(
+        max_true < 0.04,
+        "W Psi_true W^H deviates from I by {max_true}"
+    );
 }
 
 #[test]
@@ -373,7 +413,9 @@ fn whitening_errors() {
     let l = noise_factor(coils);
     let noise = correlated_noise(&l, coils, 100, 3);
     // Too few samples: M = 7 < 2 C.
-    let short: Vec<Complex32> = (0..coils).flat_map(|c| noise[c * 100..c * 100 + 7].to_vec()).collect();
+    let short: Vec<Complex32> = (0..coils)
+        .flat_map(|c| noise[c * 100..c * 100 + 7].to_vec())
+        .collect();
     let err = noise_whitening(&short, coils).unwrap_err();
     assert!(err.to_string().contains("too few noise samples"), "{err}");
     assert!(noise_whitening(&noise[..8 * coils], coils).is_ok());
@@ -383,7 +425,10 @@ fn whitening_errors() {
     // NaN, infinity.
     let mut bad = noise.clone();
     bad[123] = Complex32::new(f32::NAN, 0.0);
-    assert!(noise_whitening(&bad, coils).unwrap_err().to_string().contains("NaN"));
+    assert!(noise_whitening(&bad, coils)
+        .unwrap_err()
+        .to_string()
+        .contains("NaN"));
     bad[123] = Complex32::new(0.0, f32::INFINITY);
     assert!(noise_whitening(&bad, coils).is_err());
     // A duplicated coil: singular.
@@ -416,7 +461,9 @@ fn low_rank_kspace(coils: usize, rank: usize, seed: u64) -> (Shape, Vec<Complex3
     for c in 0..coils {
         for p in 0..n {
             if mask[p] != 0.0 {
-                let v: Complex64 = (0..rank).map(|j| mixing[c * rank + j] * sources[j * n + p]).sum();
+                let v: Complex64 = (0..rank)
+                    .map(|j| mixing[c * rank + j] * sources[j * n + p])
+                    .sum();
                 kspace[c * n + p] = Complex32::new(v.re as f32, v.im as f32);
             }
         }
@@ -433,14 +480,24 @@ fn compression_of_low_rank_data() {
         let cc = coil_compression(&kspace, &masks, coils, shape, v).unwrap();
         assert_eq!(cc.singular_values.len(), coils);
         assert!(cc.singular_values.windows(2).all(|w| w[0] >= w[1]));
-        assert!(cc.retained_energy >= previous - 1e-12, "not monotone at V = {v}");
+        assert!(
+            cc.retained_energy >= previous - 1e-12,
+            "not monotone at V = {v}"
+        );
         assert!((0.0..=1.0).contains(&cc.retained_energy));
         previous = cc.retained_energy;
         if v < rank {
-            assert!(cc.retained_energy < 0.99, "V = {v} < rank keeps {}", cc.retained_energy);
+            assert!(
+                cc.retained_energy < 0.99,
+                "V = {v} < rank keeps {}",
+                cc.retained_energy
+            );
         }
         if v == rank {
-            eprintln!("compression: retained energy at V = rank = {rank}: {:.9}", cc.retained_energy);
+            eprintln!(
+                "compression: retained energy at V = rank = {rank}: {:.9}",
+                cc.retained_energy
+            );
             assert!(cc.retained_energy > 1.0 - 1e-6, "{}", cc.retained_energy);
         }
         // Rows orthonormal.
@@ -458,7 +515,11 @@ fn compression_of_low_rank_data() {
         let energy = |d: &[Complex32]| d.iter().map(|z| c64(*z).norm_sqr()).sum::<f64>();
         let ratio = energy(&out) / energy(&kspace);
         // The compressed data keep exactly the retained energy.
-        assert!((ratio - cc.retained_energy).abs() < 1e-5, "V = {v}: {ratio} vs {}", cc.retained_energy);
+        assert!(
+            (ratio - cc.retained_energy).abs() < 1e-5,
+            "V = {v}: {ratio} vs {}",
+            cc.retained_energy
+        );
         if v == coils {
             assert!((ratio - 1.0).abs() < 1e-5, "V = C is not unitary: {ratio}");
         }
@@ -471,7 +532,10 @@ fn compression_errors() {
     let (shape, kspace, masks) = low_rank_kspace(coils, 2, 12);
     for v in [0, coils + 1] {
         let err = coil_compression(&kspace, &masks, coils, shape, v).unwrap_err();
-        assert!(err.to_string().contains("virtual coils out of range"), "{err}");
+        assert!(
+            err.to_string().contains("virtual coils out of range"),
+            "{err}"
+        );
     }
     let mut differing = masks.clone();
     differing[2 * shape.len() + 40 * 128 + 40] = 0.0;
@@ -514,11 +578,23 @@ fn sensitivity_errors() {
     for options in [
         SensitivityOptions { window: 6, ..ok },
         SensitivityOptions { window: 0, ..ok },
-        SensitivityOptions { calibration_max: 2, ..ok },
-        SensitivityOptions { support_threshold: f32::NAN, ..ok },
-        SensitivityOptions { support_threshold: 1.5, ..ok },
+        SensitivityOptions {
+            calibration_max: 2,
+            ..ok
+        },
+        SensitivityOptions {
+            support_threshold: f32::NAN,
+            ..ok
+        },
+        SensitivityOptions {
+            support_threshold: 1.5,
+            ..ok
+        },
     ] {
-        assert!(estimate_sensitivities(&kspace, &masks, 2, shape, &options).is_err(), "{options:?}");
+        assert!(
+            estimate_sensitivities(&kspace, &masks, 2, shape, &options).is_err(),
+            "{options:?}"
+        );
     }
     let zero = vec![Complex32::default(); 2 * n];
     let err = estimate_sensitivities(&zero, &masks, 2, shape, &ok).unwrap_err();
@@ -597,5 +673,8 @@ fn timing_estimate_sensitivities_256_8_coils() {
         std::hint::black_box(&s);
     }
     let per_run = start.elapsed().as_secs_f64() / runs as f64;
-    eprintln!("estimate_sensitivities 256x256, 8 coils: {:.1} ms per call", per_run * 1e3);
+    eprintln!(
+        "estimate_sensitivities 256x256, 8 coils: {:.1} ms per call",
+        per_run * 1e3
+    );
 }
