@@ -2,11 +2,13 @@
 //!
 //! The std runtime of sparsemap: reads inputs ([`npy`], MRD/ISMRMRD HDF5 [`mrd`], the wire
 //! stream [`ingest`]), predicts Lambda maps with an ONNX
-//! model ([`lambda_net`], tract), reconstructs with `sparsemap-core` ([`runtime`]), writes
+//! model ([`lambda_net`], tract), reconstructs with `sparsemap-core` ([`runtime`]; coil
+//! sensitivities, prewhitening and compression for multi-coil data in [`coils`]), writes
 //! images ([`output`]). The `sparsemap` binary
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
 #![forbid(unsafe_code)]
 
+pub mod coils;
 pub mod dicom;
 pub mod dictionary_norm;
 pub mod features;
