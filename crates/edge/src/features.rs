@@ -15,6 +15,7 @@
 use crate::parallel::WorkerPool;
 use anyhow::{ensure, Result};
 use num_complex::Complex32;
+use sparsemap_core::coils::CoilPrepared;
 use sparsemap_core::fft::FftBackend;
 use sparsemap_core::fista::{Executor, Lambda, WorkerBuffers};
 use sparsemap_core::recon::{Prepared, ReconConfig, ReconReport};
@@ -56,51 +57,57 @@ pub trait PreparedSlice: Sync {
     ) -> sparsemap_core::Result<ReconReport<f32>>;
 }
 
-impl<B: FftBackend<f32>> PreparedSlice for Prepared<'_, '_, '_, f32, B> {
-    fn shape(&self) -> Shape {
-        Prepared::shape(self)
-    }
-    fn count(&self) -> usize {
-        Prepared::count(self)
-    }
-    fn scale(&self) -> f32 {
-        Prepared::scale(self)
-    }
-    fn lipschitz(&self) -> f32 {
-        Prepared::lipschitz(self)
-    }
-    fn zero_filled_abs(&mut self, out: &mut [f32]) -> sparsemap_core::Result<()> {
-        Prepared::zero_filled_abs(self, out)
-    }
-    fn gradient_abs(&mut self, k: usize, out: &mut [f32]) -> sparsemap_core::Result<()> {
-        Prepared::gradient_abs(self, k, out)
-    }
-    fn gradient_abs_with(
-        &self,
-        k: usize,
-        out: &mut [f32],
-        worker: &mut WorkerBuffers<'_, f32>,
-    ) -> sparsemap_core::Result<()> {
-        Prepared::gradient_abs_with(self, k, out, worker)
-    }
-    fn solve(
-        &mut self,
-        lambda: Lambda<'_, f32>,
-        iterations: usize,
-        image: &mut [Complex32],
-    ) -> sparsemap_core::Result<ReconReport<f32>> {
-        Prepared::solve(self, lambda, iterations, image)
-    }
-    fn solve_on(
-        &mut self,
-        lambda: Lambda<'_, f32>,
-        config: &ReconConfig<f32>,
-        image: &mut [Complex32],
-        pool: &mut WorkerPool<f32>,
-    ) -> sparsemap_core::Result<ReconReport<f32>> {
-        crate::runtime::solve_on(self, pool, lambda, config, image)
-    }
+macro_rules! impl_prepared_slice {
+    ($prepared:ident) => {
+        impl<B: FftBackend<f32>> PreparedSlice for $prepared<'_, '_, '_, f32, B> {
+            fn shape(&self) -> Shape {
+                $prepared::shape(self)
+            }
+            fn count(&self) -> usize {
+                $prepared::count(self)
+            }
+            fn scale(&self) -> f32 {
+                $prepared::scale(self)
+            }
+            fn lipschitz(&self) -> f32 {
+                $prepared::lipschitz(self)
+            }
+            fn zero_filled_abs(&mut self, out: &mut [f32]) -> sparsemap_core::Result<()> {
+                $prepared::zero_filled_abs(self, out)
+            }
+            fn gradient_abs(&mut self, k: usize, out: &mut [f32]) -> sparsemap_core::Result<()> {
+                $prepared::gradient_abs(self, k, out)
+            }
+            fn gradient_abs_with(
+                &self,
+                k: usize,
+                out: &mut [f32],
+                worker: &mut WorkerBuffers<'_, f32>,
+            ) -> sparsemap_core::Result<()> {
+                $prepared::gradient_abs_with(self, k, out, worker)
+            }
+            fn solve(
+                &mut self,
+                lambda: Lambda<'_, f32>,
+                iterations: usize,
+                image: &mut [Complex32],
+            ) -> sparsemap_core::Result<ReconReport<f32>> {
+                $prepared::solve(self, lambda, iterations, image)
+            }
+            fn solve_on(
+                &mut self,
+                lambda: Lambda<'_, f32>,
+                config: &ReconConfig<f32>,
+                image: &mut [Complex32],
+                pool: &mut WorkerPool<f32>,
+            ) -> sparsemap_core::Result<ReconReport<f32>> {
+                crate::runtime::solve_on(self, pool, lambda, config, image)
+            }
+        }
+    };
 }
+impl_prepared_slice!(Prepared);
+impl_prepared_slice!(CoilPrepared);
 
 /// The per-slice channels shared by every filter (`|x0|` and the filter mean), planned once
 /// per grid. The filter correlations live in a caller's `[K][N]` buffer.

@@ -75,6 +75,9 @@ pub struct SliceJob {
     /// What an MRD file skipped and how its grid was formed (MRD input only; boxed to keep
     /// the job small).
     pub mrd: Option<Box<crate::mrd::MrdSliceInfo>>,
+    /// Noise-only samples `[n_coils][M]` of the scan (an MRD noise-adjustment acquisition),
+    /// for prewhitening the coils.
+    pub noise: Option<std::sync::Arc<Vec<Complex32>>>,
 }
 
 /// What the ingest tells its sink.
@@ -401,6 +404,7 @@ fn copy_out(start: &ScanStart, done: Completed<'_>) -> SliceJob {
         geometry: None,
         description: None,
         mrd: None,
+        noise: None,
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::lambda_net::{LambdaModel, LambdaPredictor, PredictTimes, DEFAULT_NETWORK_BATCH};
 use crate::parallel::Threads;
-use crate::runtime::{BackendKind, EdgeReconstructor};
+use crate::runtime::{BackendKind, EdgeReconstructor, SliceData};
 use anyhow::{Context, Result};
 use num_complex::Complex32;
 use sparsemap_core::dictionary::Dictionary;
@@ -137,13 +137,24 @@ impl LearnedReconstructor {
         &self.maps
     }
 
-    /// Reconstructs one slice into `image` (`kspace`, `mask` and `image` are `[N_y][N_x]`):
-    /// the core prepares the slice once, the features and maps are computed from it, and the
-    /// same prepared slice is solved.
+    /// Reconstructs one single-coil slice (`kspace`, `mask` `[N_y][N_x]`) into `image`
+    /// ([`Self::reconstruct_data`]).
     pub fn reconstruct(
         &mut self,
         kspace: &[Complex32],
         mask: &[f32],
+        image: &mut [Complex32],
+    ) -> Result<LearnedReport> {
+        self.reconstruct_data(SliceData::Single { kspace, mask }, image)
+    }
+
+    /// Reconstructs one slice into `image` (`[N_y][N_x]`): the core prepares the slice once
+    /// (one coil, or several with their sensitivities: the features are those of the
+    /// coil-combined data, DESIGN §3.4), the features and maps are computed from it, and the
+    /// same prepared slice is solved.
+    pub fn reconstruct_data(
+        &mut self,
+        data: SliceData<'_>,
         image: &mut [Complex32],
     ) -> Result<LearnedReport> {
         let Self {
@@ -154,7 +165,7 @@ impl LearnedReconstructor {
         } = self;
         let started = Instant::now();
         let (times, prepare_seconds, solve, solve_seconds) =
-            solver.with_prepared(kspace, mask, config.lowpass_weight, |prepared, pool| {
+            solver.with_slice(data, config.lowpass_weight, |prepared, pool| {
                 let prepare_seconds = started.elapsed().as_secs_f64();
                 let times = predictor
                     .predict(prepared, maps, pool)

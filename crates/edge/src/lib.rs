@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model_choice;
 pub mod mrd;
 pub mod mrd_stream;
+pub mod multicoil;
 pub mod npy;
 pub mod output;
 pub mod pacs;

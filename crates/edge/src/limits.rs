@@ -106,3 +106,18 @@ pub fn try_filled<T: Clone>(len: usize, value: T) -> Result<Vec<T>> {
     v.resize(len, value);
     Ok(v)
 }
+
+/// Grows `v` to at least `len` elements filled with `value`, reserving fallibly (as
+/// [`try_filled`]); never shrinks it.
+pub fn try_grow<T: Clone>(v: &mut Vec<T>, len: usize, value: T) -> Result<()> {
+    if v.len() < len {
+        v.try_reserve_exact(len - v.len()).map_err(|_| {
+            anyhow::anyhow!(
+                "cannot allocate {} MB",
+                (len * std::mem::size_of::<T>()) as f64 / 1e6
+            )
+        })?;
+        v.resize(len, value);
+    }
+    Ok(())
+}

@@ -9,6 +9,7 @@ use sparsemap_core::Shape;
 use sparsemap_edge::ingest::{ingest, Event, IngestConfig, ReaderSource};
 use sparsemap_edge::lambda_net::{LambdaModel, DEFAULT_NETWORK_BATCH};
 use sparsemap_edge::method::{FixedLambda, MethodSpec, Sparsity};
+use sparsemap_edge::multicoil::{CoilCombination, CoilInput, CoilOptions, CoilSettings};
 use sparsemap_edge::parallel::Threads;
 use sparsemap_edge::runtime::BackendKind;
 use sparsemap_edge::serve::{serve_source, Job, Source};
@@ -181,8 +182,18 @@ struct ReconArgs {
     method: MethodArgs,
     #[command(flatten)]
     dicom: DicomArgs,
-    /// A reference image [n_y, n_x]: print the PSNR of the zero-filled and the
-    /// reconstructed magnitude against it (--kspace only).
+    #[command(flatten)]
+    coils: CoilArgs,
+    /// A noise-only scan of the coils, complex64 [coils, M], to prewhiten multi-coil
+    /// --kspace with.
+    #[arg(long, value_name = "NOISE.npy", requires = "kspace")]
+    noise: Option<PathBuf>,
+    /// Coil sensitivities, complex64 [coils, n_y, n_x] (e.g. from BART ecalib), for
+    /// multi-coil --kspace instead of estimating them.
+    #[arg(long, value_name = "S.npy", requires = "kspace")]
+    sensitivities: Option<PathBuf>,
+    /// A reference image [n_y, n_x]: print the PSNR of the zero-filled (root sum of squares
+    /// over coils) and the reconstructed magnitude against it (--kspace only).
     #[arg(long, value_name = "TARGET.npy", requires = "kspace")]
     compare_to: Option<PathBuf>,
 }
@@ -226,6 +237,36 @@ struct ServeArgs {
     method: MethodArgs,
     #[command(flatten)]
     dicom: DicomArgs,
+    #[command(flatten)]
+    coils: CoilArgs,
+}
+
+/// Several receive coils (DESIGN §3.4).
+#[derive(Args)]
+struct CoilArgs {
+    /// How several coils become one image: `sense` reconstructs them together with their
+    /// sensitivities (A = M F S_c; estimated from the fully sampled k-space centre, else
+    /// --sensitivities), `rss` reconstructs each coil alone and takes the root sum of
+    /// squares. A slice whose sensitivities cannot be estimated falls back to rss, and its
+    /// sidecar says why.
+    #[arg(long, value_enum, default_value_t = CoilCombination::Sense)]
+    coil_combination: CoilCombination,
+    /// Compress the coils by SVD to N virtual coils before a sense reconstruction (the
+    /// energy kept is reported in the sidecar).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
+    virtual_coils: Option<u16>,
+}
+
+impl CoilArgs {
+    fn settings(&self) -> CoilSettings {
+        CoilSettings {
+            combination: self.coil_combination,
+            options: CoilOptions {
+                virtual_coils: self.virtual_coils.map(usize::from),
+                ..CoilOptions::default()
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -381,7 +422,7 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
     }
     let spec = method_spec(&args.method)?;
     let (worker, sender) = with_dicom(
-        Worker::new(spec, out_dir, output_options(&args.stream))?,
+        Worker::new(spec, out_dir, output_options(&args.stream))?.with_coils(args.coils.settings()),
         &args.dicom,
     )?;
     let mut worker = worker;
@@ -430,7 +471,12 @@ fn recon_stream(args: &ReconArgs, input: &Path) -> Result<()> {
 /// What `recon --input` does with each event of its input (a wire stream or an MRD file):
 /// plan for a scan, reconstruct, write and print a slice (counting the failed ones), report a
 /// rejected scan.
-fn on_input_event(worker: &mut Worker, input: &Path, event: Event<'_>, failed: &mut usize) -> Result<()> {
+fn on_input_event(
+    worker: &mut Worker,
+    input: &Path,
+    event: Event<'_>,
+    failed: &mut usize,
+) -> Result<()> {
     match event {
         Event::Scan(start) => worker.on_scan(&start),
         Event::Slice(job) => {
@@ -507,7 +553,10 @@ fn send(args: &SendArgs) -> Result<()> {
         bail!("{}: not a directory", args.dir.display());
     }
     let (queued, report) = sparsemap_edge::pacs::send_queue(&args.dir, &to, &args.calling_ae)?;
-    eprintln!("sparsemap: {queued} DICOM file(s) in {} queued for {to}", args.dir.display());
+    eprintln!(
+        "sparsemap: {queued} DICOM file(s) in {} queued for {to}",
+        args.dir.display()
+    );
     report_sent(report, &args.to, &args.dir)
 }
 
@@ -557,9 +606,9 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
         .as_deref()
         .map(sparsemap_edge::pacs::Destination::parse)
         .transpose()?;
-    let kspace = npy::read_kspace(kspace_path)?;
+    let kspace = npy::read_coil_kspace(kspace_path)?;
     let mask = npy::read_mask(mask_path)?;
-    let (n_y, n_x) = kspace.dim();
+    let (coils, n_y, n_x) = kspace.dim();
     if mask.dim() != (n_y, n_x) {
         bail!(
             "mask {} is {}x{} but k-space {} is {n_y}x{n_x}",
@@ -568,6 +617,41 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
             mask.dim().1,
             kspace_path.display()
         );
+    }
+    let noise = args.noise.as_deref().map(npy::read_noise).transpose()?;
+    let sensitivities = args
+        .sensitivities
+        .as_deref()
+        .map(npy::read_sensitivities)
+        .transpose()?;
+    if let (Some(noise), Some(path)) = (&noise, &args.noise) {
+        if noise.dim().0 != coils {
+            bail!(
+                "noise scan {} has {} coils but k-space {} has {coils}",
+                path.display(),
+                noise.dim().0,
+                kspace_path.display()
+            );
+        }
+    }
+    if let (Some(maps), Some(path)) = (&sensitivities, &args.sensitivities) {
+        if maps.dim() != kspace.dim() {
+            bail!(
+                "sensitivities {} are {:?} but k-space {} is {:?}",
+                path.display(),
+                maps.dim(),
+                kspace_path.display(),
+                kspace.dim()
+            );
+        }
+    }
+    if let Some(v) = args.coils.virtual_coils {
+        if usize::from(v) > coils {
+            bail!(
+                "--virtual-coils {v}: k-space {} has only {coils} coils",
+                kspace_path.display()
+            );
+        }
     }
     let shape = Shape::new(n_y, n_x).with_context(|| format!("{}", kspace_path.display()))?;
     let spec = method_spec(&args.method)?;
@@ -578,15 +662,43 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
     let mask_f32: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
     let mut image = Array2::<Complex32>::zeros((n_y, n_x));
     let solve_started = Instant::now();
-    let result = planned
-        .reconstruct(
-            kspace_slice,
-            &mask_f32,
-            image.as_slice_mut().expect("a new array is contiguous"),
+    let (result, coil_report) = if coils == 1 && noise.is_none() && sensitivities.is_none() {
+        let result = planned
+            .reconstruct(
+                kspace_slice,
+                &mask_f32,
+                image.as_slice_mut().expect("a new array is contiguous"),
+            )
+            .with_context(|| format!("reconstructing {}", kspace_path.display()))?;
+        (result, None)
+    } else {
+        let masks: Vec<f32> = (0..coils).flat_map(|_| mask_f32.iter().copied()).collect();
+        let input = CoilInput {
+            coils,
+            kspace: kspace_slice,
+            masks: &masks,
+            noise: noise
+                .as_ref()
+                .map(|a| a.as_slice().expect("a read array is contiguous")),
+            sensitivities: sensitivities
+                .as_ref()
+                .map(|a| a.as_slice().expect("a read array is contiguous")),
+        };
+        let (result, combination, report) = sparsemap_edge::multicoil::reconstruct_slice(
+            &mut planned,
+            &input,
+            &args.coils.settings(),
+            &mut image,
         )
         .with_context(|| format!("reconstructing {}", kspace_path.display()))?;
+        if combination != sparsemap_edge::multicoil::COIL_COMBINATION_SENSE {
+            eprintln!("sparsemap: {coils} coils combined by {combination}");
+        }
+        (result, report)
+    };
     let solve_seconds = solve_started.elapsed().as_secs_f64();
-    let provenance = provenance(&planned, &result, None, None);
+    let mut provenance = provenance(&planned, &result, None, None);
+    provenance.coils = coil_report;
     let stem = out.with_extension("");
     write_atomically(out, |p| sparsemap_edge::output::write_npy(p, &image))?;
     write_atomically(&sparsemap_edge::output::sidecar_path(out), |p| {
@@ -640,7 +752,20 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
     let config = planned.config();
     let (count, side) = spec.dictionary_size();
     eprintln!(
-        "sparsemap: {n_y}x{n_x}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}, {} threads), lambda {}: {:.3} s (prepare {:.3}, features {:.3}, network {:.3}, solve {:.3}), total {:.3} s, {:.1} MB planned, peak RSS {:.1} MB; wrote {}",
+        "sparsemap: {n_y}x{n_x}{}, {:.1} % sampled, K={count} {side}x{side} filters, {} iterations ({}, {} threads), lambda {}: {:.3} s (prepare {:.3}, features {:.3}, network {:.3}, solve {:.3}), total {:.3} s, {:.1} MB planned, peak RSS {:.1} MB; wrote {}",
+        match &provenance.coils {
+            Some(c) => format!(
+                " x {} coils (sense: {} virtual, {:.2} % of the energy kept, {}whitened, sensitivities {}, {:.3} s)",
+                c.coils,
+                c.virtual_coils,
+                100.0 * c.retained_energy,
+                if c.whitened { "" } else { "not " },
+                c.sensitivities,
+                c.estimate_seconds
+            ),
+            None if coils > 1 => format!(" x {coils} coils"),
+            None => String::new(),
+        },
         100.0 * provenance.sampled_fraction,
         config.iterations,
         spec.backend.name(),
@@ -659,9 +784,11 @@ fn recon_npy(args: &ReconArgs, kspace_path: &Path) -> Result<()> {
     if let Some(target) = &args.compare_to {
         compare(target, &kspace, &mask, &image, shape)?;
     }
-    if let (Some(file), Some(destination), Some(dir)) = (dicom_file, destination, &args.dicom.dicom) {
+    if let (Some(file), Some(destination), Some(dir)) = (dicom_file, destination, &args.dicom.dicom)
+    {
         let to = destination.to_string();
-        let report = sparsemap_edge::pacs::send_files(dir, &[file], &destination, &args.dicom.calling_ae);
+        let report =
+            sparsemap_edge::pacs::send_files(dir, &[file], &destination, &args.dicom.calling_ae);
         report_sent(report, &to, dir)?;
     }
     Ok(())
@@ -774,10 +901,15 @@ fn serve(args: &ServeArgs) -> Result<()> {
 #[allow(clippy::type_complexity)]
 fn serve_worker(
     args: &ServeArgs,
-) -> Result<(Worker, Option<sparsemap_edge::pacs::BackgroundSender>, Arc<AtomicBool>)> {
+) -> Result<(
+    Worker,
+    Option<sparsemap_edge::pacs::BackgroundSender>,
+    Arc<AtomicBool>,
+)> {
     let spec = method_spec(&args.method)?;
     let (worker, sender) = with_dicom(
-        Worker::new(spec, args.out_dir.clone(), output_options(&args.stream))?,
+        Worker::new(spec, args.out_dir.clone(), output_options(&args.stream))?
+            .with_coils(args.coils.settings()),
         &args.dicom,
     )?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -822,9 +954,12 @@ fn serve_mrd(args: &ServeArgs) -> Result<()> {
             .context("socket")
             .and_then(|()| stream.try_clone().context("socket"))
             .and_then(|writer| {
-                sparsemap_edge::mrd_stream::serve_connection(&stream, writer, &mut worker, &mut |r| {
-                    print_record(r)
-                })
+                sparsemap_edge::mrd_stream::serve_connection(
+                    &stream,
+                    writer,
+                    &mut worker,
+                    &mut |r| print_record(r),
+                )
             });
         match served {
             Ok(s) => eprintln!(
@@ -843,7 +978,7 @@ fn serve_mrd(args: &ServeArgs) -> Result<()> {
 /// Prints PSNR of the zero-filled and the reconstructed magnitude against `target`.
 fn compare(
     target: &Path,
-    kspace: &Array2<Complex32>,
+    kspace: &ndarray::Array3<Complex32>,
     mask: &Array2<bool>,
     image: &Array2<Complex32>,
     shape: Shape,
@@ -857,7 +992,15 @@ fn compare(
             image.dim()
         );
     }
-    let zero_filled = zero_filled(kspace, mask, shape)?;
+    // Root sum of squares of the coils' zero-filled images.
+    let mut zero_filled = Array2::<Complex32>::zeros(image.dim());
+    for coil in kspace.outer_iter() {
+        let coil_image = self::zero_filled(&coil.to_owned(), mask, shape)?;
+        for (acc, v) in zero_filled.iter_mut().zip(&coil_image) {
+            acc.re += v.norm_sqr();
+        }
+    }
+    zero_filled.mapv_inplace(|v| Complex32::new(v.re.sqrt(), 0.0));
     let reference = reference
         .as_slice()
         .context("reference array is not contiguous")?;

@@ -8,7 +8,7 @@ use crate::lambda_net::{LambdaModel, DEFAULT_NETWORK_BATCH};
 use crate::learned::LearnedReconstructor;
 use crate::npy;
 use crate::parallel::Threads;
-use crate::runtime::{BackendKind, EdgeReconstructor};
+use crate::runtime::{BackendKind, EdgeReconstructor, SliceData};
 use anyhow::{bail, Context, Result};
 use ndarray::{Array3, ArrayD};
 use num_complex::Complex32;
@@ -300,9 +300,19 @@ impl PlannedMethod {
         mask: &[f32],
         image: &mut [Complex32],
     ) -> Result<SliceResult> {
+        self.reconstruct_data(SliceData::Single { kspace, mask }, image)
+    }
+
+    /// Reconstructs one slice of one coil or of several ([`SliceData`]) into `image`
+    /// (`[n_y][n_x]`).
+    pub fn reconstruct_data(
+        &mut self,
+        data: SliceData<'_>,
+        image: &mut [Complex32],
+    ) -> Result<SliceResult> {
         match (&mut self.planned, &self.spec.sparsity) {
             (Planned::Learned(learned), Sparsity::Model(model)) => {
-                let r = learned.reconstruct(kspace, mask, image)?;
+                let r = learned.reconstruct_data(data, image)?;
                 Ok(SliceResult {
                     report: r.solve,
                     times: ReconTimes {
@@ -330,15 +340,11 @@ impl PlannedMethod {
                 };
                 let config = self.config;
                 let started = Instant::now();
-                let (prepare, report) = solver.with_prepared(
-                    kspace,
-                    mask,
-                    config.lowpass_weight,
-                    |prepared, pool| {
+                let (prepare, report) =
+                    solver.with_slice(data, config.lowpass_weight, |prepared, pool| {
                         let prepare = started.elapsed().as_secs_f64();
                         Ok((prepare, prepared.solve_on(lambda, &config, image, pool)?))
-                    },
-                )?;
+                    })?;
                 Ok(SliceResult {
                     report,
                     times: ReconTimes {

@@ -491,11 +491,20 @@ impl Layout {
     /// `#pragma pack(2)`, 340 bytes), whose offsets are fixed.
     fn packed_acquisition_header() -> Self {
         use crate::mrd_stream::{acquisition_offsets as at, ACQUISITION_HEADER_BYTES};
-        let u16m = |offset| Member { offset, kind: Kind::U16 };
-        let f3 = |offset| Member { offset, kind: Kind::F32x3 };
+        let u16m = |offset| Member {
+            offset,
+            kind: Kind::U16,
+        };
+        let f3 = |offset| Member {
+            offset,
+            kind: Kind::F32x3,
+        };
         Self {
             element_size: ACQUISITION_HEADER_BYTES,
-            flags: Member { offset: at::FLAGS, kind: Kind::U64 },
+            flags: Member {
+                offset: at::FLAGS,
+                kind: Kind::U64,
+            },
             number_of_samples: u16m(at::NUMBER_OF_SAMPLES),
             active_channels: u16m(at::ACTIVE_CHANNELS),
             discard_pre: u16m(at::DISCARD_PRE),
@@ -662,7 +671,11 @@ pub fn assemble_stream(
     }
     let layout = Layout::packed_acquisition_header();
     if headers.len() != samples.len() * layout.element_size {
-        bail!("{} header bytes for {} acquisitions", headers.len(), samples.len());
+        bail!(
+            "{} header bytes for {} acquisitions",
+            headers.len(),
+            samples.len()
+        );
     }
     let summary = MrdSummary {
         element_bytes: layout.element_size,
@@ -689,11 +702,14 @@ fn assemble(
     // Pass 1: classify every acquisition; group the imaging ones by (repetition, slice).
     let mut groups: BTreeMap<(u16, u16), Vec<Readout>> = BTreeMap::new();
     let mut channels: Option<u16> = None;
+    // Noise-adjustment acquisitions: (index, channels), read after pass 1 for prewhitening.
+    let mut noise_readouts: Vec<(usize, u16)> = Vec::new();
     for (index, element) in table.chunks_exact(element_size).enumerate() {
         let flag_bits = layout.u64(element, layout.flags);
         let is = |n| flags::is_set(flag_bits, n);
         if is(flags::NOISE_MEASUREMENT) {
             summary.skipped.noise += 1;
+            noise_readouts.push((index, layout.u16(element, layout.active_channels)));
             continue;
         }
         if is(flags::NAVIGATION_DATA) {
@@ -781,6 +797,8 @@ fn assemble(
         );
     };
 
+    let noise = read_noise(data, table, layout, &noise_readouts, channels)?;
+
     // Pass 2: one slice or slab at a time.
     let plan = Plan::new(header, usize::from(channels))?;
     let description = Arc::new(header.description.clone());
@@ -791,12 +809,59 @@ fn assemble(
             sink(Event::Scan(plan.start(u32::from(*repetition))))?;
         }
         let slab = plan.fill(data, table, layout, *slice, readouts)?;
-        for job in plan.jobs(u32::from(*repetition), *slice, slab, &summary, &description)? {
+        for job in plan.jobs(
+            u32::from(*repetition),
+            *slice,
+            slab,
+            &summary,
+            &description,
+            &noise,
+        )? {
             summary.slices += 1;
             sink(Event::Slice(job))?;
         }
     }
     Ok(summary)
+}
+
+/// The noise-adjustment acquisitions' samples as `[channels][M]` (all of them, in file
+/// order, at most `npy::MAX_NOISE_SAMPLES` per channel), for prewhitening the coils;
+/// `None` if there are none, or if they do not have the imaging data's channel count (then
+/// they do not describe these coils).
+fn read_noise(
+    data: &dyn SampleSource,
+    table: &[u8],
+    layout: &Layout,
+    readouts: &[(usize, u16)],
+    channels: u16,
+) -> Result<Option<Arc<Vec<Complex32>>>> {
+    if readouts.is_empty() || readouts.iter().any(|&(_, c)| c != channels) {
+        return Ok(None);
+    }
+    let channels = usize::from(channels);
+    let mut per_channel: Vec<Vec<Complex32>> = vec![Vec::new(); channels];
+    let mut samples = Vec::new();
+    for &(index, _) in readouts {
+        let element = &table[index * layout.element_size..(index + 1) * layout.element_size];
+        data.read(layout, element, index, &mut samples)?;
+        if samples.len() % (2 * channels) != 0 {
+            bail!(
+                "noise acquisition {index}: {} values are not {channels} channels of complex samples",
+                samples.len()
+            );
+        }
+        let per = samples.len() / (2 * channels);
+        for (c, values) in per_channel.iter_mut().enumerate() {
+            let room = crate::npy::MAX_NOISE_SAMPLES.saturating_sub(values.len());
+            values.extend(
+                samples[2 * c * per..2 * (c + 1) * per]
+                    .chunks_exact(2)
+                    .take(room)
+                    .map(|v| Complex32::new(v[0], v[1])),
+            );
+        }
+    }
+    Ok(Some(Arc::new(per_channel.concat())))
 }
 
 fn read_xml(dataset: &hdf5_reader::Dataset) -> Result<String> {
@@ -1051,6 +1116,7 @@ impl Plan {
         mut slab: Slab,
         summary: &MrdSummary,
         description: &Arc<ScanDescription>,
+        noise: &Option<Arc<Vec<Complex32>>>,
     ) -> Result<Vec<SliceJob>> {
         let (n_y, n_xe, n_x, n_z, coils) =
             (self.n_y, self.n_x_encoded, self.n_x, self.n_z, self.coils);
@@ -1160,6 +1226,7 @@ impl Plan {
                         .is_3d()
                         .then(|| [(p - kept_first) as u16, self.n_z_kept as u16]),
                 })),
+                noise: noise.clone(),
             });
         }
         Ok(jobs)
@@ -1179,11 +1246,18 @@ fn placed(step: u16, limit: Limit, n: usize) -> Option<usize> {
 /// Where the samples of acquisition `index` (table element `element`) come from: the file's
 /// vlen `data` member, or the messages of an MRD stream.
 trait SampleSource {
-    fn read(&self, layout: &Layout, element: &[u8], index: usize, out: &mut Vec<f32>) -> Result<()>;
+    fn read(&self, layout: &Layout, element: &[u8], index: usize, out: &mut Vec<f32>)
+        -> Result<()>;
 }
 
 impl SampleSource for hdf5_reader::Dataset {
-    fn read(&self, layout: &Layout, element: &[u8], index: usize, out: &mut Vec<f32>) -> Result<()> {
+    fn read(
+        &self,
+        layout: &Layout,
+        element: &[u8],
+        index: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         read_data(self, layout, element, index, out)
     }
 }

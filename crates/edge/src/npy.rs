@@ -234,7 +234,7 @@ pub fn kspace_from_bytes(bytes: &[u8], name: &str) -> Result<Array2<Complex32>> 
     let shape = file.squeezed_shape(2).to_vec();
     if shape.len() == 3 {
         bail!(
-            "{name}: k-space has {} coils ({:?}); this version reconstructs single-coil data only",
+            "{name}: k-space has {} coils ({:?}); read it with read_coil_kspace",
             shape[0],
             file.header.shape
         );
@@ -254,6 +254,88 @@ pub fn kspace_from_bytes(bytes: &[u8], name: &str) -> Result<Array2<Complex32>> 
         bail!("{name}: k-space contains NaN or infinite values");
     }
     Ok(array.into_shape_with_order((shape[0], shape[1]))?)
+}
+
+/// Most coils a multi-coil `.npy` may hold (DESIGN §3.4).
+const MAX_COILS: usize = sparsemap_core::coils::MAX_COILS;
+/// Most samples per coil of a noise scan (`--noise`).
+pub const MAX_NOISE_SAMPLES: usize = 1 << 20;
+
+/// Complex k-space of one or several coils: `[n_y, n_x]` (one coil) or `[coils, n_y, n_x]`,
+/// complex64 or complex128, finite; returned as `[coils, n_y, n_x]`.
+pub fn read_coil_kspace(path: &Path) -> Result<Array3<Complex32>> {
+    coil_array_from_bytes(
+        &read_file(path, MAX_COILS * GRID_ELEMENTS, "k-space .npy")?,
+        &shown(path),
+        "k-space",
+    )
+}
+
+/// Coil sensitivities `[coils, n_y, n_x]` (image domain), complex64 or complex128, finite.
+pub fn read_sensitivities(path: &Path) -> Result<Array3<Complex32>> {
+    coil_array_from_bytes(
+        &read_file(path, MAX_COILS * GRID_ELEMENTS, "sensitivities .npy")?,
+        &shown(path),
+        "sensitivities",
+    )
+}
+
+/// [`read_coil_kspace`] on the bytes of a file; `name` is used in errors.
+pub fn coil_array_from_bytes(bytes: &[u8], name: &str, what: &str) -> Result<Array3<Complex32>> {
+    let file = NpyBytes::parse(bytes, name)?;
+    let shape = file.squeezed_shape(2).to_vec();
+    let shape = match shape[..] {
+        [n_y, n_x] => [1, n_y, n_x],
+        [coils, n_y, n_x] => [coils, n_y, n_x],
+        _ => bail!(
+            "{name}: {what} must be [n_y, n_x] or [coils, n_y, n_x], found shape {:?}",
+            file.header.shape
+        ),
+    };
+    if shape[0] == 0 || shape[0] > MAX_COILS {
+        bail!(
+            "{name}: {what} has {} coils, expected 1..={MAX_COILS}",
+            shape[0]
+        );
+    }
+    file.check_grid(&shape[1..], what)?;
+    let array = file.read_complex(what)?;
+    if array
+        .iter()
+        .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+    {
+        bail!("{name}: {what} contains NaN or infinite values");
+    }
+    Ok(array.into_shape_with_order((shape[0], shape[1], shape[2]))?)
+}
+
+/// A noise scan `[coils, M]`: noise-only samples of each coil (complex64 or complex128,
+/// finite, `M <= MAX_NOISE_SAMPLES`).
+pub fn read_noise(path: &Path) -> Result<Array2<Complex32>> {
+    noise_from_bytes(
+        &read_file(path, MAX_COILS * MAX_NOISE_SAMPLES, "noise .npy")?,
+        &shown(path),
+    )
+}
+
+/// [`read_noise`] on the bytes of a file; `name` is used in errors.
+pub fn noise_from_bytes(bytes: &[u8], name: &str) -> Result<Array2<Complex32>> {
+    let file = NpyBytes::parse(bytes, name)?;
+    let shape = file.header.shape.clone();
+    let [coils, samples] = shape[..] else {
+        bail!("{name}: a noise scan must be [coils, samples], found shape {shape:?}");
+    };
+    if coils == 0 || coils > MAX_COILS || samples == 0 || samples > MAX_NOISE_SAMPLES {
+        bail!("{name}: noise scan shape {shape:?}: 1..={MAX_COILS} coils of 1..={MAX_NOISE_SAMPLES} samples");
+    }
+    let array = file.read_complex("noise scan")?;
+    if array
+        .iter()
+        .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+    {
+        bail!("{name}: the noise scan contains NaN or infinite values");
+    }
+    Ok(array.into_shape_with_order((coils, samples))?)
 }
 
 /// A sampling mask `[n_y, n_x]` of bool, uint8, float32 or float64; `true` where non-zero.

@@ -174,6 +174,10 @@ pub struct Provenance {
     /// What the array axes are, in words ([`ARRAY_ORIENTATION`]).
     #[serde(default = "default_orientation")]
     pub orientation: String,
+    /// The multi-coil processing (prewhitening, compression, sensitivities) when several
+    /// coils were reconstructed together (DESIGN §3.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coils: Option<crate::multicoil::CoilReport>,
 }
 
 impl Provenance {

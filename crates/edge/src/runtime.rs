@@ -5,9 +5,10 @@ use crate::features::PreparedSlice;
 use crate::limits::try_filled;
 use crate::parallel::{Threads, WorkerPool};
 use num_complex::Complex;
+use sparsemap_core::coils::{CoilPrepared, CoilWorkspace};
 use sparsemap_core::dictionary::{Dictionary, DictionaryPlan, MaskedSynthesis, PlanInfo};
 use sparsemap_core::fft::{Fft2, FftBackend, MicroFft, RustFft};
-use sparsemap_core::fista::Lambda;
+use sparsemap_core::fista::{Executor, Lambda, WorkerBuffers};
 use sparsemap_core::recon::{Prepared, ReconConfig, ReconReport, Workspace};
 use sparsemap_core::{Real, Result, Shape};
 
@@ -117,6 +118,50 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
         })
     }
 
+    /// Prepares one multi-coil slice ([`CoilWorkspace::prepare`]: `kspace`, `masks` and
+    /// `sensitivities` `[coils][n_y][n_x]`) and hands it, with the thread pool, to `f`. The
+    /// coil workspace lives in the same buffers as the single-coil one, grown (fallibly) on
+    /// the first slice with this many coils: memory is the larger of the two, not the sum.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_prepared_coils<R, E: From<sparsemap_core::Error> + From<anyhow::Error>>(
+        &mut self,
+        coils: usize,
+        kspace: &[Complex<T>],
+        masks: &[T],
+        sensitivities: &[Complex<T>],
+        lowpass_weight: T,
+        f: impl FnOnce(
+            &mut CoilPrepared<'_, '_, '_, T, B>,
+            &mut WorkerPool<T>,
+        ) -> core::result::Result<R, E>,
+    ) -> core::result::Result<R, E> {
+        let shape = self.fft.shape();
+        let count = self.info.count();
+        let scratch = self.fft.scratch_len();
+        crate::limits::try_grow(
+            &mut self.complex,
+            CoilWorkspace::<T>::complex_len(shape, count, coils, scratch),
+            Complex::default(),
+        )?;
+        crate::limits::try_grow(
+            &mut self.real,
+            CoilWorkspace::<T>::real_len(shape, coils),
+            T::zero(),
+        )?;
+        let plan = DictionaryPlan::view(&self.fft, self.info, &self.responses, &self.power)?;
+        let mut workspace = CoilWorkspace::new(
+            shape,
+            count,
+            coils,
+            scratch,
+            &mut self.complex,
+            &mut self.real,
+        )?;
+        let mut prepared =
+            workspace.prepare(&plan, kspace, masks, sensitivities, lowpass_weight)?;
+        f(&mut prepared, &mut self.pool)
+    }
+
     /// Prepares one slice ([`Workspace::prepare`]) and hands it, with the thread pool, to
     /// `f`, which reads the per-slice quantities and solves.
     pub fn with_prepared<R, E: From<sparsemap_core::Error>>(
@@ -143,11 +188,61 @@ impl<T: Real, B: FftBackend<T>> Reconstructor<T, B> {
     }
 }
 
+/// What [`solve_on`] needs of a prepared slice: the serial solve, the solve on an executor,
+/// and the background gate (single-coil [`Prepared`] and multi-coil [`CoilPrepared`]).
+pub trait Solve<T: Real> {
+    fn solve(
+        &mut self,
+        lambda: Lambda<'_, T>,
+        iterations: usize,
+        image: &mut [Complex<T>],
+    ) -> Result<ReconReport<T>>;
+    fn solve_with<E: Executor>(
+        &mut self,
+        lambda: Lambda<'_, T>,
+        iterations: usize,
+        image: &mut [Complex<T>],
+        workers: &mut [WorkerBuffers<'_, T>],
+        executor: &E,
+    ) -> Result<ReconReport<T>>;
+    fn gate_background(&mut self, kappa: T, image: &mut [Complex<T>]) -> Result<()>;
+}
+
+macro_rules! impl_solve {
+    ($prepared:ident) => {
+        impl<T: Real, B: FftBackend<T>> Solve<T> for $prepared<'_, '_, '_, T, B> {
+            fn solve(
+                &mut self,
+                lambda: Lambda<'_, T>,
+                iterations: usize,
+                image: &mut [Complex<T>],
+            ) -> Result<ReconReport<T>> {
+                $prepared::solve(self, lambda, iterations, image)
+            }
+            fn solve_with<E: Executor>(
+                &mut self,
+                lambda: Lambda<'_, T>,
+                iterations: usize,
+                image: &mut [Complex<T>],
+                workers: &mut [WorkerBuffers<'_, T>],
+                executor: &E,
+            ) -> Result<ReconReport<T>> {
+                $prepared::solve_with(self, lambda, iterations, image, workers, executor)
+            }
+            fn gate_background(&mut self, kappa: T, image: &mut [Complex<T>]) -> Result<()> {
+                $prepared::gate_background(self, kappa, image)
+            }
+        }
+    };
+}
+impl_solve!(Prepared);
+impl_solve!(CoilPrepared);
+
 /// The solve of a prepared slice on the pool's threads (the serial core path for one
-/// thread, [`Prepared::solve_with`] otherwise: the same bits either way) with `config`'s
-/// iteration count, then `config`'s background gate ([`Prepared::gate_background`]) if set.
-pub fn solve_on<T: Real, B: FftBackend<T>>(
-    prepared: &mut Prepared<'_, '_, '_, T, B>,
+/// thread, [`Solve::solve_with`] otherwise: the same bits either way) with `config`'s
+/// iteration count, then `config`'s background gate ([`Solve::gate_background`]) if set.
+pub fn solve_on<T: Real, P: Solve<T>>(
+    prepared: &mut P,
     pool: &mut WorkerPool<T>,
     lambda: Lambda<'_, T>,
     config: &ReconConfig<T>,
@@ -261,13 +356,60 @@ impl EdgeReconstructor {
         lowpass_weight: f32,
         f: impl FnOnce(&mut dyn PreparedSlice, &mut WorkerPool<f32>) -> anyhow::Result<R>,
     ) -> anyhow::Result<R> {
+        self.with_slice(SliceData::Single { kspace, mask }, lowpass_weight, f)
+    }
+
+    /// [`Reconstructor::with_prepared`] or [`Reconstructor::with_prepared_coils`] behind the
+    /// run-time backend choice.
+    pub fn with_slice<R>(
+        &mut self,
+        data: SliceData<'_>,
+        lowpass_weight: f32,
+        f: impl FnOnce(&mut dyn PreparedSlice, &mut WorkerPool<f32>) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        macro_rules! dispatch {
+            ($r:expr) => {
+                match data {
+                    SliceData::Single { kspace, mask } => {
+                        $r.with_prepared(kspace, mask, lowpass_weight, |p, pool| {
+                            f(p as &mut dyn PreparedSlice, pool)
+                        })
+                    }
+                    SliceData::Coils {
+                        coils,
+                        kspace,
+                        masks,
+                        sensitivities,
+                    } => $r.with_prepared_coils(
+                        coils,
+                        kspace,
+                        masks,
+                        sensitivities,
+                        lowpass_weight,
+                        |p, pool| f(p as &mut dyn PreparedSlice, pool),
+                    ),
+                }
+            };
+        }
         match self {
-            Self::RustFft(r) => r.with_prepared(kspace, mask, lowpass_weight, |p, pool| {
-                f(p as &mut dyn PreparedSlice, pool)
-            }),
-            Self::MicroFft(r) => r.with_prepared(kspace, mask, lowpass_weight, |p, pool| {
-                f(p as &mut dyn PreparedSlice, pool)
-            }),
+            Self::RustFft(r) => dispatch!(r),
+            Self::MicroFft(r) => dispatch!(r),
         }
     }
+}
+
+/// One slice's input: one coil (`[n_y][n_x]` k-space and mask), or several with their
+/// sensitivities (each `[coils][n_y][n_x]`; DESIGN §3.4).
+#[derive(Debug, Clone, Copy)]
+pub enum SliceData<'a> {
+    Single {
+        kspace: &'a [Complex<f32>],
+        mask: &'a [f32],
+    },
+    Coils {
+        coils: usize,
+        kspace: &'a [Complex<f32>],
+        masks: &'a [f32],
+        sensitivities: &'a [Complex<f32>],
+    },
 }

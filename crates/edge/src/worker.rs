@@ -302,6 +302,7 @@ pub struct Worker {
     dicom: Option<crate::dicom::DicomWriter>,
     /// Told the path of every DICOM file written (the PACS sender's queue).
     dicom_written: Option<std::sync::mpsc::Sender<PathBuf>>,
+    coils: crate::multicoil::CoilSettings,
 }
 
 impl Worker {
@@ -316,7 +317,15 @@ impl Worker {
             options,
             dicom: None,
             dicom_written: None,
+            coils: crate::multicoil::CoilSettings::default(),
         })
+    }
+
+    /// How slices of several coils are reconstructed (default: together, with estimated
+    /// sensitivities; DESIGN §3.4).
+    pub fn with_coils(mut self, settings: crate::multicoil::CoilSettings) -> Self {
+        self.coils = settings;
+        self
     }
 
     /// Also write each slice as a DICOM MR image into `writer`'s directory (one series per
@@ -361,7 +370,10 @@ impl Worker {
 
     /// [`on_slice`](Self::on_slice), also returning the image written (none on error), for a
     /// server that sends it back (`serve --mrd`).
-    pub fn on_slice_with_image(&mut self, job: SliceJob) -> (SliceRecord, Option<Array2<Complex32>>) {
+    pub fn on_slice_with_image(
+        &mut self,
+        job: SliceJob,
+    ) -> (SliceRecord, Option<Array2<Complex32>>) {
         let started = Instant::now();
         let mut image = None;
         let stats = job.stats;
@@ -435,6 +447,7 @@ impl Worker {
         let start = job.start;
         let save_maps = self.options.save_maps;
         let save_kspace = self.options.save_kspace;
+        let coil_settings = self.coils.clone();
         let planned = self.plan(&start)?;
         let shape = planned.shape();
         let coils = usize::from(start.n_coils);
@@ -448,16 +461,25 @@ impl Worker {
             );
         }
         let mut image = Array2::<Complex32>::zeros((shape.n_y(), shape.n_x()));
-        let (result, coil_combination) = if coils == 1 {
+        let (result, coil_combination, coil_report) = if coils == 1 {
             let result = planned.reconstruct(
                 &job.kspace[..n],
                 &mask_f32(&job.mask[..n]),
                 image.as_slice_mut().expect("a new array is contiguous"),
             )?;
-            (result, None)
+            (result, None, None)
         } else {
-            let result = reconstruct_rss(planned, &job.kspace, &job.mask, coils, &mut image)?;
-            (result, Some(COIL_COMBINATION_RSS.to_string()))
+            let masks = mask_f32(&job.mask[..coils * n]);
+            let input = crate::multicoil::CoilInput {
+                coils,
+                kspace: &job.kspace[..coils * n],
+                masks: &masks,
+                noise: job.noise.as_deref().map(Vec::as_slice),
+                sensitivities: None,
+            };
+            let (result, combination, report) =
+                crate::multicoil::reconstruct_slice(planned, &input, &coil_settings, &mut image)?;
+            (result, Some(combination), report)
         };
         record.coil_combination = coil_combination.clone();
         let ReconTimes {
@@ -498,7 +520,8 @@ impl Worker {
         };
         let voxel_mm = (start.fov_mm.iter().all(|v| v.is_finite() && *v > 0.0))
             .then(|| acquisition.voxel_mm(shape.n_y(), shape.n_x()));
-        let provenance = provenance(planned, &result, Some(acquisition), voxel_mm);
+        let mut provenance = provenance(planned, &result, Some(acquisition), voxel_mm);
+        provenance.coils = coil_report;
         let maps = planned
             .lambda_maps()
             .filter(|_| save_maps)
@@ -634,6 +657,7 @@ pub fn provenance(
         acquisition,
         voxel_mm,
         orientation: ARRAY_ORIENTATION.to_string(),
+        coils: None,
     }
 }
 
@@ -705,6 +729,7 @@ impl Previewer {
             acquisition: None,
             voxel_mm: None,
             orientation: ARRAY_ORIENTATION.to_string(),
+            coils: None,
         };
         write_atomically(path, |p| write_png(p, &magnitude, &provenance))
     }

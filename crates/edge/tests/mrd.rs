@@ -344,7 +344,11 @@ fn python_multicoil_oversampled_is_rss_of_single_coil_recons() {
     let Some(fixtures) = fixtures() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (lines, log) = recon_input(&fixtures.join("py/multicoil.h5"), &out, &[]);
+    let (lines, log) = recon_input(
+        &fixtures.join("py/multicoil.h5"),
+        &out,
+        &["--coil-combination", "rss"],
+    );
     println!("{log}");
     assert_eq!(lines[0]["coil_combination"], "rss");
     assert_eq!(
@@ -389,6 +393,24 @@ fn python_multicoil_oversampled_is_rss_of_single_coil_recons() {
         sidecar["acquisition"]["fov_mm"],
         serde_json::json!([220.0, 220.0])
     );
+
+    // The default: the four coils reconstructed together with estimated sensitivities.
+    let together = dir.path().join("sense");
+    let (lines, _) = recon_input(&fixtures.join("py/multicoil.h5"), &together, &[]);
+    assert_eq!(lines[0]["coil_combination"], "sense");
+    let image: Array2<Complex32> = read(&together.join("scan00000_slice000.npy"));
+    let sense_db = psnr(
+        image.iter().map(|v| v.norm()),
+        truth.iter().map(|v| v.norm()),
+    );
+    println!("4 coils together: PSNR {sense_db:.2} dB vs |x| (each alone: {db:.2} dB)");
+    assert!(
+        sense_db >= db - 0.5,
+        "sense {sense_db:.2} dB vs rss {db:.2} dB"
+    );
+    let sidecar = json(&together.join("scan00000_slice000.json"));
+    assert_eq!(sidecar["coils"]["coils"], 4);
+    assert_eq!(sidecar["acquisition"]["coil_combination"], "sense");
 }
 
 /// Python writer, 3-D: 8 partitions x 2 coils. The inverse FFT along kz gives each
@@ -399,7 +421,11 @@ fn python_3d_is_one_2d_problem_per_partition() {
     let Some(fixtures) = fixtures() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (lines, log) = recon_input(&fixtures.join("py/vol3d.h5"), &out, &[]);
+    let (lines, log) = recon_input(
+        &fixtures.join("py/vol3d.h5"),
+        &out,
+        &["--coil-combination", "rss"],
+    );
     println!("{log}");
     assert_eq!(lines.len(), 8);
     let expected: Array4<Complex32> = read(&fixtures.join("py/vol3d_kspace.npy"));
@@ -572,6 +598,41 @@ fn cpp_writer_noise_and_calibration_scans() {
     // Acceleration 2 outside the 16 calibration lines: 16 + 24 of 64 rows per repetition.
     assert_eq!(lines[0]["lines_received"], 40);
     assert_eq!(lines[0]["missing"], 24);
+    // The two coils are reconstructed together, prewhitened with the noise scan.
+    for line in &lines {
+        assert_eq!(line["coil_combination"], "sense");
+    }
+    let sidecar = json(&dir.path().join("scan00000_slice000.json"));
+    assert_eq!(sidecar["coils"]["whitened"], true, "{}", sidecar["coils"]);
+    assert_eq!(sidecar["coils"]["coils"], 2);
+    // Against each coil alone (root sum of squares), both compared with the root sum of
+    // squares of the generator's coil images.
+    let truth = cpp_coil_images(&fixtures.join("cpp_noise.h5"));
+    let (n_y, n_x) = (truth.dim().1, truth.dim().2);
+    let rss_truth: Vec<f32> = (0..n_y * n_x)
+        .map(|i| {
+            (0..truth.dim().0)
+                .map(|c| truth[(c, i / n_x, i % n_x)].norm_sqr())
+                .sum::<f32>()
+                .sqrt()
+        })
+        .collect();
+    let sense: Array2<Complex32> = read(&dir.path().join("scan00000_slice000.npy"));
+    let alone = dir.path().join("rss");
+    recon_input(
+        &fixtures.join("cpp_noise.h5"),
+        &alone,
+        &["--coil-combination", "rss"],
+    );
+    let rss: Array2<Complex32> = read(&alone.join("scan00000_slice000.npy"));
+    assert_eq!(sense.dim(), (n_y, n_x));
+    let sense_db = psnr(sense.iter().map(|v| v.norm()), rss_truth.iter().copied());
+    let rss_db = psnr(rss.iter().map(|v| v.norm()), rss_truth.iter().copied());
+    println!("2 coils, acceleration 2: together {sense_db:.2} dB, each alone {rss_db:.2} dB");
+    assert!(
+        sense_db > rss_db + 1.0,
+        "together {sense_db:.2} dB vs alone {rss_db:.2} dB"
+    );
 }
 
 /// Inconsistent and oversized files: one line naming the file and what is wrong, under a
@@ -728,7 +789,15 @@ fn serve_mrd_returns_the_images_of_recon_input_to_a_real_mrd_client() {
     let dir = tempfile::tempdir().unwrap();
     let served = dir.path().join("served");
     let mut server = Command::new(env!("CARGO_BIN_EXE_sparsemap"))
-        .args(["serve", "--mrd", "--listen", "127.0.0.1:0", "--lambda", LAMBDA, "--out-dir"])
+        .args([
+            "serve",
+            "--mrd",
+            "--listen",
+            "127.0.0.1:0",
+            "--lambda",
+            LAMBDA,
+            "--out-dir",
+        ])
         .arg(&served)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -738,7 +807,10 @@ fn serve_mrd_returns_the_images_of_recon_input_to_a_real_mrd_client() {
     let address = loop {
         let mut line = String::new();
         use std::io::BufRead;
-        assert!(server_stderr.read_line(&mut line).unwrap() > 0, "serve --mrd exited");
+        assert!(
+            server_stderr.read_line(&mut line).unwrap() > 0,
+            "serve --mrd exited"
+        );
         if let Some(rest) = line.strip_prefix("sparsemap: listening on ") {
             break rest.split_whitespace().next().unwrap().to_string();
         }
@@ -755,7 +827,11 @@ fn serve_mrd_returns_the_images_of_recon_input_to_a_real_mrd_client() {
         socket.read_to_end(&mut answer).unwrap();
         let text = String::from_utf8_lossy(&answer);
         assert!(text.contains("unknown MRD message id 1337"), "{text}");
-        assert_eq!(&answer[answer.len() - 2..], &4u16.to_le_bytes(), "ends with a close");
+        assert_eq!(
+            &answer[answer.len() - 2..],
+            &4u16.to_le_bytes(),
+            "ends with a close"
+        );
     }
 
     for (name, file, images) in [
@@ -771,7 +847,11 @@ fn serve_mrd_returns_the_images_of_recon_input_to_a_real_mrd_client() {
             .arg(&received)
             .output()
             .unwrap();
-        assert!(client.status.success(), "mrd_client.py {name}: {}", stderr(&client));
+        assert!(
+            client.status.success(),
+            "mrd_client.py {name}: {}",
+            stderr(&client)
+        );
         let lines: Vec<Value> = String::from_utf8_lossy(&client.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -786,14 +866,26 @@ fn serve_mrd_returns_the_images_of_recon_input_to_a_real_mrd_client() {
             let returned: Array2<Complex32> = read(&received.join(line["file"].as_str().unwrap()));
             let expected: Array2<Complex32> =
                 read(&reference.join(format!("scan00000_slice{slice:03}.npy")));
-            assert_eq!(returned, expected, "{name}: the returned image is recon --input's");
+            assert_eq!(
+                returned, expected,
+                "{name}: the returned image is recon --input's"
+            );
             let written: Array2<Complex32> =
                 read(&served.join(format!("scan00000_slice{slice:03}.npy")));
-            assert_eq!(written, expected, "{name}: the server's file is recon --input's");
-            println!("{name}: slice {slice}: {:?} returned, identical to recon --input", line["matrix_size"]);
+            assert_eq!(
+                written, expected,
+                "{name}: the server's file is recon --input's"
+            );
+            println!(
+                "{name}: slice {slice}: {:?} returned, identical to recon --input",
+                line["matrix_size"]
+            );
         }
     }
-    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = server.wait().unwrap();
     assert!(status.success(), "serve --mrd exits 0 on SIGTERM");
@@ -826,7 +918,11 @@ fn mrd_slices_become_valid_dicom_with_the_header_geometry() {
     assert_eq!(lines[0]["status"], "ok");
     let file = dicom.join("scan00000_slice000.dcm");
     let verify = Command::new("dciodvfy").arg(&file).output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&verify.stdout), stderr(&verify));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        stderr(&verify)
+    );
     assert!(report.contains("MRImage"), "{report}");
     assert!(
         verify.status.success() && !report.lines().any(|l| l.starts_with("Error")),
@@ -836,18 +932,42 @@ fn mrd_slices_become_valid_dicom_with_the_header_geometry() {
     let sidecar = json(&out.join("scan00000_slice000.json"));
     let acquisition = &sidecar["acquisition"];
     let geometry = &acquisition["geometry"];
-    let vector = |v: &Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let vector = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
     let object = dicom_object::open_file(&file).unwrap();
     let text = |tag| -> String {
-        object.element(tag).unwrap().to_str().unwrap().trim_end_matches(['\0', ' ']).to_string()
+        object
+            .element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(['\0', ' '])
+            .to_string()
     };
     let numbers = |tag| -> Vec<f64> { object.element(tag).unwrap().to_multi_float64().unwrap() };
     use dicom_dictionary_std::tags;
     let description = &acquisition["description"];
-    assert_eq!(text(tags::PATIENT_NAME), description["patient_name"].as_str().unwrap());
-    assert_eq!(text(tags::PATIENT_ID), description["patient_id"].as_str().unwrap());
-    assert_eq!(text(tags::SERIES_DESCRIPTION), description["series_description"].as_str().unwrap());
-    assert_eq!(text(tags::PATIENT_POSITION), description["patient_position"].as_str().unwrap());
+    assert_eq!(
+        text(tags::PATIENT_NAME),
+        description["patient_name"].as_str().unwrap()
+    );
+    assert_eq!(
+        text(tags::PATIENT_ID),
+        description["patient_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        text(tags::SERIES_DESCRIPTION),
+        description["series_description"].as_str().unwrap()
+    );
+    assert_eq!(
+        text(tags::PATIENT_POSITION),
+        description["patient_position"].as_str().unwrap()
+    );
     let field_t = numbers(tags::MAGNETIC_FIELD_STRENGTH)[0];
     assert!((field_t - acquisition["field_mt"].as_f64().unwrap() / 1000.0).abs() < 1e-6);
     let read = vector(&geometry["read_dir"]);
@@ -855,7 +975,10 @@ fn mrd_slices_become_valid_dicom_with_the_header_geometry() {
     let centre = vector(&geometry["centre_mm"]);
     let orientation = numbers(tags::IMAGE_ORIENTATION_PATIENT);
     for (a, b) in orientation.iter().zip(read.iter().chain(&phase)) {
-        assert!((a - b).abs() < 1e-5, "orientation {orientation:?} vs {read:?} {phase:?}");
+        assert!(
+            (a - b).abs() < 1e-5,
+            "orientation {orientation:?} vs {read:?} {phase:?}"
+        );
     }
     let spacing = numbers(tags::PIXEL_SPACING);
     let voxel = vector(&sidecar["voxel_mm"]);
@@ -863,8 +986,12 @@ fn mrd_slices_become_valid_dicom_with_the_header_geometry() {
     let (rows, columns) = (256.0, 256.0);
     let position = numbers(tags::IMAGE_POSITION_PATIENT);
     for i in 0..3 {
-        let expected = centre[i] - columns / 2.0 * voxel[1] * read[i] - rows / 2.0 * voxel[0] * phase[i];
-        assert!((position[i] - expected).abs() < 1e-3, "position {position:?}, axis {i}: {expected}");
+        let expected =
+            centre[i] - columns / 2.0 * voxel[1] * read[i] - rows / 2.0 * voxel[0] * phase[i];
+        assert!(
+            (position[i] - expected).abs() < 1e-3,
+            "position {position:?}, axis {i}: {expected}"
+        );
     }
     let thickness = numbers(tags::SLICE_THICKNESS)[0];
     assert!((thickness - geometry["thickness_mm"].as_f64().unwrap()).abs() < 1e-5);

@@ -58,6 +58,7 @@ fn provenance(dictionary: &str) -> Provenance {
         voxel_mm: Some(acquisition.voxel_mm(4, 6)),
         acquisition: Some(acquisition),
         orientation: ARRAY_ORIENTATION.to_string(),
+        coils: None,
     }
 }
 

@@ -1,0 +1,372 @@
+//! Multi-coil slices (DESIGN §3.4) from the data a scanner gives: the coils' k-space, their
+//! masks and, if there is one, a noise scan. In order: noise prewhitening ([`coils::noise_whitening`]),
+//! SVD coil compression to `--virtual-coils` ([`coils::coil_compression`]), sensitivities
+//! estimated from the fully sampled centre ([`coils::estimate_sensitivities`]) unless the
+//! caller gives them, then the core's `A = M_c F S_c` reconstruction with the planned method
+//! ([`PlannedMethod::reconstruct_data`]). The Lambda network sees the coil-combined data, so
+//! the bundled single-coil model works unchanged.
+
+use crate::coils::{self, Sensitivities, SensitivityOptions};
+use crate::method::{PlannedMethod, SliceResult};
+use crate::runtime::SliceData;
+use anyhow::{bail, ensure, Context, Result};
+use num_complex::Complex32;
+use sparsemap_core::fft::{Fft2, RustFft};
+use sparsemap_core::ops::{CentredFourier, LinearOperator};
+use sparsemap_core::Shape;
+use std::time::Instant;
+
+/// `Acquisition::coil_combination` and the sidecar's value for this reconstruction.
+pub const COIL_COMBINATION_SENSE: &str = "sense";
+
+/// One multi-coil slice as received. Arrays are `[coils][n_y][n_x]`, k-space centred.
+#[derive(Debug, Clone, Copy)]
+pub struct CoilInput<'a> {
+    pub coils: usize,
+    pub kspace: &'a [Complex32],
+    /// Sampled where non-zero, one mask per coil.
+    pub masks: &'a [f32],
+    /// Noise-only samples `[coils][M]` (a noise-adjustment scan) for prewhitening.
+    pub noise: Option<&'a [Complex32]>,
+    /// Sensitivities in the image domain; `None`: estimated from the k-space centre.
+    pub sensitivities: Option<&'a [Complex32]>,
+}
+
+/// How multi-coil slices are handled.
+#[derive(Debug, Clone, Default)]
+pub struct CoilOptions {
+    /// Compress to this many virtual coils first (`None`: keep every coil).
+    pub virtual_coils: Option<usize>,
+    pub sensitivity: SensitivityOptions,
+}
+
+/// What the coil processing did, for the sidecar and the JSON line.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CoilReport {
+    /// Coils received.
+    pub coils: usize,
+    /// Coils reconstructed (after compression).
+    pub virtual_coils: usize,
+    /// Fraction of the data's energy the virtual coils keep (1 without compression).
+    pub retained_energy: f64,
+    /// Whether a noise scan prewhitened the data.
+    pub whitened: bool,
+    /// Where the sensitivities came from, e.g. `estimated (walsh, calibration 32x32)`.
+    pub sensitivities: String,
+    /// Seconds spent on whitening, compression and sensitivities.
+    pub estimate_seconds: f64,
+}
+
+/// A multi-coil reconstruction's result.
+#[derive(Debug, Clone)]
+pub struct CoilResult {
+    pub slice: SliceResult,
+    pub coils: CoilReport,
+}
+
+/// The slice after whitening, compression and sensitivities: what the solver takes.
+pub struct PreparedCoils {
+    pub coils: usize,
+    pub kspace: Vec<Complex32>,
+    pub masks: Vec<f32>,
+    pub sensitivities: Sensitivities,
+    pub report: CoilReport,
+}
+
+/// Whitening, compression and sensitivities of `input` on `shape` (module docs). Errors say
+/// which array is wrong.
+pub fn prepare_coils(
+    input: &CoilInput<'_>,
+    options: &CoilOptions,
+    shape: Shape,
+) -> Result<PreparedCoils> {
+    let started = Instant::now();
+    let n = shape.len();
+    let coils = input.coils;
+    ensure!(
+        (1..=crate::mrd::MAX_CHANNELS).contains(&coils),
+        "{coils} coils: multi-coil input has 1 to {} coils",
+        crate::mrd::MAX_CHANNELS
+    );
+    let reconstructed = options.virtual_coils.unwrap_or(coils).min(coils);
+    ensure!(
+        reconstructed <= sparsemap_core::coils::MAX_COILS,
+        "{coils} coils: a multi-coil reconstruction takes at most {} (compress them with --virtual-coils)",
+        sparsemap_core::coils::MAX_COILS
+    );
+    ensure!(
+        input.kspace.len() == coils * n,
+        "the k-space has {} samples, not {coils} coils of {}x{}",
+        input.kspace.len(),
+        shape.n_y(),
+        shape.n_x()
+    );
+    ensure!(
+        input.masks.len() == coils * n,
+        "the masks have {} values, not {coils} coils of {}x{}",
+        input.masks.len(),
+        shape.n_y(),
+        shape.n_x()
+    );
+    if let Some(maps) = input.sensitivities {
+        ensure!(
+            maps.len() == coils * n,
+            "the sensitivities have {} values, not {coils} coils of {}x{}",
+            maps.len(),
+            shape.n_y(),
+            shape.n_x()
+        );
+        ensure!(
+            maps.iter().all(|v| v.re.is_finite() && v.im.is_finite()),
+            "the sensitivities contain NaN or infinite values"
+        );
+    }
+    let mut kspace = input.kspace.to_vec();
+    let mut given = input.sensitivities.map(<[Complex32]>::to_vec);
+    let whitened = match input.noise {
+        Some(noise) => {
+            let whitening = coils::noise_whitening(noise, coils).context("noise prewhitening")?;
+            whitening.apply(&mut kspace)?;
+            // W makes the noise of every coil unit variance; scaled by the coils' mean noise
+            // level the data keep their units (for white noise of equal level W = I), so the
+            // image does not change its scale with the noise scan.
+            let mean_variance = (0..coils)
+                .map(|c| whitening.covariance[c * coils + c].re)
+                .sum::<f64>()
+                / coils as f64;
+            let level = mean_variance.sqrt() as f32;
+            kspace.iter_mut().for_each(|v| *v *= level);
+            if let Some(maps) = given.as_mut() {
+                // The coils are now W y: their encoding is W S.
+                whitening.apply(maps)?;
+            }
+            true
+        }
+        None => false,
+    };
+    let (kspace, masks, virtual_coils, retained_energy, given) = match options.virtual_coils {
+        Some(v) if v < coils => {
+            let compression = coils::coil_compression(&kspace, input.masks, coils, shape, v)
+                .context("coil compression")?;
+            let compressed = compression.apply(&kspace)?;
+            let maps = given.map(|m| compression.apply(&m)).transpose()?;
+            // Compression needs identical masks, so the first v are the masks of the virtual coils.
+            (
+                compressed,
+                input.masks[..v * n].to_vec(),
+                v,
+                compression.retained_energy,
+                maps,
+            )
+        }
+        Some(v) if v > coils => {
+            bail!("--virtual-coils {v} is more than the {coils} coils received")
+        }
+        _ => (kspace, input.masks.to_vec(), coils, 1.0, given),
+    };
+    let sensitivities = match given {
+        Some(maps) => given_sensitivities(maps, virtual_coils, shape),
+        None => coils::estimate_sensitivities(&kspace, &masks, virtual_coils, shape, &options.sensitivity)
+            .context("estimating the coil sensitivities from the k-space centre (give them with --sensitivities if the centre is not fully sampled)")?,
+    };
+    let described = match input.sensitivities {
+        Some(_) => "given".to_string(),
+        None => format!(
+            "estimated ({}, calibration {}x{})",
+            sensitivities.method,
+            sensitivities.calibration.ky.len(),
+            sensitivities.calibration.kx.len()
+        ),
+    };
+    Ok(PreparedCoils {
+        coils: virtual_coils,
+        kspace,
+        masks,
+        report: CoilReport {
+            coils,
+            virtual_coils,
+            retained_energy,
+            whitened,
+            sensitivities: described,
+            estimate_seconds: started.elapsed().as_secs_f64(),
+        },
+        sensitivities,
+    })
+}
+
+/// Given maps (after whitening or compression, which change their norm) normalised to
+/// `sum_c |S_c|² = 1` wherever they are not zero; the support is where they are not.
+fn given_sensitivities(mut maps: Vec<Complex32>, coils: usize, shape: Shape) -> Sensitivities {
+    let n = shape.len();
+    let mut support = vec![false; n];
+    for (i, inside) in support.iter_mut().enumerate() {
+        let energy: f32 = (0..coils).map(|c| maps[c * n + i].norm_sqr()).sum();
+        if energy > 0.0 {
+            *inside = true;
+            let gain = 1.0 / energy.sqrt();
+            (0..coils).for_each(|c| maps[c * n + i] *= gain);
+        }
+    }
+    Sensitivities {
+        coils,
+        shape,
+        maps,
+        support,
+        calibration: coils::CalibrationRegion { ky: 0..0, kx: 0..0 },
+        method: "given",
+    }
+}
+
+/// Reconstructs one multi-coil slice with `planned` into `image` (`[n_y][n_x]`, the
+/// coil-combined image on the scale of `S^H F^H y`).
+pub fn reconstruct_coils(
+    planned: &mut PlannedMethod,
+    input: &CoilInput<'_>,
+    options: &CoilOptions,
+    image: &mut [Complex32],
+) -> Result<CoilResult> {
+    let prepared = prepare_coils(input, options, planned.shape())?;
+    let slice = planned.reconstruct_data(
+        SliceData::Coils {
+            coils: prepared.coils,
+            kspace: &prepared.kspace,
+            masks: &prepared.masks,
+            sensitivities: &prepared.sensitivities.maps,
+        },
+        image,
+    )?;
+    Ok(CoilResult {
+        slice,
+        coils: prepared.report,
+    })
+}
+
+/// The maps [`reconstruct_coils`] would use for `input` (estimated or given, after
+/// whitening and compression).
+pub fn sensitivities(
+    input: &CoilInput<'_>,
+    options: &CoilOptions,
+    shape: Shape,
+) -> Result<Sensitivities> {
+    Ok(prepare_coils(input, options, shape)?.sensitivities)
+}
+
+/// One virtual coil: `x0 = sum_c conj(S_c) F^H y_c` (after whitening and compression) back in
+/// k-space on the positions any coil sampled, `M F x0`, with that mask; what a single-coil
+/// method reconstructs from a coil-combined acquisition.
+pub fn combine_coils(
+    input: &CoilInput<'_>,
+    options: &CoilOptions,
+    shape: Shape,
+) -> Result<(Vec<Complex32>, Vec<f32>)> {
+    let prepared = prepare_coils(input, options, shape)?;
+    let n = shape.len();
+    let fft = Fft2::new(RustFft::<f32>::new(shape));
+    let fourier = CentredFourier { fft: &fft };
+    let mut scratch = vec![Complex32::default(); LinearOperator::<f32>::scratch_len(&fourier)];
+    let mut combined = vec![Complex32::default(); n];
+    let mut coil_image = vec![Complex32::default(); n];
+    let mut mask = vec![0f32; n];
+    for c in 0..prepared.coils {
+        let range = c * n..(c + 1) * n;
+        fourier.adjoint(
+            &prepared.kspace[range.clone()],
+            &mut coil_image,
+            &mut scratch,
+        );
+        for ((acc, v), s) in combined
+            .iter_mut()
+            .zip(&coil_image)
+            .zip(&prepared.sensitivities.maps[range.clone()])
+        {
+            *acc += s.conj() * v;
+        }
+        for (m, &sampled) in mask.iter_mut().zip(&prepared.masks[range]) {
+            if sampled != 0.0 {
+                *m = 1.0;
+            }
+        }
+    }
+    let mut kspace = vec![Complex32::default(); n];
+    fourier.apply(&combined, &mut kspace, &mut scratch);
+    for (k, &m) in kspace.iter_mut().zip(&mask) {
+        *k *= m;
+    }
+    Ok((kspace, mask))
+}
+
+/// How several coils become one image (`--coil-combination`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CoilCombination {
+    /// One reconstruction of all coils with their sensitivities, `A = M_c F S_c` (DESIGN §3.4).
+    #[default]
+    Sense,
+    /// Each coil as its own single-coil problem, then the root sum of squares of the images.
+    Rss,
+}
+
+/// What a runtime does with multi-coil slices.
+#[derive(Debug, Clone, Default)]
+pub struct CoilSettings {
+    pub combination: CoilCombination,
+    pub options: CoilOptions,
+}
+
+/// One multi-coil slice as the runtime handles it: `kspace` and `mask` `[coils][n_y][n_x]`
+/// (true where measured). With [`CoilCombination::Sense`] the sensitivities are estimated
+/// (or given); if that fails (e.g. no fully sampled centre) the slice falls back to RSS and
+/// the returned combination says why, so a slice received intact still gives an image.
+/// Returns the result, the combination used (for the sidecar) and the coil report.
+pub fn reconstruct_slice(
+    planned: &mut PlannedMethod,
+    input: &CoilInput<'_>,
+    settings: &CoilSettings,
+    image: &mut ndarray::Array2<Complex32>,
+) -> Result<(SliceResult, String, Option<CoilReport>)> {
+    let n = planned.shape().len();
+    let rss = |planned: &mut PlannedMethod, image: &mut ndarray::Array2<Complex32>| {
+        let masks: Vec<bool> = input.masks.iter().map(|&m| m != 0.0).collect();
+        crate::worker::reconstruct_rss(
+            planned,
+            &input.kspace[..input.coils * n],
+            &masks,
+            input.coils,
+            image,
+        )
+    };
+    match settings.combination {
+        CoilCombination::Rss => Ok((
+            rss(planned, image)?,
+            crate::worker::COIL_COMBINATION_RSS.to_string(),
+            None,
+        )),
+        CoilCombination::Sense => match prepare_coils(input, &settings.options, planned.shape()) {
+            Ok(prepared) => {
+                let slice = planned.reconstruct_data(
+                    SliceData::Coils {
+                        coils: prepared.coils,
+                        kspace: &prepared.kspace,
+                        masks: &prepared.masks,
+                        sensitivities: &prepared.sensitivities.maps,
+                    },
+                    image
+                        .as_slice_mut()
+                        .context("the image is not contiguous")?,
+                )?;
+                Ok((
+                    slice,
+                    COIL_COMBINATION_SENSE.to_string(),
+                    Some(prepared.report),
+                ))
+            }
+            Err(error) => Ok((
+                rss(planned, image)?,
+                format!(
+                    "{} (sense failed: {error:#})",
+                    crate::worker::COIL_COMBINATION_RSS
+                ),
+                None,
+            )),
+        },
+    }
+}
