@@ -333,6 +333,7 @@ pub fn reconstruct_slice(
             input.coils,
             image,
         )
+        .with_context(|| format!("{} coils, each alone (rss)", input.coils))
     };
     match settings.combination {
         CoilCombination::Rss => Ok((
@@ -360,7 +361,7 @@ pub fn reconstruct_slice(
                 ))
             }
             Err(error) => Ok((
-                rss(planned, image)?,
+                rss(planned, image).with_context(|| format!("after sense failed: {error:#}"))?,
                 format!(
                     "{} (sense failed: {error:#})",
                     crate::worker::COIL_COMBINATION_RSS

@@ -491,12 +491,15 @@ fn bad_inputs_fail_with_one_line_naming_the_problem() {
         &["k.npy", "no data was measured"],
     );
 
-    // Multi-coil input is refused rather than misread.
+    // Multi-coil input with nothing measured: the error names the file and the coils.
     write(&p("coils.npy"), &Array3::<Complex32>::zeros((4, 32, 32)));
     assert_fails_with(
         &run(&p("coils.npy"), &m, &d, "0.1"),
-        &["coils.npy", "4 coils"],
+        &["coils.npy", "4 coils", "no data was measured"],
     );
+    // More coils than a reconstruction takes.
+    write(&p("many.npy"), &Array3::<Complex32>::zeros((33, 32, 32)));
+    assert_fails_with(&run(&p("many.npy"), &m, &d, "0.1"), &["many.npy", "33 coils"]);
 
     // Unwritable output.
     let bad_out = p("no-such-dir/x.npy");

@@ -258,8 +258,8 @@ fn cases(dir: &Path) -> Vec<Case> {
     nan[(3, 4)] = Complex32::new(f32::NAN, 0.0);
     write_npy(&p("nan.npy"), &nan);
     kspace_case("k-space: NaN", p("nan.npy"), "NaN or infinite");
-    write_npy(&p("coils.npy"), &Array3::<Complex32>::zeros((4, 32, 32)));
-    kspace_case("k-space: several coils", p("coils.npy"), "4 coils");
+    write_npy(&p("coils.npy"), &Array3::<Complex32>::zeros((33, 32, 32)));
+    kspace_case("k-space: too many coils", p("coils.npy"), "33 coils");
     write_npy(&p("odd.npy"), &Array2::<Complex32>::zeros((100, 100)));
     write_npy(&p("odd_mask.npy"), &Array2::<u8>::ones((100, 100)));
     cases.push(Case {

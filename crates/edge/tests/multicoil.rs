@@ -264,17 +264,19 @@ fn noise_scan_given_maps_and_compression_are_used_and_recorded() {
     );
     assert_eq!(sidecar["coils"]["sensitivities"], "given");
     assert!(given > 29.0, "with the true maps: {given:.2} dB");
+    // Measured: 4 virtual coils keep 94 % of the energy and lose 1.4 dB on these broad
+    // synthetic maps (3 keep less and lose 2.4 dB).
     let (_, compressed, _, sidecar) = recon(
         &scan,
         "compressed.npy",
-        &["--threads", "2", "--virtual-coils", "3"],
+        &["--threads", "2", "--virtual-coils", "4"],
     );
     let kept = sidecar["coils"]["retained_energy"].as_f64().unwrap();
-    assert_eq!(sidecar["coils"]["virtual_coils"], 3);
-    assert!(kept > 0.5 && kept < 1.0, "retained energy {kept}");
+    assert_eq!(sidecar["coils"]["virtual_coils"], 4);
+    assert!(kept > 0.8 && kept < 1.0, "retained energy {kept}");
     assert!(
         compressed > estimated - 2.0,
-        "3 virtual coils: {compressed:.2} dB vs 8: {estimated:.2} dB"
+        "4 virtual coils: {compressed:.2} dB vs 8: {estimated:.2} dB"
     );
 }
 
