@@ -1,5 +1,5 @@
 //! Arbitrary bytes into one of the edge's `.npy` readers (k-space, mask, dictionary, Lambda,
-//! reference image), as `sparsemap recon` reads them after the file-size check. The first
+//! reference image, multi-coil k-space or sensitivities, noise scan), as `sparsemap recon` reads them after the file-size check. The first
 //! byte picks the reader (one header parse per execution), the rest is the file.
 //!
 //! Checks: no panic; an error names the input; what is accepted honours the documented limits
@@ -22,7 +22,7 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let side_ok = |n: usize| (1..=limits::MAX_GRID_SIDE).contains(&n);
-    match reader % 5 {
+    match reader % 7 {
         0 => match npy::kspace_from_bytes(data, NAME) {
             Ok(k) => {
                 assert!(side_ok(k.nrows()) && side_ok(k.ncols()));
@@ -48,6 +48,22 @@ fuzz_target!(|input: &[u8]| {
                 assert!(matches!(l.ndim(), 1 | 3));
                 assert!(l.len() <= limits::MAX_FILTER_PIXELS);
                 assert!(l.iter().all(|v| v.is_finite() && *v >= 0.0));
+            }
+            Err(e) => named(e),
+        },
+        5 => match npy::coil_array_from_bytes(data, NAME, "k-space") {
+            Ok(k) => {
+                let (coils, n_y, n_x) = k.dim();
+                assert!((1..=32).contains(&coils) && side_ok(n_y) && side_ok(n_x));
+                assert!(k.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
+            }
+            Err(e) => named(e),
+        },
+        6 => match npy::noise_from_bytes(data, NAME) {
+            Ok(n) => {
+                let (coils, samples) = n.dim();
+                assert!((1..=32).contains(&coils) && (1..=npy::MAX_NOISE_SAMPLES).contains(&samples));
+                assert!(n.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
             }
             Err(e) => named(e),
         },
