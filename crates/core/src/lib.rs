@@ -4,7 +4,8 @@
 //! centred unitary 2-D FFTs over two backends ([`fft::MicroFft`] everywhere,
 //! [`fft::RustFft`] with the `std` feature), linear operators with tested adjoints
 //! ([`ops`], [`dictionary`]), fixed-iteration FISTA with per-filter, per-pixel sparsity
-//! levels ([`fista`]), and the complete reconstruction of DESIGN §3.7 ([`recon`]).
+//! levels ([`fista`]), the complete reconstruction of DESIGN §3.7 ([`recon`]) and its
+//! multi-coil form `A = M_c F S_c` (DESIGN §3.4, [`coils`]).
 //!
 //! Everything follows `docs/design.md`: row-major `[n_y][n_x]` arrays, centred k-space,
 //! `F x = fftshift(fft2(ifftshift(x))) / sqrt(N)`. The caller owns every buffer; each
