@@ -3,7 +3,8 @@
 //! The std runtime of sparsemap: reads inputs ([`npy`], MRD/ISMRMRD HDF5 [`mrd`], the wire
 //! stream [`ingest`]), predicts Lambda maps with an ONNX
 //! model ([`lambda_net`], tract), reconstructs with `sparsemap-core` ([`runtime`]; coil
-//! sensitivities, prewhitening and compression for multi-coil data in [`coils`]), writes
+//! sensitivities, prewhitening and compression in [`coils`], a multi-coil slice in
+//! [`multicoil`]), writes
 //! images ([`output`]). The `sparsemap` binary
 //! (`src/main.rs`) is a thin command line over these modules (DESIGN §7).
 #![forbid(unsafe_code)]
