@@ -53,7 +53,9 @@ pub struct CoilReport {
     pub whitened: bool,
     /// Where the sensitivities came from, e.g. `estimated (walsh, calibration 32x32)`.
     pub sensitivities: String,
-    /// Seconds spent on whitening, compression and sensitivities.
+    /// Seconds spent on whitening, compression and sensitivities (printed, not written to
+    /// the sidecar: nothing there depends on timing, so two runs write identical files).
+    #[serde(skip)]
     pub estimate_seconds: f64,
 }
 
