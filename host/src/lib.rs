@@ -5,7 +5,8 @@
 //! - [`volume`], [`export`] and [`dataset`]: real MR slices (Colin27, MNI152, a synthetic T2)
 //!   read from NIfTI, split without shared anatomy, written as `.npz` + `.json`;
 //! - [`simulate`] and [`scan`]: low-field acquisitions (masks, k-space noise) and wire
-//!   streams with faults;
+//!   streams with faults; [`coils`]: multi-coil acquisitions (Biot–Savart sensitivities,
+//!   correlated receiver noise, noise scans);
 //! - [`metrics`] (PSNR, SSIM, NRMSE, checked against scikit-image), the classical
 //!   [`baselines`] (total variation, BART) and the common [`methods`] interface;
 //! - [`eval`] (tuning on validation, tables, [`figure`]s), [`bench`] (time ratios in one
@@ -15,6 +16,7 @@
 
 pub mod baselines;
 pub mod bench;
+pub mod coils;
 pub mod dataset;
 pub mod dicom_series;
 pub mod e2e;
