@@ -325,7 +325,9 @@ fn noise_factor(psi: &[Complex64], coils: usize, sigma: f64) -> Result<Vec<Compl
         for k in 0..coils {
             let (a, b) = (psi[j * coils + k], psi[k * coils + j]);
             ensure!(
-                a.re.is_finite() && a.im.is_finite() && (a - b.conj()).norm() <= 1e-9 * (1.0 + a.norm()),
+                a.re.is_finite()
+                    && a.im.is_finite()
+                    && (a - b.conj()).norm() <= 1e-9 * (1.0 + a.norm()),
                 "noise covariance is not Hermitian and finite at [{j}][{k}]"
             );
         }
@@ -336,7 +338,12 @@ fn noise_factor(psi: &[Complex64], coils: usize, sigma: f64) -> Result<Vec<Compl
 
 /// `count` correlated noise vectors: `[C][count]`, `n(k) = L w(k)`, `w` drawn from `rng` as
 /// coil 0's `a` (count values), `b`, coil 1's `a`, ... (module docs).
-fn correlated_noise(l: &[Complex64], coils: usize, count: usize, rng: &mut ChaCha8Rng) -> Vec<Complex64> {
+fn correlated_noise(
+    l: &[Complex64],
+    coils: usize,
+    count: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Complex64> {
     let mut w = vec![Complex64::default(); coils * count];
     let inv = std::f64::consts::FRAC_1_SQRT_2;
     for c in 0..coils {
@@ -588,10 +595,17 @@ pub fn simulate_coil_stack(
 ) -> Result<CoilStack> {
     let (slices, n_y, n_x) = targets.dim();
     ensure!(slices >= 1, "the stack has no slices");
-    ensure!(spec.noise_samples >= 1, "the noise scan needs at least one sample per coil");
+    ensure!(
+        spec.noise_samples >= 1,
+        "the noise scan needs at least one sample per coil"
+    );
     let shape = check_shape(n_y, n_x)?;
     let maps = biot_savart_sensitivities(shape, spec.fov_mm, spec.coils, &spec.geometry)?;
-    let psi = noise_covariance(spec.coils, spec.correlation, covariance_seed(acquisition.seed))?;
+    let psi = noise_covariance(
+        spec.coils,
+        spec.correlation,
+        covariance_seed(acquisition.seed),
+    )?;
     let mut sim = CoilSimulator::new(shape, &maps, &psi, spec.noise_samples)?;
     let c = spec.coils;
     let mut kspace = ndarray::Array4::<Complex32>::zeros((slices, c, n_y, n_x));
@@ -599,7 +613,9 @@ pub fn simulate_coil_stack(
     for (i, target) in targets.axis_iter(Axis(0)).enumerate() {
         let slice = sim.simulate(target, acquisition, i as u64)?;
         kspace.index_axis_mut(Axis(0), i).assign(&slice.kspace);
-        noise_scan.index_axis_mut(Axis(0), i).assign(&slice.noise_scan);
+        noise_scan
+            .index_axis_mut(Axis(0), i)
+            .assign(&slice.noise_scan);
         progress(i + 1);
     }
     Ok(CoilStack {
@@ -732,7 +748,11 @@ pub fn sample_covariance(scan: ArrayView2<'_, Complex32>) -> Vec<Complex64> {
         .collect();
     for j in 0..coils {
         for k in 0..coils {
-            let s: Complex64 = rows[j].iter().zip(&rows[k]).map(|(a, b)| a * b.conj()).sum();
+            let s: Complex64 = rows[j]
+                .iter()
+                .zip(&rows[k])
+                .map(|(a, b)| a * b.conj())
+                .sum();
             out[j * coils + k] = s / m.max(1) as f64;
         }
     }
@@ -749,7 +769,8 @@ mod tests {
             for rho in [0.0, 0.2, 0.5, 0.9] {
                 let psi = noise_covariance(coils, rho, 7).unwrap();
                 assert!(cholesky(&psi, coils).is_some());
-                let mean: f64 = (0..coils).map(|i| psi[i * coils + i].re).sum::<f64>() / coils as f64;
+                let mean: f64 =
+                    (0..coils).map(|i| psi[i * coils + i].re).sum::<f64>() / coils as f64;
                 assert!((mean - 1.0).abs() < 1e-12);
                 for i in 0..coils {
                     let d = psi[i * coils + i].re;

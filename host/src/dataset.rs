@@ -325,9 +325,15 @@ pub fn write_simulated_coils(
     }
     for (name, finite) in [
         ("coil_kspace", coils.kspace.iter().all(|v| v.is_finite())),
-        ("sensitivities", coils.sensitivities.iter().all(|v| v.is_finite())),
+        (
+            "sensitivities",
+            coils.sensitivities.iter().all(|v| v.is_finite()),
+        ),
         ("noise_scan", coils.noise_scan.iter().all(|v| v.is_finite())),
-        ("noise_covariance", coils.noise_covariance.iter().all(|v| v.is_finite())),
+        (
+            "noise_covariance",
+            coils.noise_covariance.iter().all(|v| v.is_finite()),
+        ),
     ] {
         if !finite {
             bail!("{p}: {name} has non-finite values");
@@ -348,7 +354,10 @@ pub fn write_simulated_coils(
             ("coil_kspace", Array::Complex4(&coils.kspace)),
             ("sensitivities", Array::Complex(&coils.sensitivities)),
             ("noise_scan", Array::Complex(&coils.noise_scan)),
-            ("noise_covariance", Array::Complex128(&coils.noise_covariance)),
+            (
+                "noise_covariance",
+                Array::Complex128(&coils.noise_covariance),
+            ),
         ],
     )?;
     let mut car = sidecar(&set.split, SIMULATED_FORMAT, Some(set.acquisition.clone()));
@@ -384,9 +393,14 @@ pub fn read_coils(path_npz: &Path) -> Result<Option<(CoilStack, CoilSpec)>> {
     let [s, h, w] = sidecar.shape;
     let mut npz = Npz::open(path_npz, &sidecar, &json)?;
     let complex = |npz: &mut Npz<'_>, name: &str, shape: &[usize]| -> Result<ArrayD<Complex32>> {
-        let a = npz.read_as_shape::<Complex32>(name, shape)?.map_err(|dtype| {
-            anyhow!("{}: array {name:?} has dtype {dtype}, not complex64 ('<c8')", path_npz.display())
-        })?;
+        let a = npz
+            .read_as_shape::<Complex32>(name, shape)?
+            .map_err(|dtype| {
+                anyhow!(
+                    "{}: array {name:?} has dtype {dtype}, not complex64 ('<c8')",
+                    path_npz.display()
+                )
+            })?;
         if a.iter().any(|v| !v.is_finite()) {
             bail!("{}: {name} has non-finite values", path_npz.display());
         }
@@ -404,14 +418,21 @@ pub fn read_coils(path_npz: &Path) -> Result<Option<(CoilStack, CoilSpec)>> {
             )
         })?;
     if psi.iter().any(|v| !v.is_finite()) {
-        bail!("{}: noise_covariance has non-finite values", path_npz.display());
+        bail!(
+            "{}: noise_covariance has non-finite values",
+            path_npz.display()
+        );
     }
     let dims = |e: ndarray::ShapeError| anyhow!("{}: {e}", path_npz.display());
     Ok(Some((
         CoilStack {
             kspace: kspace.into_dimensionality::<ndarray::Ix4>().map_err(dims)?,
-            sensitivities: sensitivities.into_dimensionality::<ndarray::Ix3>().map_err(dims)?,
-            noise_scan: noise_scan.into_dimensionality::<ndarray::Ix3>().map_err(dims)?,
+            sensitivities: sensitivities
+                .into_dimensionality::<ndarray::Ix3>()
+                .map_err(dims)?,
+            noise_scan: noise_scan
+                .into_dimensionality::<ndarray::Ix3>()
+                .map_err(dims)?,
             noise_covariance: psi.into_dimensionality::<ndarray::Ix2>().map_err(dims)?,
         },
         coils.spec,

@@ -11,7 +11,7 @@
 //!   [`baselines`] (total variation, BART) and the common [`methods`] interface;
 //! - [`eval`] (tuning on validation, tables, [`figure`]s), [`bench`] (time ratios in one
 //!   process) and [`e2e`] (whole `sparsemap` and BART processes, per-stage times, peak RSS;
-//!   [`process`] measures them).
+//!   [`process`] measures them); [`eval_coils`]: the multi-coil comparison.
 #![forbid(unsafe_code)]
 
 pub mod baselines;
@@ -21,6 +21,7 @@ pub mod dataset;
 pub mod dicom_series;
 pub mod e2e;
 pub mod eval;
+pub mod eval_coils;
 pub mod export;
 pub mod figure;
 pub mod methods;

@@ -56,6 +56,48 @@ enum Command {
     /// Whole processes on the bundled example: `sparsemap recon` (int8, f32) and BART pics
     /// (TV, l1-wavelet) per thread count, with PSNR, peak RSS and sparsemap's stage times.
     BenchE2e(BenchE2eArgs),
+    /// The multi-coil comparison: simulated coil arrays on the Colin27 validation (tuning)
+    /// and test slices; zero-filled RSS and SENSE, BART pics with ESPIRiT maps; writes
+    /// coils.md, coils.csv, coils.json.
+    EvalCoils(EvalCoilsArgs),
+}
+
+#[derive(Args)]
+struct EvalCoilsArgs {
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "results/coils")]
+    out_dir: PathBuf,
+    /// Acquisitions, MASK@NOISE, comma separated (vdR masks get --vd-centre-lines centre rows).
+    #[arg(long, value_delimiter = ',', default_values = ["block128@0.15", "vd3@0.15"])]
+    acquisitions: Vec<AcquisitionSpec>,
+    #[arg(long, default_value_t = sparsemap_host::eval_coils::VD_CENTRE_LINES)]
+    vd_centre_lines: usize,
+    #[arg(long, default_value_t = 8)]
+    coils: usize,
+    /// Noise correlation between neighbouring coils, in [0, 1).
+    #[arg(long, default_value_t = 0.2)]
+    coil_correlation: f64,
+    #[arg(long, default_value_t = 4)]
+    validation_slices: usize,
+    #[arg(long, default_value_t = 8)]
+    test_slices: usize,
+    /// Points of the coarse weight grid.
+    #[arg(long, default_value_t = 5)]
+    grid_points: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 100)]
+    bart_wavelet_iterations: usize,
+    /// BART's -i for ADMM (cumulative CG steps).
+    #[arg(long, default_value_t = 100)]
+    bart_tv_iterations: usize,
+    /// Side of ESPIRiT's calibration region (bart ecalib -r).
+    #[arg(long, default_value_t = sparsemap_host::baselines::bart::ECALIB_CALIBRATION)]
+    calibration: usize,
+    /// Slices reconstructed at the same time (each single-threaded).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -376,6 +418,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_eval(args),
         Command::BenchE2e(args) => run_bench_e2e(args),
         Command::Bench(args) => run_bench(args),
+        Command::EvalCoils(args) => run_eval_coils(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -469,7 +512,12 @@ fn run_export_user(
     let splits = sparsemap_host::export::export_user(user, out_dir, seed, &bar)?;
     bar.finish_and_clear();
     for split in &splits {
-        println!("{}: {} slices ({})", split.name, split.count, split.npz.display());
+        println!(
+            "{}: {} slices ({})",
+            split.name,
+            split.count,
+            split.npz.display()
+        );
     }
     Ok(())
 }
@@ -518,10 +566,16 @@ fn run_simulate(args: SimulateArgs) -> Result<()> {
         );
     }
     if !(args.coil_correlation.is_finite() && (0.0..1.0).contains(&args.coil_correlation)) {
-        bail!("--coil-correlation {}: must be in [0, 1)", args.coil_correlation);
+        bail!(
+            "--coil-correlation {}: must be in [0, 1)",
+            args.coil_correlation
+        );
     }
     if !(1..=1 << 24).contains(&args.noise_samples) {
-        bail!("--noise-samples {}: must be in 1..=16777216", args.noise_samples);
+        bail!(
+            "--noise-samples {}: must be in 1..=16777216",
+            args.noise_samples
+        );
     }
     if !(args.fov_mm.is_finite() && args.fov_mm > 0.0) {
         bail!("--fov-mm {}: must be positive", args.fov_mm);
@@ -564,7 +618,11 @@ fn run_simulate(args: SimulateArgs) -> Result<()> {
     );
     if let Some(dir) = &args.npy_dir {
         write_npy_dir(dir, &set, &stack, args.npy_slice)?;
-        println!("{}: slice {} as kspace.npy, mask.npy, noise.npy, target.npy, sensitivities.npy", dir.display(), args.npy_slice);
+        println!(
+            "{}: slice {} as kspace.npy, mask.npy, noise.npy, target.npy, sensitivities.npy",
+            dir.display(),
+            args.npy_slice
+        );
     }
     Ok(())
 }
@@ -636,7 +694,12 @@ fn run_simulate_scan(args: SimulateScanArgs) -> Result<()> {
     let (bytes, log) = match &coils {
         Some((stack, _)) if !args.single_coil => {
             let coil_kspace = stack.kspace.select(ndarray::Axis(0), &slices);
-            sparsemap_host::scan::simulate_scan_coils(coil_kspace.view(), masks.view(), &spec, &faults)
+            sparsemap_host::scan::simulate_scan_coils(
+                coil_kspace.view(),
+                masks.view(),
+                &spec,
+                &faults,
+            )
         }
         _ => simulate_scan(kspace.view(), masks.view(), &spec, &faults),
     }
@@ -878,3 +941,50 @@ fn run_bench_e2e(args: BenchE2eArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_eval_coils(args: EvalCoilsArgs) -> Result<()> {
+    use sparsemap_host::eval_coils::{self, CoilEvalConfig};
+    if !(1..=sparsemap_host::coils::MAX_COILS).contains(&args.coils) {
+        bail!(
+            "--coils {}: 1..={} coils are supported",
+            args.coils,
+            sparsemap_host::coils::MAX_COILS
+        );
+    }
+    if !(args.coil_correlation.is_finite() && (0.0..1.0).contains(&args.coil_correlation)) {
+        bail!(
+            "--coil-correlation {}: must be in [0, 1)",
+            args.coil_correlation
+        );
+    }
+    if args.bart_wavelet_iterations == 0 || args.bart_tv_iterations == 0 {
+        bail!("--bart-wavelet-iterations and --bart-tv-iterations must be at least 1");
+    }
+    let config = CoilEvalConfig {
+        data_dir: args.data_dir,
+        out_dir: args.out_dir,
+        acquisitions: args.acquisitions,
+        vd_centre_lines: args.vd_centre_lines,
+        coils: args.coils,
+        correlation: args.coil_correlation,
+        validation_slices: args.validation_slices,
+        test_slices: args.test_slices,
+        grid_points: args.grid_points,
+        seed: args.seed,
+        wavelet_iterations: args.bart_wavelet_iterations,
+        tv_iterations: args.bart_tv_iterations,
+        calibration: args.calibration,
+        threads: args.threads,
+        ..CoilEvalConfig::default()
+    };
+    let command = std::env::var("SPARSEMAP_EVAL_COILS_COMMAND")
+        .unwrap_or_else(|_| "scripts/eval-coils.sh".to_string());
+    let bar = spinner("eval-coils");
+    let report = eval_coils::run(&config, |m| bar.set_message(m.to_string()))?;
+    bar.finish_and_clear();
+    let written = eval_coils::write_outputs(&report, &command)?;
+    println!("{}", eval_coils::markdown(&report, &command));
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -64,7 +64,9 @@ fn biot_savart_maps_are_normalised_smooth_and_local() {
         let mut worst_norm = 0.0f64;
         let mut smallest = f32::INFINITY;
         for p in 0..n {
-            let e: f64 = (0..coils).map(|c| f64::from(maps[c * n + p].norm_sqr())).sum();
+            let e: f64 = (0..coils)
+                .map(|c| f64::from(maps[c * n + p].norm_sqr()))
+                .sum();
             worst_norm = worst_norm.max((e - 1.0).abs());
             for c in 0..coils {
                 smallest = smallest.min(maps[c * n + p].norm());
@@ -108,8 +110,13 @@ fn biot_savart_maps_are_normalised_smooth_and_local() {
                 let [cy, cx] = geometry.loop_centre_mm(k, coils);
                 (py - cy).hypot(px - cx)
             };
-            let nearest = (0..coils).min_by(|&a, &b| distance(a).total_cmp(&distance(b))).unwrap();
-            assert_eq!(nearest, c, "coil {c}'s maximum at ({py}, {px}) is nearest loop {nearest}");
+            let nearest = (0..coils)
+                .min_by(|&a, &b| distance(a).total_cmp(&distance(b)))
+                .unwrap();
+            assert_eq!(
+                nearest, c,
+                "coil {c}'s maximum at ({py}, {px}) is nearest loop {nearest}"
+            );
         }
     }
 }
@@ -138,7 +145,11 @@ fn sense_combination_of_noiseless_coils_is_the_single_coil_image() {
         .zip(single.zero_filled.iter())
         .map(|(a, b)| f64::from((a - b).norm_sqr()))
         .sum();
-    let den: f64 = single.zero_filled.iter().map(|v| f64::from(v.norm_sqr())).sum();
+    let den: f64 = single
+        .zero_filled
+        .iter()
+        .map(|v| f64::from(v.norm_sqr()))
+        .sum();
     let relative = (num / den).sqrt();
     println!("SENSE-combined noiseless coils vs single coil: relative error {relative:.2e}");
     assert!(relative < 1e-4, "{relative}");
@@ -189,7 +200,11 @@ fn noise_scan_covariance_matches_sigma2_psi() {
         .map(|(e, p)| (e / sigma2 - p).norm() / scale)
         .fold(0.0, f64::max);
     let frobenius = {
-        let d: f64 = estimate.iter().zip(&psi).map(|(e, p)| (e / sigma2 - p).norm_sqr()).sum();
+        let d: f64 = estimate
+            .iter()
+            .zip(&psi)
+            .map(|(e, p)| (e / sigma2 - p).norm_sqr())
+            .sum();
         let p: f64 = psi.iter().map(|p| p.norm_sqr()).sum();
         (d / p).sqrt()
     };
@@ -215,11 +230,18 @@ fn noise_scan_covariance_matches_sigma2_psi() {
     });
     let estimate = sample_covariance(noise.view());
     let frobenius = {
-        let d: f64 = estimate.iter().zip(&psi).map(|(e, p)| (e / sigma2 - p).norm_sqr()).sum();
+        let d: f64 = estimate
+            .iter()
+            .zip(&psi)
+            .map(|(e, p)| (e / sigma2 - p).norm_sqr())
+            .sum();
         let p: f64 = psi.iter().map(|p| p.norm_sqr()).sum();
         (d / p).sqrt()
     };
-    println!("k-space noise ({} samples per coil): relative Frobenius {frobenius:.4}", n_y * n_x);
+    println!(
+        "k-space noise ({} samples per coil): relative Frobenius {frobenius:.4}",
+        n_y * n_x
+    );
     assert!(frobenius < 0.03, "{frobenius}");
 }
 
@@ -246,9 +268,10 @@ fn bart_ecalib_maps_match_truth_and_pics_sense_reproduces_target() {
     let estimated = bart.ecalib(slice.kspace.view(), 24).unwrap();
     assert_eq!(estimated.dim(), (8, n_y, n_x));
     let support = head(&target);
-    let correlation =
-        map_correlation(estimated.as_slice().unwrap(), &maps, &support).unwrap();
-    println!("ESPIRiT vs true maps, mean phase-invariant correlation over the head: {correlation:.4}");
+    let correlation = map_correlation(estimated.as_slice().unwrap(), &maps, &support).unwrap();
+    println!(
+        "ESPIRiT vs true maps, mean phase-invariant correlation over the head: {correlation:.4}"
+    );
     assert!(correlation > 0.95, "{correlation}");
 
     let image = bart
@@ -265,17 +288,31 @@ fn bart_ecalib_maps_match_truth_and_pics_sense_reproduces_target() {
     let dims = Dims { n_y, n_x };
     let psnr = metrics::psnr(&reference, &magnitude, dims).unwrap();
     let psnr_head = metrics::psnr_masked(&reference, &magnitude, &support, dims).unwrap();
-    println!("pics SENSE, ESPIRiT maps, full noiseless data: PSNR {psnr:.2} dB (head {psnr_head:.2} dB)");
+    println!(
+        "pics SENSE, ESPIRiT maps, full noiseless data: PSNR {psnr:.2} dB (head {psnr_head:.2} dB)"
+    );
     assert!(psnr > 40.0 && psnr_head > 40.0, "{psnr} {psnr_head}");
 
     // Bad arguments are errors.
     let mask = slice.mask.clone();
     assert!(bart
-        .pics_sense(slice.kspace.view(), mask.view(), estimated.view(), Regulariser::TotalVariation { lambda: -1.0 }, 5)
+        .pics_sense(
+            slice.kspace.view(),
+            mask.view(),
+            estimated.view(),
+            Regulariser::TotalVariation { lambda: -1.0 },
+            5
+        )
         .is_err());
     let wrong = Array3::<Complex32>::zeros((4, n_y, n_x));
     assert!(bart
-        .pics_sense(slice.kspace.view(), mask.view(), wrong.view(), Regulariser::TotalVariation { lambda: 0.1 }, 5)
+        .pics_sense(
+            slice.kspace.view(),
+            mask.view(),
+            wrong.view(),
+            Regulariser::TotalVariation { lambda: 0.1 },
+            5
+        )
         .is_err());
     assert!(bart.ecalib(slice.kspace.view(), 0).is_err());
     assert!(bart.ecalib(slice.kspace.view(), 512).is_err());
@@ -295,7 +332,9 @@ fn simulate_command_writes_multi_coil_set_and_npy_dir() {
     let target = colin27_target();
     let mut targets = Array3::<Complex32>::zeros((2, 256, 256));
     targets.index_axis_mut(Axis(0), 0).assign(&target);
-    targets.index_axis_mut(Axis(0), 1).assign(&target.mapv(|v| v * 0.5));
+    targets
+        .index_axis_mut(Axis(0), 1)
+        .assign(&target.mapv(|v| v * 0.5));
     let mask = head(&target);
     let head_masks = Array3::from_shape_fn((2, 256, 256), |(_, y, x)| mask[y * 256 + x]);
     let meta: sparsemap_host::dataset::SliceMeta = serde_json::from_value(serde_json::json!({
@@ -316,19 +355,47 @@ fn simulate_command_writes_multi_coil_set_and_npy_dir() {
     let npy = dir.path().join("npy");
     let run = |args: &[&str]| host().args(args).output().unwrap();
     let ok = run(&[
-        "simulate", "--split", split_path.to_str().unwrap(), "--acquisition", "vd3@0.15",
-        "--out", single.to_str().unwrap(),
+        "simulate",
+        "--split",
+        split_path.to_str().unwrap(),
+        "--acquisition",
+        "vd3@0.15",
+        "--out",
+        single.to_str().unwrap(),
     ]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let ok = run(&[
-        "simulate", "--split", split_path.to_str().unwrap(), "--acquisition", "vd3@0.15",
-        "--out", out.to_str().unwrap(), "--coils", "4", "--noise-samples", "256",
-        "--npy-dir", npy.to_str().unwrap(), "--npy-slice", "1",
+        "simulate",
+        "--split",
+        split_path.to_str().unwrap(),
+        "--acquisition",
+        "vd3@0.15",
+        "--out",
+        out.to_str().unwrap(),
+        "--coils",
+        "4",
+        "--noise-samples",
+        "256",
+        "--npy-dir",
+        npy.to_str().unwrap(),
+        "--npy-slice",
+        "1",
     ]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let set = read_simulated(&out).unwrap();
     let single_set = read_simulated(&single).unwrap();
-    assert_eq!(set.kspace, single_set.kspace, "single-coil arrays unchanged");
+    assert_eq!(
+        set.kspace, single_set.kspace,
+        "single-coil arrays unchanged"
+    );
     assert!(read_coils(&single).unwrap().is_none());
     let (coils, spec) = read_coils(&out).unwrap().unwrap();
     assert_eq!(spec.coils, 4);
@@ -336,22 +403,50 @@ fn simulate_command_writes_multi_coil_set_and_npy_dir() {
     assert_eq!(coils.sensitivities.dim(), (4, 256, 256));
     assert_eq!(coils.noise_scan.dim(), (2, 4, 256));
     assert_eq!(coils.noise_covariance.dim(), (4, 4));
-    let kspace = Array3::<Complex32>::read_npy(File::open(npy.join("kspace.npy")).unwrap()).unwrap();
+    let kspace =
+        Array3::<Complex32>::read_npy(File::open(npy.join("kspace.npy")).unwrap()).unwrap();
     assert_eq!(kspace, coils.kspace.index_axis(Axis(0), 1));
     let mask = Array2::<f32>::read_npy(File::open(npy.join("mask.npy")).unwrap()).unwrap();
-    assert_eq!(mask, set.masks.index_axis(Axis(0), 1).mapv(|m| if m { 1.0 } else { 0.0 }));
+    assert_eq!(
+        mask,
+        set.masks
+            .index_axis(Axis(0), 1)
+            .mapv(|m| if m { 1.0 } else { 0.0 })
+    );
     let noise = Array2::<Complex32>::read_npy(File::open(npy.join("noise.npy")).unwrap()).unwrap();
     assert_eq!(noise.dim(), (4, 256));
     let t = Array2::<Complex32>::read_npy(File::open(npy.join("target.npy")).unwrap()).unwrap();
-    assert_eq!(t, read_split(&split_path).unwrap().targets.index_axis(Axis(0), 1));
+    assert_eq!(
+        t,
+        read_split(&split_path)
+            .unwrap()
+            .targets
+            .index_axis(Axis(0), 1)
+    );
 
     // Bad flags: clear one-line errors, no panics.
     for (args, needle) in [
         (vec!["--coils", "0"], "--coils 0"),
         (vec!["--coils", "33"], "--coils 33"),
-        (vec!["--coils", "4", "--coil-correlation", "1.5"], "--coil-correlation"),
-        (vec!["--coils", "4", "--noise-samples", "0"], "--noise-samples"),
-        (vec!["--coils", "4", "--npy-dir", npy.to_str().unwrap(), "--npy-slice", "7"], "--npy-slice 7"),
+        (
+            vec!["--coils", "4", "--coil-correlation", "1.5"],
+            "--coil-correlation",
+        ),
+        (
+            vec!["--coils", "4", "--noise-samples", "0"],
+            "--noise-samples",
+        ),
+        (
+            vec![
+                "--coils",
+                "4",
+                "--npy-dir",
+                npy.to_str().unwrap(),
+                "--npy-slice",
+                "7",
+            ],
+            "--npy-slice 7",
+        ),
     ] {
         let mut all = vec!["simulate", "--split", split_path.to_str().unwrap(), "--out"];
         let bad_out = dir.path().join("bad.npz");
@@ -363,7 +458,15 @@ fn simulate_command_writes_multi_coil_set_and_npy_dir() {
         assert!(stderr.contains(needle), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
-    let output = run(&["simulate", "--split", split_path.to_str().unwrap(), "--out", "x.npz", "--npy-dir", "d"]);
+    let output = run(&[
+        "simulate",
+        "--split",
+        split_path.to_str().unwrap(),
+        "--out",
+        "x.npz",
+        "--npy-dir",
+        "d",
+    ]);
     assert!(!output.status.success());
     let _ = Complex64::default();
 }
@@ -405,7 +508,11 @@ fn multi_coil_scan_sends_one_line_per_coil_per_row() {
     let (bytes, log) =
         simulate_scan_coils(kspace.view(), masks.view(), &spec, &FaultSpec::none()).unwrap();
     let plan = line_plan_coils(masks.view(), coils as u8);
-    let rows = slice.mask.axis_iter(Axis(0)).filter(|r| r.iter().any(|&m| m)).count();
+    let rows = slice
+        .mask
+        .axis_iter(Axis(0))
+        .filter(|r| r.iter().any(|&m| m))
+        .count();
     assert_eq!(plan.len(), rows * coils);
     assert_eq!(log.lines_sent as usize, rows * coils);
     let mut decoder: Box<Decoder> = Box::default();

@@ -396,7 +396,10 @@ impl Bart {
     ) -> Result<Array3<Complex32>> {
         let (coils, n_y, n_x) = kspace.dim();
         if !(1..=crate::coils::MAX_COILS).contains(&coils) {
-            bail!("ecalib: {coils} coils, 1..={} supported", crate::coils::MAX_COILS);
+            bail!(
+                "ecalib: {coils} coils, 1..={} supported",
+                crate::coils::MAX_COILS
+            );
         }
         if calibration == 0 || calibration > n_y || calibration > n_x {
             bail!("ecalib: calibration region {calibration} does not fit the {n_y}x{n_x} grid");
@@ -414,8 +417,8 @@ impl Bart {
         args.extend_from_slice(extra);
         args.extend_from_slice(&["kspace", "sens"]);
         self.run(dir.path(), &args)?;
-        let (dims, maps) = cfl::read(&dir.path().join("sens"))
-            .context("reading the output of `bart ecalib`")?;
+        let (dims, maps) =
+            cfl::read(&dir.path().join("sens")).context("reading the output of `bart ecalib`")?;
         let expected: Vec<usize> = if coils == 1 {
             vec![n_x, n_y]
         } else {
@@ -487,7 +490,17 @@ impl Bart {
         let iterations = iterations.to_string();
         let reg = regulariser.argument();
         let args = [
-            "pics", "-w", "1", "-i", &iterations, "-R", &reg, "-p", "pattern", "kspace", "sens",
+            "pics",
+            "-w",
+            "1",
+            "-i",
+            &iterations,
+            "-R",
+            &reg,
+            "-p",
+            "pattern",
+            "kspace",
+            "sens",
             "image",
         ];
         self.run(dir.path(), &args)?;
