@@ -25,6 +25,20 @@
 //! arrays, slices, provenance) and `"acquisition"`: how the k-space was simulated (written by the
 //! simulator, kept verbatim here).
 //!
+//! # A multi-coil simulated set (`simulate --coils C`)
+//! The same files, plus in the `.npz` (`C` coils, `M` noise-scan samples per coil):
+//! * `coil_kspace`: complex64 `[S, C, H, W]` — each coil's measured k-space
+//!   `M (.) (F(S_c target) + n_c)` (the mask is `mask`, the same for every coil);
+//! * `sensitivities`: complex64 `[C, H, W]` — the true maps `S_c`, `sum_c |S_c|^2 = 1`;
+//! * `noise_scan`: complex64 `[S, C, M]` — pure-noise samples of each slice's receive chain;
+//! * `noise_covariance`: complex128 `[C, C]` — `Psi`; slice `s`'s noise has covariance
+//!   `sigma_s^2 Psi` (`sigma_s` in the acquisition's slice records);
+//!
+//! and in the sidecar `"coils": {"count": C, "noise_samples": M, "spec": CoilSpec}`
+//! ([`crate::coils`] documents the simulation). `kspace`, `mask` and `zero_filled` stay the
+//! single-coil simulation of the same slices with the same seeds (the mask is identical), so
+//! every single-coil reader works unchanged on a multi-coil set.
+//!
 //! # Guarantees
 //! Writers check the data before writing and write each file under a temporary name that is
 //! renamed when complete, so an interrupted run never leaves a file that looks finished.
@@ -48,10 +62,12 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ndarray::{Array3, ShapeBuilder};
+use ndarray::{Array2, Array3, Array4, ArrayD, IxDyn, ShapeBuilder};
 use ndarray_npy::npy::header::Header;
 use ndarray_npy::{NpzWriter, ReadDataError, ReadableElement};
-use num_complex::Complex32;
+use num_complex::{Complex32, Complex64};
+
+use crate::coils::{CoilSpec, CoilStack};
 use serde::{Deserialize, Serialize};
 use zip::read::ZipFile;
 use zip::{CompressionMethod, ZipArchive};
@@ -199,6 +215,17 @@ struct Sidecar {
     provenance: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     acquisition: Option<serde_json::Value>,
+    /// Multi-coil sets only (module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    coils: Option<CoilsSidecar>,
+}
+
+/// The `"coils"` entry of a multi-coil set's sidecar.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CoilsSidecar {
+    count: usize,
+    noise_samples: usize,
+    spec: CoilSpec,
 }
 
 /// The sidecar belonging to an `.npz`: same path with the extension `.json`.
@@ -262,6 +289,154 @@ pub fn write_simulated(path_npz: &Path, set: &SimulatedSet) -> Result<()> {
         path_npz,
         sidecar(&set.split, SIMULATED_FORMAT, Some(set.acquisition.clone())),
     )
+}
+
+/// Writes a multi-coil simulated set (module docs): `set` as [`write_simulated`] does, plus
+/// `coils`' arrays and the `"coils"` sidecar entry. `coils` must have `set`'s slices and grid
+/// and `spec.coils` coils.
+pub fn write_simulated_coils(
+    path_npz: &Path,
+    set: &SimulatedSet,
+    coils: &CoilStack,
+    spec: &CoilSpec,
+) -> Result<()> {
+    set.validate(path_npz)?;
+    let [s, h, w] = set.split.shape();
+    let p = path_npz.display();
+    let (ks, kc, kh, kw) = coils.kspace.dim();
+    let c = spec.coils;
+    let m = coils.noise_scan.dim().2;
+    if (ks, kc, kh, kw) != (s, c, h, w)
+        || coils.sensitivities.dim() != (c, h, w)
+        || coils.noise_scan.dim() != (s, c, m)
+        || coils.noise_covariance.dim() != (c, c)
+        || m != spec.noise_samples
+    {
+        bail!(
+            "{p}: coil arrays kspace {:?}, sensitivities {:?}, noise_scan {:?}, covariance {:?} \
+             do not fit [S, H, W] = {:?} with {c} coils and {} noise samples",
+            coils.kspace.dim(),
+            coils.sensitivities.dim(),
+            coils.noise_scan.dim(),
+            coils.noise_covariance.dim(),
+            [s, h, w],
+            spec.noise_samples
+        );
+    }
+    for (name, finite) in [
+        ("coil_kspace", coils.kspace.iter().all(|v| v.is_finite())),
+        (
+            "sensitivities",
+            coils.sensitivities.iter().all(|v| v.is_finite()),
+        ),
+        ("noise_scan", coils.noise_scan.iter().all(|v| v.is_finite())),
+        (
+            "noise_covariance",
+            coils.noise_covariance.iter().all(|v| v.is_finite()),
+        ),
+    ] {
+        if !finite {
+            bail!("{p}: {name} has non-finite values");
+        }
+    }
+    if let Some(dir) = path_npz.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    }
+    write_npz(
+        path_npz,
+        &[
+            ("target", Array::Complex(&set.split.targets)),
+            ("head_mask", Array::Mask(&set.split.head_masks)),
+            ("kspace", Array::Complex(&set.kspace)),
+            ("mask", Array::Mask(&set.masks)),
+            ("zero_filled", Array::Complex(&set.zero_filled)),
+            ("coil_kspace", Array::Complex4(&coils.kspace)),
+            ("sensitivities", Array::Complex(&coils.sensitivities)),
+            ("noise_scan", Array::Complex(&coils.noise_scan)),
+            (
+                "noise_covariance",
+                Array::Complex128(&coils.noise_covariance),
+            ),
+        ],
+    )?;
+    let mut car = sidecar(&set.split, SIMULATED_FORMAT, Some(set.acquisition.clone()));
+    car.arrays.extend(coil_array_descriptions());
+    car.coils = Some(CoilsSidecar {
+        count: c,
+        noise_samples: m,
+        spec: *spec,
+    });
+    write_sidecar(path_npz, car)
+}
+
+/// The coil arrays of a simulated set written by [`write_simulated_coils`]: `None` for a
+/// single-coil set (no `"coils"` in the sidecar). Shapes are checked against the sidecar
+/// before anything is read (module docs, "Hostile input"), values for finiteness.
+pub fn read_coils(path_npz: &Path) -> Result<Option<(CoilStack, CoilSpec)>> {
+    let (sidecar, json) = read_sidecar(path_npz, SIMULATED_FORMAT)?;
+    let Some(coils) = sidecar.coils.clone() else {
+        return Ok(None);
+    };
+    let j = json.display();
+    let (c, m) = (coils.count, coils.noise_samples);
+    if !(1..=crate::coils::MAX_COILS).contains(&c) || coils.spec.coils != c {
+        bail!(
+            "{j}: coils count {c} (spec {}) must be in 1..={}",
+            coils.spec.coils,
+            crate::coils::MAX_COILS
+        );
+    }
+    if m == 0 || m > 1 << 24 {
+        bail!("{j}: {m} noise samples per coil (1..=2^24 accepted)");
+    }
+    let [s, h, w] = sidecar.shape;
+    let mut npz = Npz::open(path_npz, &sidecar, &json)?;
+    let complex = |npz: &mut Npz<'_>, name: &str, shape: &[usize]| -> Result<ArrayD<Complex32>> {
+        let a = npz
+            .read_as_shape::<Complex32>(name, shape)?
+            .map_err(|dtype| {
+                anyhow!(
+                    "{}: array {name:?} has dtype {dtype}, not complex64 ('<c8')",
+                    path_npz.display()
+                )
+            })?;
+        if a.iter().any(|v| !v.is_finite()) {
+            bail!("{}: {name} has non-finite values", path_npz.display());
+        }
+        Ok(a)
+    };
+    let kspace = complex(&mut npz, "coil_kspace", &[s, c, h, w])?;
+    let sensitivities = complex(&mut npz, "sensitivities", &[c, h, w])?;
+    let noise_scan = complex(&mut npz, "noise_scan", &[s, c, m])?;
+    let psi = npz
+        .read_as_shape::<Complex64>("noise_covariance", &[c, c])?
+        .map_err(|dtype| {
+            anyhow!(
+                "{}: array \"noise_covariance\" has dtype {dtype}, not complex128 ('<c16')",
+                path_npz.display()
+            )
+        })?;
+    if psi.iter().any(|v| !v.is_finite()) {
+        bail!(
+            "{}: noise_covariance has non-finite values",
+            path_npz.display()
+        );
+    }
+    let dims = |e: ndarray::ShapeError| anyhow!("{}: {e}", path_npz.display());
+    Ok(Some((
+        CoilStack {
+            kspace: kspace.into_dimensionality::<ndarray::Ix4>().map_err(dims)?,
+            sensitivities: sensitivities
+                .into_dimensionality::<ndarray::Ix3>()
+                .map_err(dims)?,
+            noise_scan: noise_scan
+                .into_dimensionality::<ndarray::Ix3>()
+                .map_err(dims)?,
+            noise_covariance: psi.into_dimensionality::<ndarray::Ix2>().map_err(dims)?,
+        },
+        coils.spec,
+    )))
 }
 
 /// Reads a simulated set written by [`write_simulated`] (or Python), with the module's checks.
@@ -336,6 +511,28 @@ fn array_descriptions(simulated: bool) -> BTreeMap<String, String> {
     d
 }
 
+fn coil_array_descriptions() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "coil_kspace".to_owned(),
+            "complex64 [S, C, H, W]: each coil's centred unitary k-space, 0 where not sampled"
+                .to_owned(),
+        ),
+        (
+            "sensitivities".to_owned(),
+            "complex64 [C, H, W]: true receive maps, sum_c |S_c|^2 = 1".to_owned(),
+        ),
+        (
+            "noise_scan".to_owned(),
+            "complex64 [S, C, M]: pure-noise samples, covariance sigma_s^2 Psi".to_owned(),
+        ),
+        (
+            "noise_covariance".to_owned(),
+            "complex128 [C, C]: Psi (unit mean diagonal)".to_owned(),
+        ),
+    ])
+}
+
 fn sidecar(split: &Split, format: &str, acquisition: Option<serde_json::Value>) -> Sidecar {
     Sidecar {
         format: format.to_owned(),
@@ -346,12 +543,15 @@ fn sidecar(split: &Split, format: &str, acquisition: Option<serde_json::Value>) 
         slices: split.slices.clone(),
         provenance: split.provenance.clone(),
         acquisition,
+        coils: None,
     }
 }
 
 /// An array to put in an `.npz`; masks are stored as uint8.
 enum Array<'a> {
     Complex(&'a Array3<Complex32>),
+    Complex4(&'a Array4<Complex32>),
+    Complex128(&'a Array2<Complex64>),
     Mask(&'a Array3<bool>),
 }
 
@@ -370,6 +570,8 @@ fn write_npz(path: &Path, arrays: &[(&str, Array<'_>)]) -> Result<()> {
         for (name, array) in arrays {
             match array {
                 Array::Complex(a) => npz.add_array(*name, *a),
+                Array::Complex4(a) => npz.add_array(*name, *a),
+                Array::Complex128(a) => npz.add_array(*name, *a),
                 Array::Mask(m) => npz.add_array(*name, &m.mapv(u8::from)),
             }
             .with_context(|| format!("cannot write array {name}"))?;
@@ -507,7 +709,11 @@ impl<'a> Npz<'a> {
 
     /// The member holding array `name` (`name` or `name.npy`, as NumPy looks it up), with its
     /// `.npy` header read and checked against the bounds; the reader is at the data.
-    fn member(&mut self, name: &str) -> Result<(ZipFile<'_, BufReader<File>>, Header)> {
+    fn member(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<(ZipFile<'_, BufReader<File>>, Header)> {
         let p = self.path.display();
         let index = self
             .zip
@@ -579,11 +785,10 @@ impl<'a> Npz<'a> {
         }
         let header = Header::from_reader(&mut (&prefix[..prefix_len]).chain(&text[..]))
             .map_err(|e| bad(format!("invalid .npy header: {}", one_line(&e))))?;
-        if header.shape != self.shape {
+        if header.shape != expected {
             return Err(bad(format!(
-                "shape {:?} differs from the shape {:?} in {}",
+                "shape {:?} differs from the shape {expected:?} in {}",
                 header.shape,
-                self.shape,
                 self.json.display()
             )));
         }
@@ -595,17 +800,15 @@ impl<'a> Npz<'a> {
             .and_then(|n| n.parse::<u64>().ok())
             .filter(|&n| n > 0)
             .ok_or_else(|| bad(format!("unsupported dtype {descr}")))?;
-        let declared = self
-            .shape
+        let declared = expected
             .iter()
             .try_fold(item, |n, &d| n.checked_mul(d as u64))
             .and_then(|n| n.checked_add(header_total as u64));
         if declared != Some(size) {
             return Err(bad(format!(
                 "the member is {size} bytes, but its .npy header declares {} ({header_total} \
-                 of header + {:?} values of {item} bytes)",
+                 of header + {expected:?} values of {item} bytes)",
                 declared.map_or("more than 2^64".into(), |d| d.to_string()),
-                self.shape
             )));
         }
         Ok((file, header))
@@ -615,7 +818,8 @@ impl<'a> Npz<'a> {
     fn read_as<T: ReadableElement>(&mut self, name: &str) -> Result<Result<Array3<T>, String>> {
         let [s, h, w] = self.shape;
         let p = self.path.display();
-        let (mut file, header) = self.member(name)?;
+        let shape = self.shape;
+        let (mut file, header) = self.member(name, &shape)?;
         // `member` checked that the data are exactly S·H·W items (of at least one byte) of the
         // declared dtype, which `T` accepts only if it has that size: the buffer is no larger
         // than the member, and the product does not overflow.
@@ -626,6 +830,27 @@ impl<'a> Npz<'a> {
         };
         let shape = (s, h, w).set_f(header.layout.is_fortran());
         Array3::from_shape_vec(shape, data)
+            .map(Ok)
+            .map_err(|e| anyhow!("{p}: array {name:?}: {e}"))
+    }
+
+    /// Reads array `name` of shape `expected` as `T` (any rank): `Ok(Err(dtype))` if its
+    /// dtype is not one `T` reads. Bounded like [`Self::member`].
+    fn read_as_shape<T: ReadableElement>(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<Result<ArrayD<T>, String>> {
+        let p = self.path.display().to_string();
+        let count: usize = expected.iter().product();
+        let (mut file, header) = self.member(name, expected)?;
+        let data = match T::read_to_end_exact_vec(&mut file, &header.type_descriptor, count) {
+            Ok(data) => data,
+            Err(ReadDataError::WrongDescriptor(d)) => return Ok(Err(d.to_string())),
+            Err(e) => bail!("{p}: array {name:?}: {}", one_line(&e)),
+        };
+        let shape = IxDyn(expected).set_f(header.layout.is_fortran());
+        ArrayD::from_shape_vec(shape, data)
             .map(Ok)
             .map_err(|e| anyhow!("{p}: array {name:?}: {e}"))
     }

@@ -251,7 +251,7 @@ impl RunnerPool {
     }
 }
 
-fn evenly_spaced(count: usize, wanted: Option<usize>) -> Vec<usize> {
+pub(crate) fn evenly_spaced(count: usize, wanted: Option<usize>) -> Vec<usize> {
     match wanted {
         Some(w) if w < count && w > 0 => (0..w)
             .map(|i| (i * (count - 1) + (w - 1) / 2) / (w - 1).max(1))
@@ -365,7 +365,7 @@ fn run_cases(
     Ok((results, kept))
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, count) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     if count == 0 {
         f64::NAN
@@ -374,7 +374,7 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-fn mean_std(values: &[f64]) -> (f64, f64) {
+pub(crate) fn mean_std(values: &[f64]) -> (f64, f64) {
     let m = mean(values.iter().copied());
     let var = mean(values.iter().map(|v| (v - m) * (v - m)));
     (m, var.sqrt())
@@ -401,15 +401,8 @@ fn tune(
         grid_points,
         criterion,
     } = search;
-    let (lo, hi) = method.lambda_range();
-    let grid_points = grid_points.max(2);
-    let step = (hi / lo).powf(1.0 / (grid_points - 1) as f32);
-    let mut tried: Vec<(f32, f64)> = Vec::new();
-    let mut evaluate = |lambdas: &[f32], tried: &mut Vec<(f32, f64)>| -> Result<()> {
-        for &lambda in lambdas {
-            if tried.iter().any(|&(l, _)| (l / lambda - 1.0).abs() < 1e-4) {
-                continue;
-            }
+    let (lambda, validation_psnr, on_border) =
+        search_weight(method.lambda_range(), grid_points, |lambda| {
             progress.set_message(format!(
                 "tuning {method} on {} (lambda {lambda:.4})",
                 spec.label
@@ -433,13 +426,39 @@ fn tune(
                 mean_psnr,
                 mean_psnr_head,
             });
-            tried.push((
-                lambda,
-                match criterion {
-                    Criterion::Whole => mean_psnr,
-                    Criterion::Head => mean_psnr_head,
-                },
-            ));
+            Ok(match criterion {
+                Criterion::Whole => mean_psnr,
+                Criterion::Head => mean_psnr_head,
+            })
+        })?;
+    Ok(Tuned {
+        acquisition: spec.label.clone(),
+        method,
+        lambda,
+        validation_psnr,
+        on_border,
+    })
+}
+
+/// The weight search of the module docs (step 2), for any criterion: a log grid of
+/// `grid_points` (at least 2) over `range`, extended by one step up to three times while the
+/// best value sits on the border, then two refinements at half and quarter steps around the
+/// best. `score(lambda)` is called once per distinct weight (higher is better). Returns the
+/// best weight, its score and whether it lies on the border of the weights tried.
+pub(crate) fn search_weight(
+    (lo, hi): (f32, f32),
+    grid_points: usize,
+    mut score: impl FnMut(f32) -> Result<f64>,
+) -> Result<(f32, f64, bool)> {
+    let grid_points = grid_points.max(2);
+    let step = (hi / lo).powf(1.0 / (grid_points - 1) as f32);
+    let mut tried: Vec<(f32, f64)> = Vec::new();
+    let mut evaluate = |lambdas: &[f32], tried: &mut Vec<(f32, f64)>| -> Result<()> {
+        for &lambda in lambdas {
+            if tried.iter().any(|&(l, _)| (l / lambda - 1.0).abs() < 1e-4) {
+                continue;
+            }
+            tried.push((lambda, score(lambda)?));
         }
         Ok(())
     };
@@ -470,19 +489,17 @@ fn tune(
         let factor = step.powf(fraction);
         evaluate(&[best_lambda / factor, best_lambda * factor], &mut tried)?;
     }
-    let (lambda, validation_psnr) = best(&tried);
+    let (lambda, value) = best(&tried);
     let smallest = tried.iter().map(|t| t.0).fold(f32::INFINITY, f32::min);
     let largest = tried.iter().map(|t| t.0).fold(0.0, f32::max);
-    Ok(Tuned {
-        acquisition: spec.label.clone(),
-        method,
+    Ok((
         lambda,
-        validation_psnr,
-        on_border: lambda <= smallest * 1.0001 || lambda >= largest * 0.9999,
-    })
+        value,
+        lambda <= smallest * 1.0001 || lambda >= largest * 0.9999,
+    ))
 }
 
-fn load(data_dir: &Path, name: &str) -> Result<Split> {
+pub(crate) fn load(data_dir: &Path, name: &str) -> Result<Split> {
     let path = data_dir.join(format!("{name}.npz"));
     if !path.exists() {
         bail!(

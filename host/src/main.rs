@@ -45,7 +45,8 @@ enum Command {
     /// Simulate a low-field acquisition (mask, k-space noise) of a split; writes target,
     /// k-space, mask, zero-filled image and the seeds to one .npz + .json.
     Simulate(SimulateArgs),
-    /// Turn simulated slices into a wire stream (.smw, DESIGN §5), optionally with faults.
+    /// Turn simulated slices into a wire stream (.smw, DESIGN §5), optionally with faults;
+    /// a multi-coil set is sent with one line per coil per sampled row.
     SimulateScan(SimulateScanArgs),
     /// Tune every method on the validation split, measure it on the test and
     /// out-of-distribution sets; writes table.md, table.csv, tuning.csv, eval.json, figures.
@@ -55,6 +56,48 @@ enum Command {
     /// Whole processes on the bundled example: `sparsemap recon` (int8, f32) and BART pics
     /// (TV, l1-wavelet) per thread count, with PSNR, peak RSS and sparsemap's stage times.
     BenchE2e(BenchE2eArgs),
+    /// The multi-coil comparison: simulated coil arrays on the Colin27 validation (tuning)
+    /// and test slices; zero-filled RSS and SENSE, BART pics with ESPIRiT maps; writes
+    /// coils.md, coils.csv, coils.json.
+    EvalCoils(EvalCoilsArgs),
+}
+
+#[derive(Args)]
+struct EvalCoilsArgs {
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "results/coils")]
+    out_dir: PathBuf,
+    /// Acquisitions, MASK@NOISE, comma separated (vdR masks get --vd-centre-lines centre rows).
+    #[arg(long, value_delimiter = ',', default_values = ["block128@0.15", "vd3@0.15"])]
+    acquisitions: Vec<AcquisitionSpec>,
+    #[arg(long, default_value_t = sparsemap_host::eval_coils::VD_CENTRE_LINES)]
+    vd_centre_lines: usize,
+    #[arg(long, default_value_t = 8)]
+    coils: usize,
+    /// Noise correlation between neighbouring coils, in [0, 1).
+    #[arg(long, default_value_t = 0.2)]
+    coil_correlation: f64,
+    #[arg(long, default_value_t = 4)]
+    validation_slices: usize,
+    #[arg(long, default_value_t = 8)]
+    test_slices: usize,
+    /// Points of the coarse weight grid.
+    #[arg(long, default_value_t = 5)]
+    grid_points: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 100)]
+    bart_wavelet_iterations: usize,
+    /// BART's -i for ADMM (cumulative CG steps).
+    #[arg(long, default_value_t = 100)]
+    bart_tv_iterations: usize,
+    /// Side of ESPIRiT's calibration region (bart ecalib -r).
+    #[arg(long, default_value_t = sparsemap_host::baselines::bart::ECALIB_CALIBRATION)]
+    calibration: usize,
+    /// Slices reconstructed at the same time (each single-threaded).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -103,6 +146,28 @@ struct SimulateArgs {
     /// Output .npz (a .json sidecar is written next to it).
     #[arg(long)]
     out: PathBuf,
+    /// Also simulate N receive coils (1..=32; Biot–Savart loops around the head, correlated
+    /// noise): adds coil_kspace [S,C,H,W], sensitivities [C,H,W], noise_scan [S,C,M] and
+    /// noise_covariance [C,C] to the output (host/src/coils.rs).
+    #[arg(long, value_name = "N")]
+    coils: Option<usize>,
+    /// Noise correlation between neighbouring coils, in [0, 1) (decays with coil distance).
+    #[arg(long, default_value_t = 0.2, requires = "coils")]
+    coil_correlation: f64,
+    /// Noise-scan samples per coil and slice (the scanner's noise-adjustment acquisition).
+    #[arg(long, default_value_t = sparsemap_host::coils::DEFAULT_NOISE_SAMPLES, requires = "coils")]
+    noise_samples: usize,
+    /// Field of view in mm of the 256-pixel grid (the exported slices are 1 mm voxels).
+    #[arg(long, default_value_t = 256.0, requires = "coils")]
+    fov_mm: f64,
+    /// Write one slice's multi-coil input for the edge binary to DIR: kspace.npy (complex64
+    /// [C, n_y, n_x]), mask.npy (float32 [n_y, n_x]), noise.npy (complex64 [C, M]),
+    /// target.npy (complex64 [n_y, n_x]) and sensitivities.npy (the true maps, [C, n_y, n_x]).
+    #[arg(long, value_name = "DIR", requires = "coils")]
+    npy_dir: Option<PathBuf>,
+    /// The slice written to --npy-dir.
+    #[arg(long, default_value_t = 0, requires = "npy_dir")]
+    npy_slice: usize,
 }
 
 #[derive(Args)]
@@ -140,6 +205,10 @@ struct SimulateScanArgs {
     corrupt: f64,
     #[arg(long, default_value_t = 1)]
     fault_seed: u64,
+    /// For a multi-coil set (`simulate --coils`): send the single-coil `kspace` instead of
+    /// one line per coil per sampled row.
+    #[arg(long)]
+    single_coil: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -349,6 +418,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_eval(args),
         Command::BenchE2e(args) => run_bench_e2e(args),
         Command::Bench(args) => run_bench(args),
+        Command::EvalCoils(args) => run_eval_coils(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -442,7 +512,12 @@ fn run_export_user(
     let splits = sparsemap_host::export::export_user(user, out_dir, seed, &bar)?;
     bar.finish_and_clear();
     for split in &splits {
-        println!("{}: {} slices ({})", split.name, split.count, split.npz.display());
+        println!(
+            "{}: {} slices ({})",
+            split.name,
+            split.count,
+            split.npz.display()
+        );
     }
     Ok(())
 }
@@ -474,13 +549,112 @@ fn run_simulate(args: SimulateArgs) -> Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    write_simulated(&args.out, &set)?;
+    let Some(coils) = args.coils else {
+        write_simulated(&args.out, &set)?;
+        println!(
+            "{}: {count} slices, {} (seed {})",
+            args.out.display(),
+            args.acquisition.label,
+            args.seed
+        );
+        return Ok(());
+    };
+    if !(1..=sparsemap_host::coils::MAX_COILS).contains(&coils) {
+        bail!(
+            "--coils {coils}: 1..={} coils are supported",
+            sparsemap_host::coils::MAX_COILS
+        );
+    }
+    if !(args.coil_correlation.is_finite() && (0.0..1.0).contains(&args.coil_correlation)) {
+        bail!(
+            "--coil-correlation {}: must be in [0, 1)",
+            args.coil_correlation
+        );
+    }
+    if !(1..=1 << 24).contains(&args.noise_samples) {
+        bail!(
+            "--noise-samples {}: must be in 1..=16777216",
+            args.noise_samples
+        );
+    }
+    if !(args.fov_mm.is_finite() && args.fov_mm > 0.0) {
+        bail!("--fov-mm {}: must be positive", args.fov_mm);
+    }
+    if let Some(dir) = &args.npy_dir {
+        if args.npy_slice >= count {
+            bail!(
+                "--npy-slice {}: {} has {count} slices",
+                args.npy_slice,
+                args.split.display()
+            );
+        }
+        if dir.exists() && !dir.is_dir() {
+            bail!("--npy-dir {}: exists and is not a directory", dir.display());
+        }
+    }
+    let spec = sparsemap_host::coils::CoilSpec {
+        coils,
+        correlation: args.coil_correlation,
+        noise_samples: args.noise_samples,
+        fov_mm: [args.fov_mm, args.fov_mm],
+        geometry: sparsemap_host::coils::CoilGeometry::default(),
+    };
+    let bar = counter(count, "slices (coils)");
+    let stack = sparsemap_host::coils::simulate_coil_stack(
+        set.split.targets.view(),
+        &acquisition,
+        &spec,
+        |_| bar.inc(1),
+    )
+    .with_context(|| format!("simulating {coils} coils of {}", args.split.display()))?;
+    bar.finish_and_clear();
+    sparsemap_host::dataset::write_simulated_coils(&args.out, &set, &stack, &spec)?;
     println!(
-        "{}: {count} slices, {} (seed {})",
+        "{}: {count} slices, {} coils, {} (seed {})",
         args.out.display(),
+        coils,
         args.acquisition.label,
         args.seed
     );
+    if let Some(dir) = &args.npy_dir {
+        write_npy_dir(dir, &set, &stack, args.npy_slice)?;
+        println!(
+            "{}: slice {} as kspace.npy, mask.npy, noise.npy, target.npy, sensitivities.npy",
+            dir.display(),
+            args.npy_slice
+        );
+    }
+    Ok(())
+}
+
+/// `simulate --npy-dir`: one slice's multi-coil input as the edge binary reads it.
+fn write_npy_dir(
+    dir: &Path,
+    set: &SimulatedSet,
+    stack: &sparsemap_host::coils::CoilStack,
+    slice: usize,
+) -> Result<()> {
+    use ndarray::Axis;
+    use ndarray_npy::write_npy;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = |name: &str| dir.join(name);
+    let kspace = stack.kspace.index_axis(Axis(0), slice).to_owned();
+    write_npy(path("kspace.npy"), &kspace)
+        .with_context(|| format!("writing {}", path("kspace.npy").display()))?;
+    let mask = set
+        .masks
+        .index_axis(Axis(0), slice)
+        .mapv(|m| if m { 1.0f32 } else { 0.0 });
+    write_npy(path("mask.npy"), &mask)
+        .with_context(|| format!("writing {}", path("mask.npy").display()))?;
+    let noise = stack.noise_scan.index_axis(Axis(0), slice).to_owned();
+    write_npy(path("noise.npy"), &noise)
+        .with_context(|| format!("writing {}", path("noise.npy").display()))?;
+    let target = set.split.targets.index_axis(Axis(0), slice).to_owned();
+    write_npy(path("target.npy"), &target)
+        .with_context(|| format!("writing {}", path("target.npy").display()))?;
+    write_npy(path("sensitivities.npy"), &stack.sensitivities)
+        .with_context(|| format!("writing {}", path("sensitivities.npy").display()))?;
     Ok(())
 }
 
@@ -498,6 +672,7 @@ fn run_simulate_scan(args: SimulateScanArgs) -> Result<()> {
             args.input.display()
         );
     }
+    let coils = sparsemap_host::dataset::read_coils(&args.input)?;
     let kspace = set.kspace.select(ndarray::Axis(0), &slices);
     let masks = set.masks.select(ndarray::Axis(0), &slices);
     let spec = ScanSpec {
@@ -516,8 +691,19 @@ fn run_simulate_scan(args: SimulateScanArgs) -> Result<()> {
         corrupt: args.corrupt,
         seed: args.fault_seed,
     };
-    let (bytes, log) = simulate_scan(kspace.view(), masks.view(), &spec, &faults)
-        .with_context(|| format!("making a wire stream of {}", args.input.display()))?;
+    let (bytes, log) = match &coils {
+        Some((stack, _)) if !args.single_coil => {
+            let coil_kspace = stack.kspace.select(ndarray::Axis(0), &slices);
+            sparsemap_host::scan::simulate_scan_coils(
+                coil_kspace.view(),
+                masks.view(),
+                &spec,
+                &faults,
+            )
+        }
+        _ => simulate_scan(kspace.view(), masks.view(), &spec, &faults),
+    }
+    .with_context(|| format!("making a wire stream of {}", args.input.display()))?;
     std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
     let log_path = args.out.with_extension("faults.json");
     let log_json = serde_json::json!({
@@ -751,6 +937,54 @@ fn run_bench_e2e(args: BenchE2eArgs) -> Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_eval_coils(args: EvalCoilsArgs) -> Result<()> {
+    use sparsemap_host::eval_coils::{self, CoilEvalConfig};
+    if !(1..=sparsemap_host::coils::MAX_COILS).contains(&args.coils) {
+        bail!(
+            "--coils {}: 1..={} coils are supported",
+            args.coils,
+            sparsemap_host::coils::MAX_COILS
+        );
+    }
+    if !(args.coil_correlation.is_finite() && (0.0..1.0).contains(&args.coil_correlation)) {
+        bail!(
+            "--coil-correlation {}: must be in [0, 1)",
+            args.coil_correlation
+        );
+    }
+    if args.bart_wavelet_iterations == 0 || args.bart_tv_iterations == 0 {
+        bail!("--bart-wavelet-iterations and --bart-tv-iterations must be at least 1");
+    }
+    let config = CoilEvalConfig {
+        data_dir: args.data_dir,
+        out_dir: args.out_dir,
+        acquisitions: args.acquisitions,
+        vd_centre_lines: args.vd_centre_lines,
+        coils: args.coils,
+        correlation: args.coil_correlation,
+        validation_slices: args.validation_slices,
+        test_slices: args.test_slices,
+        grid_points: args.grid_points,
+        seed: args.seed,
+        wavelet_iterations: args.bart_wavelet_iterations,
+        tv_iterations: args.bart_tv_iterations,
+        calibration: args.calibration,
+        threads: args.threads,
+        ..CoilEvalConfig::default()
+    };
+    let command = std::env::var("SPARSEMAP_EVAL_COILS_COMMAND")
+        .unwrap_or_else(|_| "scripts/eval-coils.sh".to_string());
+    let bar = spinner("eval-coils");
+    let report = eval_coils::run(&config, |m| bar.set_message(m.to_string()))?;
+    bar.finish_and_clear();
+    let written = eval_coils::write_outputs(&report, &command)?;
+    println!("{}", eval_coils::markdown(&report, &command));
+    for path in written {
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

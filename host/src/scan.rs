@@ -40,12 +40,20 @@
 //!
 //! The [`FaultLog`] lists the affected `seq` numbers; [`line_plan`] maps `seq` back to
 //! `(slice, ky)`.
+//!
+//! ## Several coils ([`simulate_scan_coils`])
+//!
+//! A multi-coil stack `[S][C][n_y][n_x]` (the same mask for every coil) is sent with
+//! `ScanStart.n_coils = C` and, for each sampled row, one `Line` per coil in coil order
+//! (`coil = 0..C`, consecutive `seq`), as a scanner's receiver delivers one readout per
+//! channel; [`line_plan_coils`] is the plan. The I16 scale is the largest component over all
+//! coils. With one coil the stream is byte for byte that of [`simulate_scan`].
 
 use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{bail, ensure, Result};
-use ndarray::{ArrayView3, Axis};
+use ndarray::{ArrayView3, ArrayView4, Axis};
 use num_complex::Complex32;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -189,6 +197,8 @@ impl FaultLog {
 pub struct PlannedLine {
     /// Slice index.
     pub slice: u16,
+    /// Receive coil (0 for a single-coil scan).
+    pub coil: u8,
     /// Phase-encode row.
     pub ky: u16,
 }
@@ -196,14 +206,23 @@ pub struct PlannedLine {
 /// The lines of a scan in stream order: entry `seq` is the row sent with that `seq`
 /// (every row of every slice with any sampled entry, slices in order, ascending `ky`).
 pub fn line_plan(masks: ArrayView3<'_, bool>) -> Vec<PlannedLine> {
+    line_plan_coils(masks, 1)
+}
+
+/// [`line_plan`] for `coils` coils: each sampled row once per coil, coils in order
+/// (module docs, "Several coils").
+pub fn line_plan_coils(masks: ArrayView3<'_, bool>, coils: u8) -> Vec<PlannedLine> {
     let mut plan = Vec::new();
     for (slice, mask) in masks.axis_iter(Axis(0)).enumerate() {
         for (ky, row) in mask.axis_iter(Axis(0)).enumerate() {
             if row.iter().any(|&m| m) {
-                plan.push(PlannedLine {
-                    slice: slice as u16,
-                    ky: ky as u16,
-                });
+                for coil in 0..coils {
+                    plan.push(PlannedLine {
+                        slice: slice as u16,
+                        coil,
+                        ky: ky as u16,
+                    });
+                }
             }
         }
     }
@@ -287,7 +306,31 @@ pub fn simulate_scan(
         kspace.dim(),
         masks.dim()
     );
-    let (slices, n_y, n_x) = kspace.dim();
+    simulate_scan_coils(kspace.insert_axis(Axis(1)), masks, spec, faults)
+}
+
+/// [`simulate_scan`] for a multi-coil stack `kspace` `[S][C][n_y][n_x]` with one mask per
+/// slice `[S][n_y][n_x]` shared by the coils (module docs, "Several coils").
+///
+/// # Errors
+/// As [`simulate_scan`], and for no coils or more than `u8::MAX`.
+pub fn simulate_scan_coils(
+    kspace: ArrayView4<'_, Complex32>,
+    masks: ArrayView3<'_, bool>,
+    spec: &ScanSpec,
+    faults: &FaultSpec,
+) -> Result<(Vec<u8>, FaultLog)> {
+    let (slices, coils, n_y, n_x) = kspace.dim();
+    ensure!(
+        (slices, n_y, n_x) == masks.dim(),
+        "k-space {:?} and masks {:?} differ in shape",
+        kspace.dim(),
+        masks.dim()
+    );
+    let Ok(n_coils) = u8::try_from(coils) else {
+        bail!("{coils} coils do not fit a scan (the wire format's coil field is a u8)");
+    };
+    ensure!(n_coils >= 1, "the k-space stack has no coils");
     ensure!(
         slices >= 1 && n_y >= 1 && n_x >= 1,
         "empty k-space stack {:?}",
@@ -322,17 +365,19 @@ pub fn simulate_scan(
         check_fraction(name, f)?;
     }
     let mut peak = 0.0f32;
-    for (v, &m) in kspace.iter().zip(masks.iter()) {
-        if m {
-            ensure!(
-                v.re.is_finite() && v.im.is_finite(),
-                "sampled k-space contains NaN or infinite values"
-            );
-            peak = peak.max(v.re.abs()).max(v.im.abs());
+    for coil in kspace.axis_iter(Axis(1)) {
+        for (v, &m) in coil.iter().zip(masks.iter()) {
+            if m {
+                ensure!(
+                    v.re.is_finite() && v.im.is_finite(),
+                    "sampled k-space contains NaN or infinite values"
+                );
+                peak = peak.max(v.re.abs()).max(v.im.abs());
+            }
         }
     }
 
-    let plan = line_plan(masks);
+    let plan = line_plan_coils(masks, n_coils);
     ensure!(
         !plan.is_empty(),
         "the masks sample nothing: no line to send"
@@ -350,9 +395,13 @@ pub fn simulate_scan(
     let mut buf = vec![0u8; MAX_ENCODED_LEN];
     let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(plan.len());
     for (seq, line) in plan.iter().enumerate() {
-        let (slice, ky) = (usize::from(line.slice), usize::from(line.ky));
+        let (slice, coil, ky) = (
+            usize::from(line.slice),
+            usize::from(line.coil),
+            usize::from(line.ky),
+        );
         // readout_window checked that the row samples exactly the window.
-        let sample = |kx: usize| kspace[[slice, ky, kx]];
+        let sample = |kx: usize| kspace[[slice, coil, ky, kx]];
         let samples = match spec.samples {
             SampleFormat::I16 => {
                 let mut iq = heapless::Vec::<[i16; 2], MAX_N_X>::new();
@@ -377,7 +426,7 @@ pub fn simulate_scan(
             scan_id: spec.scan_id,
             seq: seq as u32,
             slice: line.slice,
-            coil: 0,
+            coil: line.coil,
             ky: line.ky,
             samples,
         };
@@ -406,7 +455,7 @@ pub fn simulate_scan(
         scan_id: spec.scan_id,
         n_y: n_y16,
         n_x: n_x16,
-        n_coils: 1,
+        n_coils,
         n_slices,
         field_mt: spec.field_mt,
         fov_mm: spec.fov_mm,

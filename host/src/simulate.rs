@@ -529,14 +529,15 @@ impl PoissonSampler {
     }
 }
 
-/// The core's unitary centred transform in `f64`, planned once for a shape.
-struct Fourier {
+/// The core's unitary centred transform in `f64`, planned once for a shape (also used by
+/// [`crate::coils`]).
+pub(crate) struct Fourier {
     fft: Fft2<RustFft<f64>>,
     scratch: Vec<Complex64>,
 }
 
 impl Fourier {
-    fn new(shape: Shape) -> Self {
+    pub(crate) fn new(shape: Shape) -> Self {
         let fft = Fft2::new(RustFft::<f64>::new(shape));
         let len = LinearOperator::<f64>::scratch_len(&CentredFourier { fft: &fft });
         Self {
@@ -546,7 +547,7 @@ impl Fourier {
     }
 
     /// `F x` (`inverse = false`) or `F^H x`, row-major.
-    fn apply(&mut self, x: &[Complex64], inverse: bool) -> Vec<Complex64> {
+    pub(crate) fn apply(&mut self, x: &[Complex64], inverse: bool) -> Vec<Complex64> {
         let op = CentredFourier { fft: &self.fft };
         let mut out = vec![Complex64::default(); x.len()];
         if inverse {
@@ -558,7 +559,7 @@ impl Fourier {
     }
 }
 
-fn check_noise(noise: f64) -> Result<()> {
+pub(crate) fn check_noise(noise: f64) -> Result<()> {
     ensure!(
         noise.is_finite() && (0.0..=1.0).contains(&noise),
         "relative noise level must be in [0, 1], got {noise}"
@@ -566,7 +567,7 @@ fn check_noise(noise: f64) -> Result<()> {
     Ok(())
 }
 
-fn check_shape(n_y: usize, n_x: usize) -> Result<Shape> {
+pub(crate) fn check_shape(n_y: usize, n_x: usize) -> Result<Shape> {
     Shape::new(n_y, n_x).map_err(|e| {
         anyhow::anyhow!(
             "unsupported grid {n_y}x{n_x}: sides must be powers of two in {}..={} ({e})",

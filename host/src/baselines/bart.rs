@@ -35,12 +35,21 @@
 //! `c = 1/p99(|F^H M y|)` before pics and the result divided by `c`, so `lambda` is in the
 //! scaled units of sparsemap and of [`super::tv`], the same on every slice.
 //!
+//! Multi-coil ([`Bart::ecalib`], [`Bart::pics_sense`]): coil arrays are row-major
+//! `[C][n_y][n_x]`, written unchanged as BART dims `[n_x, n_y, 1, C]` (BART's coil dimension is
+//! 3, `COIL_DIM`); the maps come back in the same layout (`-m 1`: one set of maps, BART's
+//! dimension 4 of size 1). `pics` gets the maps instead of ones, and the data are scaled as
+//! above with `|F^H M y|` replaced by the SENSE-combined zero-filled image
+//! `|sum_c conj(S_c) F^H M y_c|` (computed in Rust with the core's `F^H`, which equals
+//! `bart fft -i -u 3`), i.e. the single-coil image scale when `sum_c |S_c|^2 = 1`: `lambda`
+//! means the same as for one coil.
+//!
 //! Errors (never panics on a failing subprocess): `bart` missing (naming the Debian package),
 //! a non-zero exit (with the command line and BART's stderr), or unreadable output files.
 
 use super::{cfl, masked_data};
 use anyhow::{bail, Context, Result};
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use num_complex::Complex32;
 use sparsemap_core::recon::percentile;
 use std::ffi::OsString;
@@ -352,6 +361,173 @@ impl Bart {
         let inverse = 1.0 / c;
         image.iter_mut().for_each(|v| *v *= inverse);
         Ok(image)
+    }
+}
+
+/// Default side of ESPIRiT's calibration region (BART's `-r` default, 24).
+pub const ECALIB_CALIBRATION: usize = 24;
+
+impl Bart {
+    /// `bart ecalib -m 1 -r CALIBRATION KSPACE SENS`: ESPIRiT sensitivities (one set of maps)
+    /// from the fully sampled `calibration x calibration` centre of the multi-coil k-space
+    /// `[C][n_y][n_x]` (centred; entries off the mask must be zero). Returns `[C][n_y][n_x]`;
+    /// BART normalises them to `sum_c |S_c|^2 = 1` where its eigenvalue exceeds the crop
+    /// threshold (`-c`, default 0.8) and sets them to zero elsewhere; the phase is relative to
+    /// the first principal component (BART's default), so compare maps phase-invariantly
+    /// ([`crate::coils::map_correlation`]). The data are scaled by `1/p99(RSS of F^H y)` first
+    /// (ESPIRiT's thresholds are relative, but the scale keeps the numbers near 1).
+    ///
+    /// Errors: fewer than 1 or more than 32 coils, non-finite data, a calibration region
+    /// larger than the grid, no signal, or any BART failure.
+    pub fn ecalib(
+        &self,
+        kspace: ArrayView3<'_, Complex32>,
+        calibration: usize,
+    ) -> Result<Array3<Complex32>> {
+        self.ecalib_with(kspace, calibration, &[])
+    }
+
+    /// [`Self::ecalib`] with extra `bart ecalib` options before the file names.
+    pub fn ecalib_with(
+        &self,
+        kspace: ArrayView3<'_, Complex32>,
+        calibration: usize,
+        extra: &[&str],
+    ) -> Result<Array3<Complex32>> {
+        let (coils, n_y, n_x) = kspace.dim();
+        if !(1..=crate::coils::MAX_COILS).contains(&coils) {
+            bail!(
+                "ecalib: {coils} coils, 1..={} supported",
+                crate::coils::MAX_COILS
+            );
+        }
+        if calibration == 0 || calibration > n_y || calibration > n_x {
+            bail!("ecalib: calibration region {calibration} does not fit the {n_y}x{n_x} grid");
+        }
+        if kspace.iter().any(|v| !v.is_finite()) {
+            bail!("ecalib: k-space contains NaN or infinite values");
+        }
+        let rss = crate::coils::rss_zero_filled(kspace)?;
+        let c = scale_of(rss.view())?;
+        let data: Vec<Complex32> = kspace.iter().map(|v| v * c).collect();
+        let dir = temp_dir()?;
+        cfl::write(&dir.path().join("kspace"), &[n_x, n_y, 1, coils], &data)?;
+        let calibration = calibration.to_string();
+        let mut args: Vec<&str> = vec!["ecalib", "-m", "1", "-r", &calibration];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["kspace", "sens"]);
+        self.run(dir.path(), &args)?;
+        let (dims, maps) =
+            cfl::read(&dir.path().join("sens")).context("reading the output of `bart ecalib`")?;
+        let expected: Vec<usize> = if coils == 1 {
+            vec![n_x, n_y]
+        } else {
+            vec![n_x, n_y, 1, coils]
+        };
+        if dims != expected {
+            bail!("`bart ecalib` returned dims {dims:?}, expected {expected:?}");
+        }
+        Ok(Array3::from_shape_vec((coils, n_y, n_x), maps).expect("length checked by read"))
+    }
+
+    /// `bart pics -w 1 -i ITERATIONS -R REG -p MASK KSPACE MAPS OUT`: SENSE with a
+    /// regulariser, `min_x 1/2 sum_c ||M F (S_c x) - c y_c||^2 + lambda R(x)`, result divided
+    /// by `c` (module docs, multi-coil). `kspace` and `maps` are `[C][n_y][n_x]`, `mask`
+    /// `[n_y][n_x]` (the same for every coil). Returns `[n_y][n_x]`.
+    ///
+    /// Errors: mismatched shapes, non-finite data or maps, negative or non-finite lambda, zero
+    /// iterations, no signal, or any BART failure.
+    pub fn pics_sense(
+        &self,
+        kspace: ArrayView3<'_, Complex32>,
+        mask: ArrayView2<'_, bool>,
+        maps: ArrayView3<'_, Complex32>,
+        regulariser: Regulariser,
+        iterations: usize,
+    ) -> Result<Array2<Complex32>> {
+        let lambda = regulariser.lambda();
+        if !(lambda >= 0.0 && lambda.is_finite()) {
+            bail!("pics lambda must be finite and >= 0, got {lambda}");
+        }
+        if iterations == 0 {
+            bail!("pics needs at least one iteration");
+        }
+        let (coils, n_y, n_x) = kspace.dim();
+        if maps.dim() != kspace.dim() || mask.dim() != (n_y, n_x) {
+            bail!(
+                "pics: k-space {:?}, maps {:?} and mask {:?} do not match",
+                kspace.dim(),
+                maps.dim(),
+                mask.dim()
+            );
+        }
+        if kspace.iter().chain(maps.iter()).any(|v| !v.is_finite()) {
+            bail!("pics: k-space or maps contain NaN or infinite values");
+        }
+        let masked: Vec<Complex32> = kspace
+            .outer_iter()
+            .flat_map(|coil| {
+                coil.iter()
+                    .zip(mask.iter())
+                    .map(|(&v, &m)| if m { v } else { Complex32::default() })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let masked = Array3::from_shape_vec((coils, n_y, n_x), masked).expect("C N values");
+        let combined = crate::coils::sense_zero_filled(masked.view(), maps)?;
+        let c = scale_of(combined.view())?;
+        let y: Vec<Complex32> = masked.iter().map(|v| v * c).collect();
+        let dir = temp_dir()?;
+        let path = |name: &str| dir.path().join(name);
+        cfl::write(&path("kspace"), &[n_x, n_y, 1, coils], &y)?;
+        let maps_data: Vec<Complex32> = maps.iter().copied().collect();
+        cfl::write(&path("sens"), &[n_x, n_y, 1, coils], &maps_data)?;
+        let pattern: Vec<Complex32> = mask
+            .iter()
+            .map(|&m| Complex32::new(if m { 1.0 } else { 0.0 }, 0.0))
+            .collect();
+        cfl::write(&path("pattern"), &[n_x, n_y], &pattern)?;
+        let iterations = iterations.to_string();
+        let reg = regulariser.argument();
+        let args = [
+            "pics",
+            "-w",
+            "1",
+            "-i",
+            &iterations,
+            "-R",
+            &reg,
+            "-p",
+            "pattern",
+            "kspace",
+            "sens",
+            "image",
+        ];
+        self.run(dir.path(), &args)?;
+        let mut image =
+            cfl::read_image(&path("image")).context("reading the output of `bart pics`")?;
+        if image.dim() != (n_y, n_x) {
+            bail!(
+                "`bart pics` returned shape {:?}, expected {:?}",
+                image.dim(),
+                (n_y, n_x)
+            );
+        }
+        let inverse = 1.0 / c;
+        image.iter_mut().for_each(|v| *v *= inverse);
+        Ok(image)
+    }
+}
+
+/// `1/p99(|image|)` (DESIGN §3.6), or an error when that is not positive and finite.
+fn scale_of(image: ArrayView2<'_, Complex32>) -> Result<f32> {
+    let mut magnitudes: Vec<f32> = image.iter().map(|v| v.norm()).collect();
+    match percentile(&mut magnitudes, 0.99) {
+        Some(p) if p > 0.0 && p.is_finite() => Ok(1.0 / p),
+        p => bail!(
+            "cannot scale: the 99th percentile of the zero-filled magnitude is {p:?} (no signal \
+             under the mask?)"
+        ),
     }
 }
 
