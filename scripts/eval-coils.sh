@@ -6,23 +6,29 @@
 #      host/src/coils.rs) on 4 validation slices (tuning) and 8 test slices, acquisitions
 #      block128@0.15 and vd3@0.15 (24 centre rows); rows zero-filled RSS, zero-filled SENSE
 #      with the true maps, BART pics l1-wavelet and TV with ESPIRiT maps (needs the Debian
-#      package bart), and the ESPIRiT-vs-truth map agreement. Writes results/coils/coils.md,
+#      package bart), the bundled int8 model through the edge runtime (each coil alone + RSS,
+#      one coil-combined virtual coil, all coils together with estimated and with ESPIRiT
+#      maps), and the map agreement. Writes results/coils/coils.md,
 #      coils.csv and coils.json.
-# Options: VALIDATION_SLICES, TEST_SLICES, ACQUISITIONS (comma separated MASK@NOISE), THREADS
+# Options: VALIDATION_SLICES, TEST_SLICES, ACQUISITIONS (comma separated MASK@NOISE), PROFILE
+# (cargo profile of the build, default release), THREADS
 # (slices at a time, each single-threaded; default 1 so that the seconds are single-thread
 # times), EVAL_ARGS (anything else `eval-coils --help` lists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked -p sparsemap-host
-host="${CARGO_TARGET_DIR:-target}/release/sparsemap-host"
+# PROFILE=dev uses the tests' build (optimised, no LTO) instead of a release build.
+profile="${PROFILE:-release}"
+cargo build --profile "$profile" --locked -p sparsemap-host
+case "$profile" in dev) dir=debug ;; *) dir="$profile" ;; esac
+host="${CARGO_TARGET_DIR:-target}/$dir/sparsemap-host"
 if [[ ! -f data/validation.npz || ! -f data/test.npz ]]; then
     "$host" export --out-dir data --mni-dir none --no-extra-sources
 fi
 acquisitions="${ACQUISITIONS:-block128@0.15,vd3@0.15}"
 # The exact command, with the overrides given, goes into coils.md.
 command="scripts/eval-coils.sh"
-for var in EVAL_ARGS THREADS TEST_SLICES VALIDATION_SLICES ACQUISITIONS; do
+for var in EVAL_ARGS THREADS TEST_SLICES VALIDATION_SLICES ACQUISITIONS PROFILE; do
     [[ -n "${!var:-}" ]] && command="$var=${!var} $command"
 done
 export SPARSEMAP_EVAL_COILS_COMMAND="$command"

@@ -16,7 +16,12 @@
 //!      whitening);
 //!    - BART `pics` ℓ1-wavelet and TV (`-R W:3:0:λ`, `-R T:3:0:λ`, `-w 1`,
 //!      [`Bart::pics_sense`]) with ESPIRiT maps (`bart ecalib -m 1 -r 24`, [`Bart::ecalib`])
-//!      estimated from each slice's own data; their time per slice includes `ecalib`.
+//!      estimated from each slice's own data; their time per slice includes `ecalib`;
+//!    - the bundled int8 model through the edge runtime (`sparsemap_edge::multicoil`, one
+//!      thread): each coil alone + RSS; one virtual coil (`combine_coils` with the estimated
+//!      maps, then the single-coil solve); all coils together (`A = M F S_c`) with the maps
+//!      the runtime estimates, and with the ESPIRiT maps; the multi-coil rows prewhitened with
+//!      the slice's noise scan. Their seconds exclude planning (once per grid in the runtime).
 //! 3. Tuning: each BART weight by [`crate::eval`]'s search (log grid over the single-coil
 //!    range of `Method::lambda_range`, extended while on the border, refined twice) for the
 //!    mean whole-image PSNR on the validation slices; used unchanged on the test slices.
@@ -24,12 +29,8 @@
 //!    maximum as in `eval`, on the whole image and inside the export's head mask; wall
 //!    seconds per slice, BART with `OMP_NUM_THREADS=1`, slices run `threads` at a time.
 //! 5. Map agreement: the mean over the head mask of the phase-invariant correlation
-//!    `|<S_ecalib(r), S_true(r)>| / (|S_ecalib(r)| |S_true(r)|)`
-//!    ([`crate::coils::map_correlation`]) per test slice.
-//!
-//! The learned rows (multi-coil learned with estimated and with ESPIRiT maps, coil-combined
-//! single-coil learned, per-coil learned + RSS) come from the edge crate's multi-coil API and
-//! are added as further [`CoilMethod`]s when it exists.
+//!    `|<S_a(r), S_b(r)>| / (|S_a(r)| |S_b(r)|)` ([`crate::coils::map_correlation`]) per test
+//!    slice: ESPIRiT vs truth, sparsemap's estimate vs truth, sparsemap's vs ESPIRiT.
 //!
 //! Outputs: `coils.md`, `coils.csv` (mean ± std per acquisition and method), `coils.json`
 //! (settings, tuned weights, tuning points, every test slice).
@@ -134,15 +135,30 @@ pub enum CoilMethod {
     BartWavelet,
     /// BART `pics` TV with ESPIRiT maps.
     BartTv,
+    /// The bundled int8 model on each coil alone, then the root sum of squares (what the
+    /// runtime did before multi-coil reconstruction; `--coil-combination rss`).
+    LearnedRss,
+    /// The bundled int8 model on one virtual coil: the coils combined with the estimated maps
+    /// (`sparsemap_edge::multicoil::combine_coils`), then the single-coil solve.
+    LearnedCombined,
+    /// The bundled int8 model on all coils together, `A = M F S_c`, maps estimated from the
+    /// k-space centre, prewhitened with the noise scan (the runtime's default).
+    LearnedSense,
+    /// As [`CoilMethod::LearnedSense`] with the ESPIRiT maps.
+    LearnedSenseEspirit,
 }
 
 impl CoilMethod {
     /// Every row, in table order.
-    pub const ALL: [CoilMethod; 4] = [
+    pub const ALL: [CoilMethod; 8] = [
         CoilMethod::ZeroFilledRss,
         CoilMethod::ZeroFilledSense,
         CoilMethod::BartWavelet,
         CoilMethod::BartTv,
+        CoilMethod::LearnedRss,
+        CoilMethod::LearnedCombined,
+        CoilMethod::LearnedSense,
+        CoilMethod::LearnedSenseEspirit,
     ];
 
     /// Name for tables.
@@ -152,6 +168,10 @@ impl CoilMethod {
             CoilMethod::ZeroFilledSense => "zero-filled SENSE (true maps)",
             CoilMethod::BartWavelet => "BART ℓ1-wavelet, ESPIRiT maps",
             CoilMethod::BartTv => "BART TV, ESPIRiT maps",
+            CoilMethod::LearnedRss => "sparsemap int8, each coil alone + RSS",
+            CoilMethod::LearnedCombined => "sparsemap int8, coil-combined single coil",
+            CoilMethod::LearnedSense => "**sparsemap int8, multi-coil (estimated maps, whitened)**",
+            CoilMethod::LearnedSenseEspirit => "sparsemap int8, multi-coil (ESPIRiT maps, whitened)",
         }
     }
 
@@ -162,6 +182,10 @@ impl CoilMethod {
             CoilMethod::ZeroFilledSense => "zero-filled-sense",
             CoilMethod::BartWavelet => "bart-wavelet-espirit",
             CoilMethod::BartTv => "bart-tv-espirit",
+            CoilMethod::LearnedRss => "learned-rss",
+            CoilMethod::LearnedCombined => "learned-combined",
+            CoilMethod::LearnedSense => "learned-sense",
+            CoilMethod::LearnedSenseEspirit => "learned-sense-espirit",
         }
     }
 
@@ -182,6 +206,8 @@ struct Case {
     head_mask: Vec<bool>,
     kspace: Array3<Complex32>,
     mask: Array2<bool>,
+    /// `[C][M]` noise-only samples (the scanner's noise adjustment).
+    noise_scan: Array2<Complex32>,
     /// ESPIRiT maps (when a BART row runs) and the seconds `ecalib` took.
     espirit: Option<(Array3<Complex32>, f64)>,
 }
@@ -235,6 +261,10 @@ pub struct MapAgreement {
     pub slice: usize,
     /// Mean phase-invariant correlation over the head mask, ESPIRiT vs truth.
     pub correlation: f64,
+    /// The same for sparsemap's estimated maps (Walsh, `sparsemap_edge::coils`) vs truth.
+    pub ours_truth: f64,
+    /// sparsemap's estimated maps vs ESPIRiT.
+    pub ours_espirit: f64,
     /// Seconds `bart ecalib` took.
     pub seconds: f64,
 }
@@ -315,6 +345,7 @@ fn simulate_cases(
                     .collect(),
                 kspace: slice.kspace,
                 mask: slice.mask,
+                noise_scan: slice.noise_scan,
                 espirit,
             })
         })
@@ -355,8 +386,112 @@ fn reconstruct(
             )?;
             return Ok((image, started.elapsed().as_secs_f64() + ecalib_seconds));
         }
+        CoilMethod::LearnedRss
+        | CoilMethod::LearnedCombined
+        | CoilMethod::LearnedSense
+        | CoilMethod::LearnedSenseEspirit => {
+            // Planned per slice (the network's optimisation is not timed), one thread.
+            let mut planned = learned_plan(case)?;
+            let started = Instant::now();
+            let image = learned(case, method, &mut planned)?;
+            let mut seconds = started.elapsed().as_secs_f64();
+            if method == CoilMethod::LearnedSenseEspirit {
+                seconds += case.espirit.as_ref().map_or(0.0, |(_, s)| *s);
+            }
+            return Ok((image, seconds));
+        }
     };
     Ok((image, started.elapsed().as_secs_f64()))
+}
+
+/// The maps the runtime estimates for `case` (after prewhitening with its noise scan).
+fn estimated_maps(case: &Case) -> Result<Vec<Complex32>> {
+    let (coils, n_y, n_x) = case.kspace.dim();
+    let mask: Vec<f32> = case.mask.iter().map(|&m| f32::from(u8::from(m))).collect();
+    let masks: Vec<f32> = (0..coils).flat_map(|_| mask.iter().copied()).collect();
+    let input = sparsemap_edge::multicoil::CoilInput {
+        coils,
+        kspace: case.kspace.as_slice().context("k-space is not contiguous")?,
+        masks: &masks,
+        noise: Some(case.noise_scan.as_slice().context("noise scan is not contiguous")?),
+        sensitivities: None,
+    };
+    Ok(sparsemap_edge::multicoil::sensitivities(
+        &input,
+        &sparsemap_edge::multicoil::CoilOptions::default(),
+        Shape::new(n_y, n_x)?,
+    )?
+    .maps)
+}
+
+/// The bundled int8 model planned on `case`'s grid for one thread.
+fn learned_plan(case: &Case) -> Result<sparsemap_edge::method::PlannedMethod> {
+    let (_, n_y, n_x) = case.kspace.dim();
+    let mut spec = sparsemap_edge::method::MethodSpec::bundled()?;
+    spec.threads = sparsemap_edge::parallel::Threads::new(1);
+    std::sync::Arc::new(spec).plan(Shape::new(n_y, n_x)?)
+}
+
+/// The learned rows through the edge runtime's own functions.
+fn learned(
+    case: &Case,
+    method: CoilMethod,
+    planned: &mut sparsemap_edge::method::PlannedMethod,
+) -> Result<Array2<Complex32>> {
+    use sparsemap_edge::multicoil::{self, CoilCombination, CoilInput, CoilOptions, CoilSettings};
+    let (coils, n_y, n_x) = case.kspace.dim();
+    let kspace = case.kspace.as_slice().context("k-space is not contiguous")?;
+    let mask: Vec<f32> = case.mask.iter().map(|&m| f32::from(u8::from(m))).collect();
+    let masks: Vec<f32> = (0..coils).flat_map(|_| mask.iter().copied()).collect();
+    let espirit = match method {
+        CoilMethod::LearnedSenseEspirit => Some(
+            case.espirit
+                .as_ref()
+                .context("no ESPIRiT maps (internal error)")?
+                .0
+                .as_slice()
+                .context("maps are not contiguous")?,
+        ),
+        _ => None,
+    };
+    let input = CoilInput {
+        coils,
+        kspace,
+        masks: &masks,
+        noise: Some(case.noise_scan.as_slice().context("noise scan is not contiguous")?),
+        sensitivities: espirit,
+    };
+    let options = CoilOptions::default();
+    let mut image = Array2::<Complex32>::zeros((n_y, n_x));
+    match method {
+        CoilMethod::LearnedCombined => {
+            let (combined, combined_mask) =
+                multicoil::combine_coils(&input, &options, planned.shape())?;
+            planned.reconstruct(
+                &combined,
+                &combined_mask,
+                image.as_slice_mut().expect("a new array is contiguous"),
+            )?;
+        }
+        _ => {
+            let combination = if method == CoilMethod::LearnedRss {
+                CoilCombination::Rss
+            } else {
+                CoilCombination::Sense
+            };
+            let settings = CoilSettings {
+                combination,
+                options,
+            };
+            let (_, used, _) = multicoil::reconstruct_slice(planned, &input, &settings, &mut image)?;
+            ensure!(
+                (used == multicoil::COIL_COMBINATION_SENSE) == (combination == CoilCombination::Sense),
+                "{}: combined by {used}",
+                method.name()
+            );
+        }
+    }
+    Ok(image)
 }
 
 fn measure(
@@ -487,14 +622,14 @@ pub fn run(config: &CoilEvalConfig, progress: impl Fn(&str) + Sync) -> Result<Co
             )?;
             for case in &test_cases {
                 let (espirit, seconds) = case.espirit.as_ref().expect("computed above");
+                let ours = estimated_maps(case)?;
+                let espirit = espirit.as_slice().expect("contiguous");
                 report.maps.push(MapAgreement {
                     acquisition: spec.label.clone(),
                     slice: case.index,
-                    correlation: map_correlation(
-                        espirit.as_slice().expect("contiguous"),
-                        &maps,
-                        &case.head_mask,
-                    )?,
+                    correlation: map_correlation(espirit, &maps, &case.head_mask)?,
+                    ours_truth: map_correlation(&ours, &maps, &case.head_mask)?,
+                    ours_espirit: map_correlation(&ours, espirit, &case.head_mask)?,
                     seconds: *seconds,
                 });
             }
@@ -674,26 +809,27 @@ pub fn markdown(report: &CoilEvalReport, command: &str) -> String {
                 r.seconds.0,
             );
         }
-        let agreement: Vec<f64> = report
+        let maps: Vec<&MapAgreement> = report
             .maps
             .iter()
             .filter(|m| m.acquisition == acquisition)
-            .map(|m| m.correlation)
             .collect();
-        let seconds: Vec<f64> = report
-            .maps
-            .iter()
-            .filter(|m| m.acquisition == acquisition)
-            .map(|m| m.seconds)
-            .collect();
-        if !agreement.is_empty() {
-            let (m, s) = mean_std(&agreement);
-            let worst = agreement.iter().copied().fold(f64::INFINITY, f64::min);
+        if !maps.is_empty() {
+            let summary = |f: fn(&MapAgreement) -> f64| {
+                let values: Vec<f64> = maps.iter().map(|m| f(m)).collect();
+                let (m, s) = mean_std(&values);
+                let worst = values.iter().copied().fold(f64::INFINITY, f64::min);
+                format!("{m:.4} ± {s:.4} (worst slice {worst:.4})")
+            };
             let _ = writeln!(
                 out,
-                "\nMap agreement, ESPIRiT vs true maps (mean phase-invariant correlation over the \
-                 head): {m:.4} ± {s:.4} (worst slice {worst:.4}); `ecalib` {:.2} s per slice.\n",
-                mean(seconds.iter().copied())
+                "\nMap agreement (mean phase-invariant correlation over the head): ESPIRiT vs true \
+                 maps {}; sparsemap's estimate vs true maps {}; sparsemap's vs ESPIRiT {}. \
+                 `ecalib` {:.2} s per slice.\n",
+                summary(|m| m.correlation),
+                summary(|m| m.ours_truth),
+                summary(|m| m.ours_espirit),
+                mean(maps.iter().map(|m| m.seconds))
             );
         }
     }
