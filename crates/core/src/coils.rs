@@ -26,7 +26,7 @@ use crate::dictionary::{DictionaryPlan, MaskedSynthesis};
 use crate::error::{Error, Result};
 use crate::fft::{ActiveRows, Fft2, FftBackend};
 use crate::fista::{
-    apply_with, chunk_count, fista_normal_with, Executor, FistaBuffers, Lambda, NormalResidual,
+    chunk_count, fista_normal_with, Executor, FistaBuffers, Lambda, NormalResidual,
     Serial, WorkerBuffers,
 };
 use crate::ops::{checkerboard, LinearOperator};
@@ -797,38 +797,23 @@ impl<T: Real, B: FftBackend<T>> CoilPrepared<'_, '_, '_, T, B> {
             },
             executor,
         )?;
-        apply_with(
-            &synthesis,
+        let nonzero_coefficients = crate::recon::synthesise(
+            plan,
             ws.z,
+            ws.combined,
+            self.lowpass_weight,
+            self.scale,
             ws.residual,
             ws.partials,
             workers,
             executor,
+            image,
         )?;
-        crate::lowpass::for_each_gain(shape, self.lowpass_weight, |t, gain| {
-            ws.residual[t] = ws.residual[t] + ws.combined[t].scale(gain)
-        });
-        fft.inverse_from_transposed(ws.residual, image, workers[0].scratch);
-        let output_gain = fft.inverse_divisor::<T>() / T::lit(n as f64).sqrt() / self.scale;
-        for (y, row) in image.chunks_exact_mut(shape.n_x()).enumerate() {
-            for (x, v) in row.iter_mut().enumerate() {
-                *v = v.scale(output_gain * checkerboard(y, x));
-            }
-        }
-        if image
-            .iter()
-            .any(|v| !(v.re.is_finite() && v.im.is_finite()))
-        {
-            return Err(Error::NonFinite {
-                what: "reconstructed image",
-            });
-        }
-        let zero = Complex::new(T::zero(), T::zero());
         Ok(ReconReport {
             scale: self.scale,
             lipschitz: self.lipschitz,
             sampled: self.sampled,
-            nonzero_coefficients: ws.z.iter().filter(|v| **v != zero).count(),
+            nonzero_coefficients,
         })
     }
 

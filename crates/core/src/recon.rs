@@ -477,7 +477,6 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
         let n = shape.len();
         check_len("image", image.len(), n)?;
         lambda.validate(plan.count() * n, n)?;
-        let fft = plan.fft();
         let ws = &mut *self.workspace;
         let step = T::one() / self.lipschitz;
 
@@ -505,43 +504,18 @@ impl<T: Real, B: FftBackend<T>> Prepared<'_, '_, '_, T, B> {
         )?;
 
         // 6. x = F^H (G y + sum_k h_k F z_k), unscaled.
-        let synthesis = MaskedSynthesis {
+        let nonzero_coefficients = synthesise(
             plan,
-            mask: None,
-            rows: ActiveRows::all(shape),
-        };
-        apply_with(
-            &synthesis,
             ws.z,
+            ws.measured,
+            self.lowpass_weight,
+            self.scale,
             ws.residual,
             ws.partials,
             workers,
             executor,
+            image,
         )?;
-        crate::lowpass::for_each_gain(shape, self.lowpass_weight, |t, gain| {
-            ws.residual[t] = ws.residual[t] + ws.measured[t].scale(gain)
-        });
-        fft.inverse_from_transposed(ws.residual, image, workers[0].scratch);
-        let inverse_gain = fft.inverse_divisor::<T>() / T::lit(n as f64).sqrt();
-        let output_gain = inverse_gain / self.scale;
-        for (y, row) in image.chunks_exact_mut(shape.n_x()).enumerate() {
-            for (x, v) in row.iter_mut().enumerate() {
-                *v = v.scale(output_gain * checkerboard(y, x));
-            }
-        }
-
-        // The inputs were checked, but a finite input can still overflow on the way
-        // (e.g. a huge Lambda-free solve): an image with NaN or infinity is an error.
-        if image
-            .iter()
-            .any(|v| !(v.re.is_finite() && v.im.is_finite()))
-        {
-            return Err(Error::NonFinite {
-                what: "reconstructed image",
-            });
-        }
-        let zero = Complex::new(T::zero(), T::zero());
-        let nonzero_coefficients = ws.z.iter().filter(|v| **v != zero).count();
         Ok(ReconReport {
             scale: self.scale,
             lipschitz: self.lipschitz,
@@ -704,6 +678,56 @@ impl<T, B> core::fmt::Debug for Prepared<'_, '_, '_, T, B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Prepared").finish_non_exhaustive()
     }
+}
+
+/// Item 6 of DESIGN §3.7: `image = F^H (G (.) lowpass_source + sum_k h_k (.) F z_k) / scale`
+/// (natural layout, demodulated), with `spectrum` (`N`), `partials` and `workers` as scratch;
+/// the synthesis's chunks on `executor`. Returns the number of non-zero codes. Fails if the
+/// image is not finite (a finite input can still overflow on the way, e.g. a huge
+/// Lambda-free solve). Shared by the single-coil and the multi-coil solve.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn synthesise<T: Real, B: FftBackend<T>, E: Executor>(
+    plan: &DictionaryPlan<'_, T, B>,
+    z: &[Complex<T>],
+    lowpass_source: &[Complex<T>],
+    lowpass_weight: T,
+    scale: T,
+    spectrum: &mut [Complex<T>],
+    partials: &mut [Complex<T>],
+    workers: &mut [WorkerBuffers<'_, T>],
+    executor: &E,
+    image: &mut [Complex<T>],
+) -> Result<usize> {
+    let shape = plan.shape();
+    let n = shape.len();
+    let fft = plan.fft();
+    let synthesis = MaskedSynthesis {
+        plan,
+        mask: None,
+        rows: ActiveRows::all(shape),
+    };
+    apply_with(&synthesis, z, spectrum, partials, workers, executor)?;
+    crate::lowpass::for_each_gain(shape, lowpass_weight, |t, gain| {
+        spectrum[t] = spectrum[t] + lowpass_source[t].scale(gain)
+    });
+    fft.inverse_from_transposed(spectrum, image, workers[0].scratch);
+    let inverse_gain = fft.inverse_divisor::<T>() / T::lit(n as f64).sqrt();
+    let output_gain = inverse_gain / scale;
+    for (y, row) in image.chunks_exact_mut(shape.n_x()).enumerate() {
+        for (x, v) in row.iter_mut().enumerate() {
+            *v = v.scale(output_gain * checkerboard(y, x));
+        }
+    }
+    if image
+        .iter()
+        .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+    {
+        return Err(Error::NonFinite {
+            what: "reconstructed image",
+        });
+    }
+    let zero = Complex::new(T::zero(), T::zero());
+    Ok(z.iter().filter(|v| **v != zero).count())
 }
 
 /// `out = |F^H(conj(h_k) (.) data)|` (unmasked: `data` is zero off the mask already).
