@@ -171,7 +171,9 @@ impl CoilMethod {
             CoilMethod::LearnedRss => "sparsemap int8, each coil alone + RSS",
             CoilMethod::LearnedCombined => "sparsemap int8, coil-combined single coil",
             CoilMethod::LearnedSense => "**sparsemap int8, multi-coil (estimated maps, whitened)**",
-            CoilMethod::LearnedSenseEspirit => "sparsemap int8, multi-coil (ESPIRiT maps, whitened)",
+            CoilMethod::LearnedSenseEspirit => {
+                "sparsemap int8, multi-coil (ESPIRiT maps, whitened)"
+            }
         }
     }
 
@@ -411,9 +413,16 @@ fn estimated_maps(case: &Case) -> Result<Vec<Complex32>> {
     let masks: Vec<f32> = (0..coils).flat_map(|_| mask.iter().copied()).collect();
     let input = sparsemap_edge::multicoil::CoilInput {
         coils,
-        kspace: case.kspace.as_slice().context("k-space is not contiguous")?,
+        kspace: case
+            .kspace
+            .as_slice()
+            .context("k-space is not contiguous")?,
         masks: &masks,
-        noise: Some(case.noise_scan.as_slice().context("noise scan is not contiguous")?),
+        noise: Some(
+            case.noise_scan
+                .as_slice()
+                .context("noise scan is not contiguous")?,
+        ),
         sensitivities: None,
     };
     Ok(sparsemap_edge::multicoil::sensitivities(
@@ -440,7 +449,10 @@ fn learned(
 ) -> Result<Array2<Complex32>> {
     use sparsemap_edge::multicoil::{self, CoilCombination, CoilInput, CoilOptions, CoilSettings};
     let (coils, n_y, n_x) = case.kspace.dim();
-    let kspace = case.kspace.as_slice().context("k-space is not contiguous")?;
+    let kspace = case
+        .kspace
+        .as_slice()
+        .context("k-space is not contiguous")?;
     let mask: Vec<f32> = case.mask.iter().map(|&m| f32::from(u8::from(m))).collect();
     let masks: Vec<f32> = (0..coils).flat_map(|_| mask.iter().copied()).collect();
     let espirit = match method {
@@ -458,7 +470,11 @@ fn learned(
         coils,
         kspace,
         masks: &masks,
-        noise: Some(case.noise_scan.as_slice().context("noise scan is not contiguous")?),
+        noise: Some(
+            case.noise_scan
+                .as_slice()
+                .context("noise scan is not contiguous")?,
+        ),
         sensitivities: espirit,
     };
     let options = CoilOptions::default();
@@ -483,9 +499,11 @@ fn learned(
                 combination,
                 options,
             };
-            let (_, used, _) = multicoil::reconstruct_slice(planned, &input, &settings, &mut image)?;
+            let (_, used, _) =
+                multicoil::reconstruct_slice(planned, &input, &settings, &mut image)?;
             ensure!(
-                (used == multicoil::COIL_COMBINATION_SENSE) == (combination == CoilCombination::Sense),
+                (used == multicoil::COIL_COMBINATION_SENSE)
+                    == (combination == CoilCombination::Sense),
                 "{}: combined by {used}",
                 method.name()
             );

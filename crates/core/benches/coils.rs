@@ -47,7 +47,7 @@ fn variable_density_mask() -> Vec<f32> {
     (0..SIDE * SIDE)
         .map(|i| {
             let y = i / SIDE;
-            if y % 3 == 0 || (y as isize - (SIDE / 2) as isize).unsigned_abs() < 12 {
+            if y.is_multiple_of(3) || (y as isize - (SIDE / 2) as isize).unsigned_abs() < 12 {
                 1.0
             } else {
                 0.0
@@ -62,7 +62,10 @@ fn maps(coils: usize) -> Vec<Complex32> {
     let mut maps = vec![Complex32::default(); coils * n];
     for c in 0..coils {
         let a = std::f32::consts::TAU * c as f32 / coils as f32;
-        let (cy, cx) = (SIDE as f32 * (0.5 + 0.45 * a.sin()), SIDE as f32 * (0.5 + 0.45 * a.cos()));
+        let (cy, cx) = (
+            SIDE as f32 * (0.5 + 0.45 * a.sin()),
+            SIDE as f32 * (0.5 + 0.45 * a.cos()),
+        );
         for i in 0..n {
             let (y, x) = ((i / SIDE) as f32, (i % SIDE) as f32);
             let d2 = ((y - cy) / SIDE as f32).powi(2) + ((x - cx) / SIDE as f32).powi(2);
@@ -70,7 +73,10 @@ fn maps(coils: usize) -> Vec<Complex32> {
         }
     }
     for i in 0..n {
-        let norm = (0..coils).map(|c| maps[c * n + i].norm_sqr()).sum::<f32>().sqrt();
+        let norm = (0..coils)
+            .map(|c| maps[c * n + i].norm_sqr())
+            .sum::<f32>()
+            .sqrt();
         (0..coils).for_each(|c| maps[c * n + i] /= norm);
     }
     maps
@@ -82,9 +88,13 @@ fn benches(c: &mut Criterion) {
     let fft = Fft2::new(RustFft::<f32>::new(shape));
     let mut rng = StdRng::seed_from_u64(7);
     let filters = random_filters(&mut rng);
-    let mut responses = vec![Complex32::default(); DictionaryPlan::<f32, RustFft<f32>>::responses_len(shape, FILTERS)];
+    let mut responses = vec![
+        Complex32::default();
+        DictionaryPlan::<f32, RustFft<f32>>::responses_len(shape, FILTERS)
+    ];
     let mut power = vec![0f32; DictionaryPlan::<f32, RustFft<f32>>::power_len(shape)];
-    let mut scratch = vec![Complex32::default(); DictionaryPlan::<f32, RustFft<f32>>::scratch_len(&fft)];
+    let mut scratch =
+        vec![Complex32::default(); DictionaryPlan::<f32, RustFft<f32>>::scratch_len(&fft)];
     let plan = DictionaryPlan::new(
         &fft,
         Dictionary::new(&filters, FILTERS, FILTER_SIDE).unwrap(),
@@ -122,34 +132,55 @@ fn benches(c: &mut Criterion) {
             .zip(&mask)
             .map(|(k, &m)| k * m)
             .collect();
-        let mut complex = vec![Complex32::default(); Workspace::<f32>::complex_len(shape, FILTERS, fft.scratch_len())];
+        let mut complex = vec![
+            Complex32::default();
+            Workspace::<f32>::complex_len(shape, FILTERS, fft.scratch_len())
+        ];
         let mut real = vec![0f32; Workspace::<f32>::real_len(shape)];
-        let mut ws = Workspace::new(shape, FILTERS, fft.scratch_len(), &mut complex, &mut real).unwrap();
+        let mut ws =
+            Workspace::new(shape, FILTERS, fft.scratch_len(), &mut complex, &mut real).unwrap();
         let mut prepared = ws.prepare(&plan, &kspace, &mask, 1.0).unwrap();
         for t in [1, 5] {
-            group.bench_function(BenchmarkId::new(format!("{mask_name}/single"), format!("T{t}")), |bench| {
-                bench.iter(|| prepared.solve(lambda, t, &mut image).unwrap())
-            });
+            group.bench_function(
+                BenchmarkId::new(format!("{mask_name}/single"), format!("T{t}")),
+                |bench| bench.iter(|| prepared.solve(lambda, t, &mut image).unwrap()),
+            );
         }
         for coils in [4usize, 8] {
             let maps = maps(coils);
             let kspace: Vec<Complex32> = (0..coils).flat_map(|_| kspace.iter().copied()).collect();
             let masks: Vec<f32> = (0..coils).flat_map(|_| mask.iter().copied()).collect();
-            let mut complex = vec![Complex32::default(); CoilWorkspace::<f32>::complex_len(shape, FILTERS, coils, fft.scratch_len())];
+            let mut complex =
+                vec![
+                    Complex32::default();
+                    CoilWorkspace::<f32>::complex_len(shape, FILTERS, coils, fft.scratch_len())
+                ];
             let mut real = vec![0f32; CoilWorkspace::<f32>::real_len(shape, coils)];
-            let mut ws = CoilWorkspace::new(shape, FILTERS, coils, fft.scratch_len(), &mut complex, &mut real).unwrap();
+            let mut ws = CoilWorkspace::new(
+                shape,
+                FILTERS,
+                coils,
+                fft.scratch_len(),
+                &mut complex,
+                &mut real,
+            )
+            .unwrap();
             if coils == 8 {
-                group.bench_function(BenchmarkId::new(format!("{mask_name}/C{coils}"), "prepare"), |bench| {
-                    bench.iter(|| {
-                        ws.prepare(&plan, &kspace, &masks, &maps, 1.0).unwrap();
-                    })
-                });
+                group.bench_function(
+                    BenchmarkId::new(format!("{mask_name}/C{coils}"), "prepare"),
+                    |bench| {
+                        bench.iter(|| {
+                            ws.prepare(&plan, &kspace, &masks, &maps, 1.0).unwrap();
+                        })
+                    },
+                );
             }
             let mut prepared = ws.prepare(&plan, &kspace, &masks, &maps, 1.0).unwrap();
             for t in [1, 5] {
-                group.bench_function(BenchmarkId::new(format!("{mask_name}/C{coils}"), format!("T{t}")), |bench| {
-                    bench.iter(|| prepared.solve(lambda, t, &mut image).unwrap())
-                });
+                group.bench_function(
+                    BenchmarkId::new(format!("{mask_name}/C{coils}"), format!("T{t}")),
+                    |bench| bench.iter(|| prepared.solve(lambda, t, &mut image).unwrap()),
+                );
             }
         }
     }
