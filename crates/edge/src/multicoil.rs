@@ -5,6 +5,13 @@
 //! caller gives them, then the core's `A = M_c F S_c` reconstruction with the planned method
 //! ([`PlannedMethod::reconstruct_data`]). The Lambda network sees the coil-combined data, so
 //! the bundled single-coil model works unchanged.
+//!
+//! **Intensity.** Maps are unit-norm per pixel in the basis the solver sees, so the solve
+//! returns `x' = g x` where `x` is the image on the scale of the received coils (unit maps
+//! there): prewhitening `W` gives `g = |W S|` for the received unit map `S` (computed as
+//! `1 / |W^{-1} S'|` from the whitened unit map `S'`), compression `A` multiplies it by
+//! `|A S'|`. The image is divided by `g`, so neither changes its scale (without this a
+//! correlated noise covariance would shade the image by up to tens of percent).
 
 use crate::coils::{self, Sensitivities, SensitivityOptions};
 use crate::method::{PlannedMethod, SliceResult};
@@ -71,6 +78,9 @@ pub struct PreparedCoils {
     pub coils: usize,
     pub kspace: Vec<Complex32>,
     pub masks: Vec<f32>,
+    /// `g` per pixel: the solve's image divided by it is on the scale of the received coils
+    /// (module docs, "Intensity"); `None`: 1 everywhere.
+    pub intensity: Option<Vec<f32>>,
     pub sensitivities: Sensitivities,
     pub report: CoilReport,
 }
@@ -125,52 +135,63 @@ pub fn prepare_coils(
     }
     let mut kspace = input.kspace.to_vec();
     let mut given = input.sensitivities.map(<[Complex32]>::to_vec);
-    let whitened = match input.noise {
+    let whitening = match input.noise {
         Some(noise) => {
             let whitening = coils::noise_whitening(noise, coils).context("noise prewhitening")?;
             whitening.apply(&mut kspace)?;
-            // W makes the noise of every coil unit variance; scaled by the coils' mean noise
-            // level the data keep their units (for white noise of equal level W = I), so the
-            // image does not change its scale with the noise scan.
-            let mean_variance = (0..coils)
-                .map(|c| whitening.covariance[c * coils + c].re)
-                .sum::<f64>()
-                / coils as f64;
-            let level = mean_variance.sqrt() as f32;
-            kspace.iter_mut().for_each(|v| *v *= level);
             if let Some(maps) = given.as_mut() {
                 // The coils are now W y: their encoding is W S.
                 whitening.apply(maps)?;
             }
-            true
+            Some(whitening)
         }
-        None => false,
+        None => None,
     };
-    let (kspace, masks, virtual_coils, retained_energy, given) = match options.virtual_coils {
+    // The maps of the (whitened) coils, unit norm on the support: estimated before any
+    // compression, so that the compression's loss can be measured on them.
+    let maps = match given {
+        Some(maps) => given_sensitivities(maps, coils, shape),
+        None => coils::estimate_sensitivities(&kspace, input.masks, coils, shape, &options.sensitivity)
+            .context("estimating the coil sensitivities from the k-space centre (give them with --sensitivities if the centre is not fully sampled)")?,
+    };
+    // The solve finds x' = g x (module docs, "Intensity") and the image is x' / g.
+    let mut gain: Option<Vec<f32>> = whitening
+        .as_ref()
+        .map(|w| unwhitened_norms(w, &maps.maps, &maps.support))
+        .transpose()?;
+    let (kspace, masks, virtual_coils, retained_energy, sensitivities) = match options.virtual_coils
+    {
         Some(v) if v < coils => {
             let compression = coils::coil_compression(&kspace, input.masks, coils, shape, v)
                 .context("coil compression")?;
             let compressed = compression.apply(&kspace)?;
-            let maps = given.map(|m| compression.apply(&m)).transpose()?;
+            let projected = compression.apply(&maps.maps)?;
+            let mut sensitivities = given_sensitivities(projected, v, shape);
+            // Compression keeps `|A S|` of each unit map; normalising divides the image by it.
+            let kept = norms(&compression.apply(&maps.maps)?, v, n);
+            let gain = gain.get_or_insert_with(|| vec![1.0; n]);
+            for ((g, k), inside) in gain.iter_mut().zip(&kept).zip(&sensitivities.support) {
+                if *inside && *k > 0.0 {
+                    *g *= k;
+                }
+            }
+            sensitivities.method = maps.method;
+            sensitivities.calibration = maps.calibration.clone();
             // Compression needs identical masks, so the first v are the masks of the virtual coils.
             (
                 compressed,
                 input.masks[..v * n].to_vec(),
                 v,
                 compression.retained_energy,
-                maps,
+                sensitivities,
             )
         }
         Some(v) if v > coils => {
             bail!("--virtual-coils {v} is more than the {coils} coils received")
         }
-        _ => (kspace, input.masks.to_vec(), coils, 1.0, given),
+        _ => (kspace, input.masks.to_vec(), coils, 1.0, maps),
     };
-    let sensitivities = match given {
-        Some(maps) => given_sensitivities(maps, virtual_coils, shape),
-        None => coils::estimate_sensitivities(&kspace, &masks, virtual_coils, shape, &options.sensitivity)
-            .context("estimating the coil sensitivities from the k-space centre (give them with --sensitivities if the centre is not fully sampled)")?,
-    };
+    let whitened = whitening.is_some();
     let described = match input.sensitivities {
         Some(_) => "given".to_string(),
         None => format!(
@@ -184,6 +205,7 @@ pub fn prepare_coils(
         coils: virtual_coils,
         kspace,
         masks,
+        intensity: gain,
         report: CoilReport {
             coils,
             virtual_coils,
@@ -194,6 +216,77 @@ pub fn prepare_coils(
         },
         sensitivities,
     })
+}
+
+/// `|W^{-1} S(r)|` for unit maps `S` of whitened coils (`W` lower triangular, solved by
+/// forward substitution): what a unit map of the received coils becomes, inverted
+/// (module docs, "Intensity"); off the support, its mean over the support.
+fn unwhitened_norms(
+    whitening: &coils::Whitening,
+    maps: &[Complex32],
+    support: &[bool],
+) -> Result<Vec<f32>> {
+    let c = whitening.coils;
+    let n = support.len();
+    ensure!(
+        maps.len() == c * n,
+        "maps and whitening disagree on the coils"
+    );
+    let w = &whitening.matrix;
+    let mut column = vec![Complex32::default(); c];
+    let mut solved = vec![Complex32::default(); c];
+    let mut gain: Vec<f32> = (0..n)
+        .map(|i| {
+            if !support[i] {
+                return f32::NAN;
+            }
+            (0..c).for_each(|k| column[k] = maps[k * n + i]);
+            for r in 0..c {
+                let mut sum = column[r];
+                for k in 0..r {
+                    sum -= w[r * c + k] * solved[k];
+                }
+                solved[r] = sum / w[r * c + r];
+            }
+            // |W^{-1} S| = 1 / |W S_received| for S = W S_received / |W S_received|.
+            1.0 / solved.iter().map(|v| v.norm_sqr()).sum::<f32>().sqrt()
+        })
+        .collect();
+    // Off the support (no map) the mean over the support: the background keeps the scale of
+    // the object around it.
+    let inside: Vec<f32> = gain.iter().copied().filter(|g| g.is_finite()).collect();
+    let mean = if inside.is_empty() {
+        1.0
+    } else {
+        inside.iter().sum::<f32>() / inside.len() as f32
+    };
+    gain.iter_mut()
+        .filter(|g| !g.is_finite())
+        .for_each(|g| *g = mean);
+    Ok(gain)
+}
+
+/// `sqrt(sum_c |m_c(r)|^2)` of `[coils][n]` maps.
+fn norms(maps: &[Complex32], coils: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            (0..coils)
+                .map(|c| maps[c * n + i].norm_sqr())
+                .sum::<f32>()
+                .sqrt()
+        })
+        .collect()
+}
+
+/// Divides `image` by the intensity `g` of [`PreparedCoils::intensity`].
+fn correct_intensity(image: &mut [Complex32], intensity: Option<&[f32]>) {
+    if let Some(gain) = intensity {
+        for (v, g) in image.iter_mut().zip(gain) {
+            if *g > 0.0 {
+                *v /= *g;
+            }
+        }
+    }
 }
 
 /// Given maps (after whitening or compression, which change their norm) normalised to
@@ -237,6 +330,7 @@ pub fn reconstruct_coils(
         },
         image,
     )?;
+    correct_intensity(image, prepared.intensity.as_deref());
     Ok(CoilResult {
         slice,
         coils: prepared.report,
@@ -289,6 +383,7 @@ pub fn combine_coils(
             }
         }
     }
+    correct_intensity(&mut combined, prepared.intensity.as_deref());
     let mut kspace = vec![Complex32::default(); n];
     fourier.apply(&combined, &mut kspace, &mut scratch);
     for (k, &m) in kspace.iter_mut().zip(&mask) {
@@ -356,6 +451,12 @@ pub fn reconstruct_slice(
                         .as_slice_mut()
                         .context("the image is not contiguous")?,
                 )?;
+                correct_intensity(
+                    image
+                        .as_slice_mut()
+                        .context("the image is not contiguous")?,
+                    prepared.intensity.as_deref(),
+                );
                 Ok((
                     slice,
                     COIL_COMBINATION_SENSE.to_string(),
