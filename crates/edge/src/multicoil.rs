@@ -166,9 +166,9 @@ pub fn prepare_coils(
                 .context("coil compression")?;
             let compressed = compression.apply(&kspace)?;
             let projected = compression.apply(&maps.maps)?;
-            let mut sensitivities = given_sensitivities(projected, v, shape);
             // Compression keeps `|A S|` of each unit map; normalising divides the image by it.
-            let kept = norms(&compression.apply(&maps.maps)?, v, n);
+            let kept = norms(&projected, v, n);
+            let mut sensitivities = given_sensitivities(projected, v, shape);
             let gain = gain.get_or_insert_with(|| vec![1.0; n]);
             for ((g, k), inside) in gain.iter_mut().zip(&kept).zip(&sensitivities.support) {
                 if *inside && *k > 0.0 {
@@ -293,14 +293,10 @@ fn correct_intensity(image: &mut [Complex32], intensity: Option<&[f32]>) {
 /// `sum_c |S_c|² = 1` wherever they are not zero; the support is where they are not.
 fn given_sensitivities(mut maps: Vec<Complex32>, coils: usize, shape: Shape) -> Sensitivities {
     let n = shape.len();
-    let mut support = vec![false; n];
-    for (i, inside) in support.iter_mut().enumerate() {
-        let energy: f32 = (0..coils).map(|c| maps[c * n + i].norm_sqr()).sum();
-        if energy > 0.0 {
-            *inside = true;
-            let gain = 1.0 / energy.sqrt();
-            (0..coils).for_each(|c| maps[c * n + i] *= gain);
-        }
+    let norm = norms(&maps, coils, n);
+    let support: Vec<bool> = norm.iter().map(|&v| v > 0.0).collect();
+    for (i, &v) in norm.iter().enumerate().filter(|(_, &v)| v > 0.0) {
+        (0..coils).for_each(|c| maps[c * n + i] /= v);
     }
     Sensitivities {
         coils,
@@ -321,6 +317,19 @@ pub fn reconstruct_coils(
     image: &mut [Complex32],
 ) -> Result<CoilResult> {
     let prepared = prepare_coils(input, options, planned.shape())?;
+    let slice = solve_prepared(planned, &prepared, image)?;
+    Ok(CoilResult {
+        slice,
+        coils: prepared.report,
+    })
+}
+
+/// The solve of a prepared multi-coil slice, then the intensity correction.
+fn solve_prepared(
+    planned: &mut PlannedMethod,
+    prepared: &PreparedCoils,
+    image: &mut [Complex32],
+) -> Result<SliceResult> {
     let slice = planned.reconstruct_data(
         SliceData::Coils {
             coils: prepared.coils,
@@ -331,10 +340,7 @@ pub fn reconstruct_coils(
         image,
     )?;
     correct_intensity(image, prepared.intensity.as_deref());
-    Ok(CoilResult {
-        slice,
-        coils: prepared.report,
-    })
+    Ok(slice)
 }
 
 /// The maps [`reconstruct_coils`] would use for `input` (estimated or given, after
@@ -440,23 +446,13 @@ pub fn reconstruct_slice(
         )),
         CoilCombination::Sense => match prepare_coils(input, &settings.options, planned.shape()) {
             Ok(prepared) => {
-                let slice = planned.reconstruct_data(
-                    SliceData::Coils {
-                        coils: prepared.coils,
-                        kspace: &prepared.kspace,
-                        masks: &prepared.masks,
-                        sensitivities: &prepared.sensitivities.maps,
-                    },
+                let slice = solve_prepared(
+                    planned,
+                    &prepared,
                     image
                         .as_slice_mut()
                         .context("the image is not contiguous")?,
                 )?;
-                correct_intensity(
-                    image
-                        .as_slice_mut()
-                        .context("the image is not contiguous")?,
-                    prepared.intensity.as_deref(),
-                );
                 Ok((
                     slice,
                     COIL_COMBINATION_SENSE.to_string(),
