@@ -17,23 +17,6 @@ use sparsemap_core::ops::LinearOperator;
 use sparsemap_core::recon::{ReconConfig, Workspace};
 use sparsemap_core::Shape;
 
-/// Items in reverse order, workers taken round robin: a schedule no real executor uses.
-struct Reversed;
-
-impl Executor for Reversed {
-    fn for_each<I: Send, W: Send>(
-        &self,
-        items: &mut [I],
-        workers: &mut [W],
-        work: &(dyn Fn(&mut I, &mut W) + Sync),
-    ) {
-        let count = workers.len();
-        for (i, item) in items.iter_mut().enumerate().rev() {
-            work(item, &mut workers[i % count]);
-        }
-    }
-}
-
 /// Real threads: item `i` goes to worker `i % workers`, each worker on its own thread.
 struct RoundRobinThreads;
 

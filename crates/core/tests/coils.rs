@@ -8,40 +8,12 @@ mod common;
 use common::*;
 use num_complex::{Complex, Complex64};
 use sparsemap_core::coils::{reconstruct_coils, CoilEncoding, CoilWorkspace, LIPSCHITZ_MARGIN};
-use sparsemap_core::dictionary::{ConvDictionary, Dictionary, DictionaryPlan, MaskedSynthesis};
+use sparsemap_core::dictionary::{ConvDictionary, MaskedSynthesis};
 use sparsemap_core::fft::{ActiveRows, Fft2, FftBackend, MicroFft, RustFft};
-use sparsemap_core::fista::{Executor, Lambda, WorkerBuffers};
+use sparsemap_core::fista::{Lambda, WorkerBuffers};
 use sparsemap_core::ops::{adjoint_mismatch, LinearOperator};
 use sparsemap_core::recon::{reconstruct, ReconConfig, Workspace};
 use sparsemap_core::{Error, Real, Shape};
-
-/// Owns what a dictionary plan borrows.
-struct PlanStore<T> {
-    responses: Vec<Complex<T>>,
-    power: Vec<T>,
-}
-
-fn make_plan<'a, T: Real, B: FftBackend<T>>(
-    fft: &'a Fft2<B>,
-    filters: &[T],
-    count: usize,
-    side: usize,
-    store: &'a mut PlanStore<T>,
-) -> DictionaryPlan<'a, T, B> {
-    let shape = fft.shape();
-    store.responses = vec![Complex::default(); DictionaryPlan::<T, B>::responses_len(shape, count)];
-    store.power = vec![T::zero(); DictionaryPlan::<T, B>::power_len(shape)];
-    let mut scratch = vec![Complex::default(); DictionaryPlan::<T, B>::scratch_len(fft)];
-    let dictionary = Dictionary::new(filters, count, side).unwrap();
-    DictionaryPlan::new(
-        fft,
-        dictionary,
-        &mut store.responses,
-        &mut store.power,
-        &mut scratch,
-    )
-    .unwrap()
-}
 
 /// Smooth coil maps: coil `c` peaks near a point on a circle around the centre, with a slow
 /// linear phase; normalised so that `sum_c |S_c|² = 1` at every pixel.
@@ -548,20 +520,6 @@ type Solve<'a> = &'a dyn Fn(
 /// Coils and filter chunks on any executor give the same bits.
 #[test]
 fn threads_do_not_change_the_image() {
-    struct Reversed;
-    impl Executor for Reversed {
-        fn for_each<I: Send, W: Send>(
-            &self,
-            items: &mut [I],
-            workers: &mut [W],
-            work: &(dyn Fn(&mut I, &mut W) + Sync),
-        ) {
-            let count = workers.len();
-            for (i, item) in items.iter_mut().enumerate().rev() {
-                work(item, &mut workers[i % count]);
-            }
-        }
-    }
     let (ny, nx, count, side, coils) = (32, 16, 9, 3, 5);
     let shape = Shape::new(ny, nx).unwrap();
     let fft = Fft2::new(RustFft::<f32>::new(shape));

@@ -7,7 +7,7 @@ use common::*;
 use num_complex::{Complex, Complex64};
 use proptest::prelude::*;
 use sparsemap_core::dictionary::{ConvDictionary, Dictionary, DictionaryPlan, MaskedSynthesis};
-use sparsemap_core::fft::{ActiveRows, Fft2, FftBackend, MicroFft, RustFft};
+use sparsemap_core::fft::{ActiveRows, Fft2, MicroFft, RustFft};
 use sparsemap_core::lowpass::LowPass;
 use sparsemap_core::ops::{adjoint_mismatch, CentredFourier, Chain, LinearOperator, Mask, Scaled};
 use sparsemap_core::{Real, Shape};
@@ -25,38 +25,6 @@ fn check_adjoint<T: Real, A: LinearOperator<T>>(op: &A, seed: u64, tol: f64) {
     let mut scratch = vec![Complex::default(); op.scratch_len()];
     let mismatch = adjoint_mismatch(op, &x, &y, &mut ax, &mut ahy, &mut scratch);
     assert!(mismatch < tol, "adjoint mismatch {mismatch:e} >= {tol:e}");
-}
-
-/// Owns what a dictionary plan borrows.
-struct PlanStore<T> {
-    responses: Vec<Complex<T>>,
-    power: Vec<T>,
-}
-
-fn random_filters(seed: u64, count: usize, side: usize) -> Vec<f64> {
-    random_real::<f64>(&mut rng(seed), count * side * side, -1.0, 1.0)
-}
-
-fn make_plan<'a, T: Real, B: FftBackend<T>>(
-    fft: &'a Fft2<B>,
-    filters: &[T],
-    count: usize,
-    side: usize,
-    store: &'a mut PlanStore<T>,
-) -> DictionaryPlan<'a, T, B> {
-    let shape = fft.shape();
-    store.responses = vec![Complex::default(); DictionaryPlan::<T, B>::responses_len(shape, count)];
-    store.power = vec![T::zero(); DictionaryPlan::<T, B>::power_len(shape)];
-    let mut scratch = vec![Complex::default(); DictionaryPlan::<T, B>::scratch_len(fft)];
-    let dictionary = Dictionary::new(filters, count, side).unwrap();
-    DictionaryPlan::new(
-        fft,
-        dictionary,
-        &mut store.responses,
-        &mut store.power,
-        &mut scratch,
-    )
-    .unwrap()
 }
 
 fn side_strategy() -> impl Strategy<Value = usize> {

@@ -4,6 +4,9 @@
 use num_complex::{Complex, Complex64};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sparsemap_core::dictionary::{Dictionary, DictionaryPlan};
+use sparsemap_core::fft::{Fft2, FftBackend};
+use sparsemap_core::fista::Executor;
 use sparsemap_core::Real;
 
 pub fn rng(seed: u64) -> StdRng {
@@ -108,4 +111,53 @@ pub fn circular_convolution(
         }
     }
     out
+}
+
+/// Owns what a dictionary plan borrows.
+pub struct PlanStore<T> {
+    pub responses: Vec<Complex<T>>,
+    pub power: Vec<T>,
+}
+
+pub fn random_filters(seed: u64, count: usize, side: usize) -> Vec<f64> {
+    random_real::<f64>(&mut rng(seed), count * side * side, -1.0, 1.0)
+}
+
+pub fn make_plan<'a, T: Real, B: FftBackend<T>>(
+    fft: &'a Fft2<B>,
+    filters: &[T],
+    count: usize,
+    side: usize,
+    store: &'a mut PlanStore<T>,
+) -> DictionaryPlan<'a, T, B> {
+    let shape = fft.shape();
+    store.responses = vec![Complex::default(); DictionaryPlan::<T, B>::responses_len(shape, count)];
+    store.power = vec![T::zero(); DictionaryPlan::<T, B>::power_len(shape)];
+    let mut scratch = vec![Complex::default(); DictionaryPlan::<T, B>::scratch_len(fft)];
+    let dictionary = Dictionary::new(filters, count, side).unwrap();
+    DictionaryPlan::new(
+        fft,
+        dictionary,
+        &mut store.responses,
+        &mut store.power,
+        &mut scratch,
+    )
+    .unwrap()
+}
+
+/// Items in reverse order, workers taken round robin: a schedule no real executor uses.
+pub struct Reversed;
+
+impl Executor for Reversed {
+    fn for_each<I: Send, W: Send>(
+        &self,
+        items: &mut [I],
+        workers: &mut [W],
+        work: &(dyn Fn(&mut I, &mut W) + Sync),
+    ) {
+        let count = workers.len();
+        for (i, item) in items.iter_mut().enumerate().rev() {
+            work(item, &mut workers[i % count]);
+        }
+    }
 }
