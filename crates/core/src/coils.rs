@@ -215,13 +215,13 @@ impl<T: Real, B: FftBackend<T>> NormalResidual<T> for CoilResidual<'_, '_, T, B>
         executor.for_each(&mut coils[..encoding.coils], workers, &|slot, worker| {
             if let Some(coil) = slot {
                 let c = coil.index;
-                let block = &mut worker.block[..n];
-                encoding.encode_coil(c, image, block, worker.scratch);
+                // The coil's own partial is its working grid: no copy per coil and iteration.
+                let partial = &mut *coil.partial;
+                encoding.encode_coil(c, image, partial, worker.scratch);
                 if let Some(data) = data {
-                    crate::ops::sub_from(block, &data[c * n..(c + 1) * n]);
+                    crate::ops::sub_from(partial, &data[c * n..(c + 1) * n]);
                 }
-                encoding.adjoint_coil_in_place(c, block, worker.scratch);
-                coil.partial.copy_from_slice(block);
+                encoding.adjoint_coil_in_place(c, partial, worker.scratch);
             }
         });
         let image = &mut *self.image;
